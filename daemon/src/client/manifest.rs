@@ -1,0 +1,183 @@
+//! What the client must remember to get a file back: its manifest.
+//!
+//! A segment holds a list of shards so that erasure coding can later spread
+//! one segment over several providers without changing the format.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{Hash, NONCE_LEN};
+use crate::error::{Error, Result};
+use crate::protocol::{ContractId, Receipt, ShardId};
+
+pub const MANIFEST_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShardRef {
+    #[serde(with = "hex::serde")]
+    pub shard_id: ShardId,
+    pub size: u64,
+    pub provider: String,
+    #[serde(with = "hex::serde")]
+    pub contract_id: ContractId,
+    pub receipt: Receipt,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Segment {
+    #[serde(with = "hex::serde")]
+    pub nonce: [u8; NONCE_LEN],
+    /// Plaintext length, so a file's layout is explicit, not inferred.
+    pub plain_len: u64,
+    pub shards: Vec<ShardRef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    pub version: u32,
+    #[serde(with = "hex::serde")]
+    pub file_id: Hash,
+    pub name: String,
+    pub size: u64,
+    pub created_at: u64,
+    pub segment_size: u64,
+    pub segments: Vec<Segment>,
+}
+
+impl Manifest {
+    /// Distinct providers holding this file, in first-use order.
+    pub fn providers(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in self.segments.iter().flat_map(|s| &s.shards) {
+            if !out.contains(&s.provider) {
+                out.push(s.provider.clone());
+            }
+        }
+        out
+    }
+
+    /// Checks the internal consistency a get relies on.
+    pub fn validate(&self) -> Result<()> {
+        let total: u64 = self.segments.iter().map(|s| s.plain_len).sum();
+        if self.version != MANIFEST_VERSION
+            || total != self.size
+            || self.segments.iter().any(|s| s.shards.is_empty())
+        {
+            return Err(Error::Internal(format!(
+                "manifest of {} is inconsistent",
+                hex::encode(self.file_id)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Manifests keyed by file id in the client's sled database.
+#[derive(Clone)]
+pub struct ManifestStore {
+    tree: sled::Tree,
+}
+
+pub fn parse_file_id(s: &str) -> Result<Hash> {
+    let mut id = [0u8; 32];
+    hex::decode_to_slice(s.trim(), &mut id)
+        .map_err(|_| Error::FileNotFound(format!("{s} (not a file id)")))?;
+    Ok(id)
+}
+
+impl ManifestStore {
+    pub fn open(db: &sled::Db) -> Result<Self> {
+        Ok(ManifestStore {
+            tree: db.open_tree("manifests")?,
+        })
+    }
+
+    /// Durable before it returns: a put is not reported done otherwise.
+    pub fn insert(&self, m: &Manifest) -> Result<()> {
+        self.tree.insert(m.file_id, serde_json::to_vec(m)?)?;
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    pub fn get(&self, id: &Hash) -> Result<Manifest> {
+        let bytes = self
+            .tree
+            .get(id)?
+            .ok_or_else(|| Error::FileNotFound(hex::encode(id)))?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    pub fn remove(&self, id: &Hash) -> Result<()> {
+        self.tree.remove(id)?;
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    pub fn list(&self) -> Result<Vec<Manifest>> {
+        let mut out = Vec::new();
+        for item in self.tree.iter() {
+            let (_, v) = item?;
+            out.push(serde_json::from_slice(&v)?);
+        }
+        out.sort_by_key(|m: &Manifest| m.created_at);
+        Ok(out)
+    }
+
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p::PeerId;
+    use libp2p::identity::Keypair;
+
+    fn sample() -> Manifest {
+        let provider = Keypair::generate_ed25519();
+        let receipt = Receipt::sign(&provider, [3; 32], [4; 32], 20, &PeerId::random(), 1).unwrap();
+        Manifest {
+            version: MANIFEST_VERSION,
+            file_id: [1; 32],
+            name: "a.bin".into(),
+            size: 10,
+            created_at: 5,
+            segment_size: 4,
+            segments: vec![Segment {
+                nonce: [2; NONCE_LEN],
+                plain_len: 10,
+                shards: vec![ShardRef {
+                    shard_id: [4; 32],
+                    size: 26,
+                    provider: provider.public().to_peer_id().to_string(),
+                    contract_id: [3; 32],
+                    receipt,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn persists_and_validates() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = ManifestStore::open(&db).unwrap();
+        let m = sample();
+        m.validate().unwrap();
+        store.insert(&m).unwrap();
+        assert_eq!(store.get(&m.file_id).unwrap(), m);
+        assert_eq!(store.list().unwrap().len(), 1);
+        assert_eq!(m.providers().len(), 1);
+        store.remove(&m.file_id).unwrap();
+        assert!(matches!(store.get(&m.file_id), Err(Error::FileNotFound(_))));
+        let mut bad = m.clone();
+        bad.size = 11;
+        assert!(bad.validate().is_err());
+        assert!(parse_file_id("zz").is_err());
+        assert_eq!(parse_file_id(&hex::encode([1u8; 32])).unwrap(), [1u8; 32]);
+    }
+}

@@ -1,0 +1,24 @@
+//! p2pstored: the whole p2pstore node as a library.
+//!
+//! A node stores files encrypted at other nodes (client role), stores
+//! others' encrypted shards for pay (provider role), or helps peers find
+//! each other (bootstrap/rendezvous role). Data flows one way: RPC
+//! ([`rpc`]) → node services ([`node`], [`client`], [`provider`]) →
+//! network ([`network`]) | store | wallet. The `p2pstored` binary is a thin
+//! shell over [`daemon::run`].
+
+pub mod client;
+pub mod config;
+pub mod crypto;
+pub mod daemon;
+pub mod error;
+pub mod keys;
+pub mod network;
+pub mod node;
+pub mod progress;
+pub mod protocol;
+pub mod provider;
+pub mod rpc;
+pub mod wallet;
+
+pub use error::{Error, Result};

@@ -1,0 +1,28 @@
+//! `p2pstored`: parses flags and runs the daemon from the library.
+
+use clap::Parser;
+use p2pstored::config::{Args, Config};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let cfg = match Config::load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("p2pstored: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log).unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match p2pstored::daemon::run(cfg).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("p2pstored: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The composed libp2p behaviour and the transport that carries it.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::kad::{self, store::MemoryStore};
+use libp2p::request_response::{self, ProtocolSupport, cbor};
+use libp2p::swarm::{NetworkBehaviour, behaviour::toggle::Toggle};
+use libp2p::{Swarm, identify, noise, ping, rendezvous, tcp, yamux};
+
+use crate::error::{Error, Result};
+use crate::protocol::*;
+
+pub type ControlBehaviour = cbor::Behaviour<ControlRequest, ControlResponse>;
+pub type ShardBehaviour = cbor::Behaviour<ShardRequest, ShardResponse>;
+
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub kad: kad::Behaviour<MemoryStore>,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub control: ControlBehaviour,
+    pub shard: ShardBehaviour,
+    pub rendezvous_client: rendezvous::client::Behaviour,
+    pub rendezvous_server: Toggle<rendezvous::server::Behaviour>,
+}
+
+pub struct Timeouts {
+    pub control: Duration,
+    pub shard: Duration,
+}
+
+pub fn build_swarm(
+    key: Keypair,
+    rendezvous_server: bool,
+    timeouts: &Timeouts,
+) -> Result<Swarm<Behaviour>> {
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| Error::Network(format!("tcp transport: {e}")))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| Error::Network(format!("dns transport: {e}")))?
+        .with_behaviour(|key| {
+            let peer_id = key.public().to_peer_id();
+            let mut kad_cfg = kad::Config::new(KAD_PROTOCOL);
+            kad_cfg
+                .set_query_timeout(Duration::from_secs(30))
+                // Short intervals keep a small or churning network's
+                // registry fresh; records outlive two missed republishes.
+                .set_provider_publication_interval(Some(Duration::from_secs(300)))
+                .set_provider_record_ttl(Some(Duration::from_secs(900)))
+                .set_periodic_bootstrap_interval(Some(Duration::from_secs(120)));
+            let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_cfg);
+            // Without this a node with no confirmed external address stays a
+            // DHT client and answers nobody, so get_providers finds nothing.
+            kad.set_mode(Some(kad::Mode::Server));
+
+            let control = cbor::Behaviour::with_codec(
+                cbor::codec::Codec::default()
+                    .set_request_size_maximum(MAX_CONTROL_MESSAGE)
+                    .set_response_size_maximum(MAX_CONTROL_MESSAGE),
+                [(CONTROL_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(timeouts.control),
+            );
+            let shard = cbor::Behaviour::with_codec(
+                cbor::codec::Codec::default()
+                    .set_request_size_maximum(MAX_SHARD_MESSAGE)
+                    .set_response_size_maximum(MAX_SHARD_MESSAGE),
+                [(SHARD_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(timeouts.shard)
+                    .with_max_concurrent_streams(64),
+            );
+            Behaviour {
+                kad,
+                identify: identify::Behaviour::new(
+                    identify::Config::new("/p2pstore/id/1.0.0".into(), key.public())
+                        .with_agent_version(format!("p2pstored/{}", env!("CARGO_PKG_VERSION"))),
+                ),
+                ping: ping::Behaviour::default(),
+                control,
+                shard,
+                rendezvous_client: rendezvous::client::Behaviour::new(key.clone()),
+                rendezvous_server: Toggle::from(rendezvous_server.then(|| {
+                    rendezvous::server::Behaviour::new(rendezvous::server::Config::default())
+                })),
+            }
+        })
+        .map_err(|e| Error::Network(format!("behaviour: {e}")))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    Ok(swarm)
+}

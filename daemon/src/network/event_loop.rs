@@ -1,0 +1,536 @@
+//! The one task that owns the Swarm. It turns commands into network actions,
+//! network events into replies, and never panics on anything a peer sends.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, identify, rendezvous};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::behaviour::{Behaviour, BehaviourEvent, build_swarm};
+use super::{Command, Inbound, NetStatus, NetworkConfig};
+use crate::error::{Error, Result};
+use crate::protocol::*;
+
+const DISCOVER_EVERY: Duration = Duration::from_secs(30);
+/// Registrations are re-sent every this many discover ticks (TTL is 2 h).
+const REGISTER_EVERY_TICKS: u32 = 20;
+const MAX_ADDRS_PER_PEER: usize = 8;
+const MAX_BOOK_PEERS: usize = 10_000;
+
+/// Where we last saw each peer listening. Bounded, because peers choose
+/// what they announce.
+#[derive(Default)]
+struct AddressBook {
+    peers: HashMap<PeerId, VecDeque<Multiaddr>>,
+}
+
+impl AddressBook {
+    fn add(&mut self, peer: PeerId, addr: Multiaddr) {
+        if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_BOOK_PEERS {
+            return;
+        }
+        let list = self.peers.entry(peer).or_default();
+        if list.contains(&addr) {
+            return;
+        }
+        if list.len() >= MAX_ADDRS_PER_PEER {
+            list.pop_front();
+        }
+        list.push_back(addr);
+    }
+
+    fn get(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.peers
+            .get(peer)
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+pub(super) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    inbound: mpsc::Sender<Inbound>,
+    provide: bool,
+    /// With no configured external address, our listen addresses are what
+    /// we announce (right for loopback and LAN networks; behind NAT set
+    /// `external_addrs`). Rendezvous registration needs at least one.
+    announce_listen: bool,
+    rendezvous_peers: HashSet<PeerId>,
+    book: AddressBook,
+    pending_providers: HashMap<QueryId, (HashSet<PeerId>, oneshot::Sender<HashSet<PeerId>>)>,
+    pending_control: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<ControlResponse>>)>,
+    pending_shard: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<ShardResponse>>)>,
+    rendezvous_cookies: HashMap<PeerId, rendezvous::Cookie>,
+    ticks: u32,
+}
+
+fn split_p2p(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
+    let mut base = addr.clone();
+    match base.pop() {
+        Some(Protocol::P2p(peer)) => Some((peer, base)),
+        _ => None,
+    }
+}
+
+impl EventLoop {
+    pub(super) fn new(
+        key: Keypair,
+        cfg: NetworkConfig,
+        commands: mpsc::Receiver<Command>,
+        inbound: mpsc::Sender<Inbound>,
+    ) -> Result<Self> {
+        let mut swarm = build_swarm(key, cfg.rendezvous_server, &cfg.timeouts)?;
+        for addr in &cfg.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| Error::Network(format!("cannot listen on {addr}: {e}")))?;
+        }
+        for addr in &cfg.external {
+            swarm.add_external_address(addr.clone());
+        }
+        let mut ev = EventLoop {
+            swarm,
+            commands,
+            inbound,
+            provide: cfg.provide,
+            announce_listen: cfg.external.is_empty(),
+            rendezvous_peers: HashSet::new(),
+            book: AddressBook::default(),
+            pending_providers: HashMap::new(),
+            pending_control: HashMap::new(),
+            pending_shard: HashMap::new(),
+            rendezvous_cookies: HashMap::new(),
+            ticks: 0,
+        };
+        for addr in &cfg.bootstrap {
+            let Some((peer, base)) = split_p2p(addr) else {
+                return Err(Error::InvalidParams(format!(
+                    "bootstrap address {addr} must end in /p2p/<peer id>"
+                )));
+            };
+            ev.learn(peer, base, true);
+            ev.rendezvous_peers.insert(peer);
+            if let Err(e) = ev.swarm.dial(addr.clone()) {
+                warn!(%addr, "cannot dial bootstrap node: {e}");
+            }
+        }
+        if ev.provide {
+            ev.announce();
+        }
+        Ok(ev)
+    }
+
+    pub(super) async fn run(mut self) {
+        let mut tick = tokio::time::interval(DISCOVER_EVERY);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        debug!("network task stopped");
+    }
+
+    /// Records an address for a peer everywhere it helps: our book (used
+    /// when we send requests), Kademlia's routing table, and the swarm.
+    fn learn(&mut self, peer: PeerId, addr: Multiaddr, routable: bool) {
+        if peer == *self.swarm.local_peer_id() {
+            return;
+        }
+        self.book.add(peer, addr.clone());
+        if routable {
+            self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+        }
+    }
+
+    fn announce(&mut self) {
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .start_providing(providers_key())
+        {
+            warn!("cannot announce as provider: {e}");
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.ticks = self.ticks.wrapping_add(1);
+        let register = self.ticks % REGISTER_EVERY_TICKS == 0;
+        let connected: Vec<PeerId> = self
+            .rendezvous_peers
+            .iter()
+            .filter(|p| self.swarm.is_connected(p))
+            .copied()
+            .collect();
+        for peer in connected {
+            if register {
+                self.rendezvous_register(peer);
+            }
+            self.rendezvous_discover(peer);
+        }
+        // Re-dial bootstrap nodes we lost, so a restarted bootstrap node
+        // or a transient failure does not leave us isolated.
+        let lost: Vec<PeerId> = self
+            .rendezvous_peers
+            .iter()
+            .filter(|p| !self.swarm.is_connected(p))
+            .copied()
+            .collect();
+        for peer in lost {
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(self.book.get(&peer))
+                .build();
+            let _ = self.swarm.dial(opts);
+        }
+    }
+
+    fn rendezvous_register(&mut self, peer: PeerId) {
+        let ns = rendezvous::Namespace::from_static(RENDEZVOUS_NAMESPACE);
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .rendezvous_client
+            .register(ns, peer, None)
+        {
+            debug!(%peer, "rendezvous registration not sent: {e}");
+        }
+    }
+
+    fn rendezvous_discover(&mut self, peer: PeerId) {
+        let ns = rendezvous::Namespace::from_static(RENDEZVOUS_NAMESPACE);
+        let cookie = self.rendezvous_cookies.get(&peer).cloned();
+        self.swarm
+            .behaviour_mut()
+            .rendezvous_client
+            .discover(Some(ns), cookie, Some(1000), peer);
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::GetProviders { reply } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(providers_key());
+                self.pending_providers.insert(id, (HashSet::new(), reply));
+            }
+            Command::Control {
+                peer,
+                request,
+                reply,
+            } => {
+                let addrs = self.book.get(&peer);
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .control
+                    .send_request_with_addresses(&peer, request, addrs);
+                self.pending_control.insert(id, (peer, reply));
+            }
+            Command::Shard {
+                peer,
+                request,
+                reply,
+            } => {
+                let addrs = self.book.get(&peer);
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .shard
+                    .send_request_with_addresses(&peer, request, addrs);
+                self.pending_shard.insert(id, (peer, reply));
+            }
+            Command::RespondControl { channel, response } => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .control
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    debug!("control response not sent: requester gone");
+                }
+            }
+            Command::RespondShard { channel, response } => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .shard
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    debug!("shard response not sent: requester gone");
+                }
+            }
+            Command::AddAddresses { peer, addrs } => {
+                for addr in addrs {
+                    self.learn(peer, addr, true);
+                }
+            }
+            Command::PeerAddresses { peer, reply } => {
+                let _ = reply.send(self.book.get(&peer));
+            }
+            Command::Status { reply } => {
+                let dht_peers = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .kbuckets()
+                    .map(|b| b.num_entries() as u64)
+                    .sum();
+                let _ = reply.send(NetStatus {
+                    peer_id: self.swarm.local_peer_id().to_string(),
+                    listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
+                    dht_peers,
+                    connected_peers: self.swarm.connected_peers().count() as u64,
+                });
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+                if self.announce_listen {
+                    self.swarm.add_external_address(address);
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                if self.rendezvous_peers.contains(&peer_id) {
+                    if endpoint.is_dialer() {
+                        self.learn(peer_id, endpoint.get_remote_address().clone(), true);
+                    }
+                    self.rendezvous_register(peer_id);
+                    self.rendezvous_discover(peer_id);
+                    if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+                        debug!("kad bootstrap: {e}");
+                    }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(peer = ?peer_id, "dial failed: {error}");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Kad(event) => self.on_kad(event),
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                // Peers that dialed us are unroutable in the DHT unless we
+                // learn where they listen.
+                let routable = info.protocols.contains(&KAD_PROTOCOL);
+                for addr in info.listen_addrs.into_iter().take(MAX_ADDRS_PER_PEER) {
+                    self.learn(peer_id, addr, routable);
+                }
+            }
+            BehaviourEvent::Control(event) => self.on_control(event),
+            BehaviourEvent::Shard(event) => self.on_shard(event),
+            BehaviourEvent::RendezvousClient(event) => self.on_rendezvous(event),
+            _ => {}
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => match result {
+                QueryResult::GetProviders(result) => {
+                    if let Some((found, _)) = self.pending_providers.get_mut(&id)
+                        && let Ok(GetProvidersOk::FoundProviders { providers, .. }) = result
+                    {
+                        found.extend(providers);
+                    }
+                    if step.last
+                        && let Some((found, reply)) = self.pending_providers.remove(&id)
+                    {
+                        let _ = reply.send(found);
+                    }
+                }
+                QueryResult::Bootstrap(_) if step.last && self.provide => self.announce(),
+                QueryResult::StartProviding(Err(e)) => {
+                    debug!("provider announcement incomplete: {e}")
+                }
+                _ => {}
+            },
+            kad::Event::RoutingUpdated {
+                peer, addresses, ..
+            } => {
+                for addr in addresses.iter() {
+                    self.book.add(peer, addr.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_control(&mut self, event: request_response::Event<ControlRequest, ControlResponse>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                self.forward(Inbound::Control {
+                    peer,
+                    request,
+                    channel,
+                });
+            }
+            Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some((_, reply)) = self.pending_control.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Event::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            } => {
+                if let Some((_, reply)) = self.pending_control.remove(&request_id) {
+                    let _ = reply.send(Err(unreachable(peer, error)));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, "inbound control failed: {error}")
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_shard(&mut self, event: request_response::Event<ShardRequest, ShardResponse>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                self.forward(Inbound::Shard {
+                    peer,
+                    request,
+                    channel,
+                });
+            }
+            Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some((_, reply)) = self.pending_shard.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Event::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            } => {
+                if let Some((_, reply)) = self.pending_shard.remove(&request_id) {
+                    let _ = reply.send(Err(unreachable(peer, error)));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, "inbound shard request failed: {error}")
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Hands an inbound request to its service without ever blocking the
+    /// swarm; when the services are saturated the request is dropped and
+    /// the peer sees a failed stream, which is the backpressure it needs.
+    fn forward(&mut self, inbound: Inbound) {
+        if let Err(e) = self.inbound.try_send(inbound) {
+            warn!("inbound request dropped: {e}");
+        }
+    }
+
+    fn on_rendezvous(&mut self, event: rendezvous::client::Event) {
+        match event {
+            rendezvous::client::Event::Discovered {
+                rendezvous_node,
+                registrations,
+                cookie,
+            } => {
+                self.rendezvous_cookies.insert(rendezvous_node, cookie);
+                for reg in registrations {
+                    let peer = reg.record.peer_id();
+                    for addr in reg.record.addresses().iter().take(MAX_ADDRS_PER_PEER) {
+                        self.learn(peer, addr.clone(), true);
+                    }
+                }
+            }
+            rendezvous::client::Event::Registered {
+                rendezvous_node,
+                ttl,
+                ..
+            } => {
+                debug!(peer = %rendezvous_node, ttl, "registered at rendezvous node");
+            }
+            rendezvous::client::Event::RegisterFailed {
+                rendezvous_node,
+                error,
+                ..
+            } => {
+                debug!(peer = %rendezvous_node, ?error, "rendezvous registration failed");
+            }
+            rendezvous::client::Event::DiscoverFailed {
+                rendezvous_node,
+                error,
+                ..
+            } => {
+                debug!(peer = %rendezvous_node, ?error, "rendezvous discovery failed");
+            }
+            rendezvous::client::Event::Expired { .. } => {}
+        }
+    }
+}
+
+fn unreachable(peer: PeerId, error: request_response::OutboundFailure) -> Error {
+    Error::ProviderUnreachable {
+        peer: peer.to_string(),
+        reason: error.to_string(),
+    }
+}

@@ -1,0 +1,176 @@
+//! The p2p network: one task owns the Swarm ([`event_loop`]); everything
+//! else holds a cheap, clonable [`Client`] that sends it commands with
+//! oneshot replies. Inbound requests flow the other way, as [`Inbound`]
+//! values, to whichever service answers them.
+
+mod behaviour;
+mod event_loop;
+
+use std::collections::HashSet;
+
+use libp2p::identity::Keypair;
+use libp2p::request_response::ResponseChannel;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot};
+
+pub use behaviour::Timeouts;
+
+use crate::error::{Error, Result};
+use crate::protocol::*;
+
+pub struct NetworkConfig {
+    pub listen: Vec<Multiaddr>,
+    pub external: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub rendezvous_server: bool,
+    /// Announce this node as a storage provider in the DHT.
+    pub provide: bool,
+    pub timeouts: Timeouts,
+}
+
+/// A request some peer sent us, with the channel to answer on.
+pub enum Inbound {
+    Control {
+        peer: PeerId,
+        request: ControlRequest,
+        channel: ResponseChannel<ControlResponse>,
+    },
+    Shard {
+        peer: PeerId,
+        request: ShardRequest,
+        channel: ResponseChannel<ShardResponse>,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NetStatus {
+    pub peer_id: String,
+    pub listen_addrs: Vec<String>,
+    pub dht_peers: u64,
+    pub connected_peers: u64,
+}
+
+enum Command {
+    GetProviders {
+        reply: oneshot::Sender<HashSet<PeerId>>,
+    },
+    Control {
+        peer: PeerId,
+        request: ControlRequest,
+        reply: oneshot::Sender<Result<ControlResponse>>,
+    },
+    Shard {
+        peer: PeerId,
+        request: ShardRequest,
+        reply: oneshot::Sender<Result<ShardResponse>>,
+    },
+    RespondControl {
+        channel: ResponseChannel<ControlResponse>,
+        response: ControlResponse,
+    },
+    RespondShard {
+        channel: ResponseChannel<ShardResponse>,
+        response: ShardResponse,
+    },
+    AddAddresses {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    },
+    PeerAddresses {
+        peer: PeerId,
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Status {
+        reply: oneshot::Sender<NetStatus>,
+    },
+}
+
+#[derive(Clone)]
+pub struct Client {
+    tx: mpsc::Sender<Command>,
+    local_peer_id: PeerId,
+}
+
+/// Starts the network task. Returns the client handle and the stream of
+/// inbound requests; the task ends when every `Client` is dropped.
+pub async fn spawn(key: Keypair, cfg: NetworkConfig) -> Result<(Client, mpsc::Receiver<Inbound>)> {
+    let local_peer_id = key.public().to_peer_id();
+    let (tx, rx) = mpsc::channel(256);
+    let (inbound_tx, inbound_rx) = mpsc::channel(256);
+    let event_loop = event_loop::EventLoop::new(key, cfg, rx, inbound_tx)?;
+    tokio::spawn(event_loop.run());
+    Ok((Client { tx, local_peer_id }, inbound_rx))
+}
+
+impl Client {
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| Error::Network("network task stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Network("network task dropped the request".into()))
+    }
+
+    pub async fn get_providers(&self) -> Result<HashSet<PeerId>> {
+        self.call(|reply| Command::GetProviders { reply }).await
+    }
+
+    pub async fn control(&self, peer: PeerId, request: ControlRequest) -> Result<ControlResponse> {
+        self.call(|reply| Command::Control {
+            peer,
+            request,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn shard(&self, peer: PeerId, request: ShardRequest) -> Result<ShardResponse> {
+        self.call(|reply| Command::Shard {
+            peer,
+            request,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn respond_control(
+        &self,
+        channel: ResponseChannel<ControlResponse>,
+        response: ControlResponse,
+    ) {
+        let _ = self
+            .tx
+            .send(Command::RespondControl { channel, response })
+            .await;
+    }
+
+    pub async fn respond_shard(
+        &self,
+        channel: ResponseChannel<ShardResponse>,
+        response: ShardResponse,
+    ) {
+        let _ = self
+            .tx
+            .send(Command::RespondShard { channel, response })
+            .await;
+    }
+
+    pub async fn add_addresses(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        let _ = self.tx.send(Command::AddAddresses { peer, addrs }).await;
+    }
+
+    pub async fn peer_addresses(&self, peer: PeerId) -> Result<Vec<Multiaddr>> {
+        self.call(|reply| Command::PeerAddresses { peer, reply })
+            .await
+    }
+
+    pub async fn status(&self) -> Result<NetStatus> {
+        self.call(|reply| Command::Status { reply }).await
+    }
+}

@@ -1,0 +1,283 @@
+//! The node: its lifecycle (uninitialized → locked → running) and the
+//! services it runs once the account is unlocked. RPC calls land here and
+//! flow one way, to the client, provider and network services.
+
+use std::sync::Arc;
+
+use libp2p::identity::Keypair;
+use tokio::sync::RwLock;
+use tracing::info;
+use zeroize::Zeroizing;
+
+use crate::client::ClientService;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::keys::{self, AccountKeys, Keystore};
+use crate::network::{self, NetworkConfig};
+use crate::progress;
+use crate::provider::{ProviderService, store::ShardStore};
+
+pub struct Services {
+    pub net: network::Client,
+    pub client: Option<ClientService>,
+    pub provider: ProviderService,
+    pub roles: Vec<String>,
+}
+
+enum State {
+    Uninitialized,
+    Locked,
+    Running(Arc<Services>),
+}
+
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: Config,
+    db: sled::Db,
+    state: RwLock<State>,
+    progress: progress::Registry,
+}
+
+impl Node {
+    /// Opens the node's database and, where the account can be unlocked
+    /// without asking (bootstrap role, or a password given), starts it.
+    pub async fn start(cfg: Config) -> Result<Node> {
+        let db = sled::Config::new().path(cfg.datadir.join("db")).open()?;
+        let keystore = Keystore::new(&cfg.datadir);
+        let node = Node {
+            inner: Arc::new(Inner {
+                db,
+                state: RwLock::new(State::Uninitialized),
+                progress: progress::Registry::default(),
+                cfg,
+            }),
+        };
+        let cfg = &node.inner.cfg;
+        if cfg.rendezvous_server {
+            let key = keys::load_or_create_node_key(&cfg.datadir.join("node.key"))?;
+            let services = node.start_services(key, None).await?;
+            *node.inner.state.write().await = State::Running(services);
+        } else if keystore.exists() {
+            *node.inner.state.write().await = State::Locked;
+            if let Some(pw) = cfg.password.clone() {
+                node.unlock(pw).await?;
+            } else {
+                info!("keystore locked: run `p2pstore-cli unlock`");
+            }
+        } else if cfg.init {
+            let pw = cfg.password.clone().ok_or_else(|| {
+                Error::InvalidParams(
+                    "--init needs a password: --password-file or P2PSTORE_PASSWORD".into(),
+                )
+            })?;
+            let (mnemonic, _) = node.init(pw, None).await?;
+            if let Some(m) = mnemonic {
+                // The only time the phrase is shown; stdout, never the log.
+                println!(
+                    "New account created. Write down this recovery phrase and keep it secret:\n{}",
+                    m.as_str()
+                );
+            }
+        } else {
+            info!("no account yet: run `p2pstore-cli init`");
+        }
+        Ok(node)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.cfg
+    }
+
+    pub fn progress(&self) -> &progress::Registry {
+        &self.inner.progress
+    }
+
+    pub async fn services(&self) -> Result<Arc<Services>> {
+        match &*self.inner.state.read().await {
+            State::Running(s) => Ok(s.clone()),
+            State::Locked => Err(Error::Locked),
+            State::Uninitialized => Err(Error::NotInitialized),
+        }
+    }
+
+    pub async fn client(&self) -> Result<ClientService> {
+        self.services().await?.client.clone().ok_or_else(|| {
+            Error::InvalidParams("this node runs as a bootstrap node and has no account".into())
+        })
+    }
+
+    pub async fn state_name(&self) -> &'static str {
+        match &*self.inner.state.read().await {
+            State::Running(_) => "running",
+            State::Locked => "locked",
+            State::Uninitialized => "uninitialized",
+        }
+    }
+
+    /// Creates the account and starts the node. Returns the new mnemonic
+    /// (None when restoring) and the peer id.
+    pub async fn init(
+        &self,
+        password: Zeroizing<String>,
+        restore: Option<Zeroizing<String>>,
+    ) -> Result<(Option<Zeroizing<String>>, String)> {
+        let mut state = self.inner.state.write().await;
+        if self.inner.cfg.rendezvous_server || !matches!(*state, State::Uninitialized) {
+            return Err(Error::AlreadyInitialized);
+        }
+        if password.is_empty() {
+            return Err(Error::InvalidParams(
+                "the password must not be empty".into(),
+            ));
+        }
+        let keystore = Keystore::new(&self.inner.cfg.datadir);
+        let restoring = restore.is_some();
+        let (mnemonic, keys) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mnemonic = match restore {
+                Some(words) => keys::parse_mnemonic(&words)?,
+                None => keys::generate_mnemonic()?,
+            };
+            keystore.create(&mnemonic, &password)?;
+            let keys = AccountKeys::from_mnemonic(&mnemonic)?;
+            Ok((Zeroizing::new(mnemonic.to_string()), keys))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        let peer_id = keys.identity.public().to_peer_id().to_string();
+        let services = self
+            .start_services(keys.identity.clone(), Some(Arc::new(keys)))
+            .await?;
+        *state = State::Running(services);
+        info!(peer = %peer_id, "account created");
+        Ok(((!restoring).then_some(mnemonic), peer_id))
+    }
+
+    pub async fn unlock(&self, password: Zeroizing<String>) -> Result<String> {
+        let mut state = self.inner.state.write().await;
+        match &*state {
+            State::Running(s) => return Ok(s.net.local_peer_id().to_string()),
+            State::Uninitialized => return Err(Error::NotInitialized),
+            State::Locked => {}
+        }
+        let keystore = Keystore::new(&self.inner.cfg.datadir);
+        let keys = tokio::task::spawn_blocking(move || -> Result<_> {
+            AccountKeys::from_mnemonic(&keystore.unlock(&password)?)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        let peer_id = keys.identity.public().to_peer_id().to_string();
+        let services = self
+            .start_services(keys.identity.clone(), Some(Arc::new(keys)))
+            .await?;
+        *state = State::Running(services);
+        info!(peer = %peer_id, "unlocked");
+        Ok(peer_id)
+    }
+
+    async fn start_services(
+        &self,
+        identity: Keypair,
+        account: Option<Arc<AccountKeys>>,
+    ) -> Result<Arc<Services>> {
+        let cfg = &self.inner.cfg;
+        let provide = cfg.provider && account.is_some();
+        let (net, inbound) = network::spawn(
+            identity.clone(),
+            NetworkConfig {
+                listen: cfg.listen.clone(),
+                external: cfg.external.clone(),
+                bootstrap: cfg.bootstrap.clone(),
+                rendezvous_server: cfg.rendezvous_server,
+                provide,
+                timeouts: network::Timeouts {
+                    control: std::time::Duration::from_secs(10),
+                    shard: std::time::Duration::from_secs(60),
+                },
+            },
+        )
+        .await?;
+        let store = if provide {
+            Some(Arc::new(ShardStore::open(
+                &self.inner.db,
+                &cfg.datadir.join("shards"),
+                cfg.capacity,
+            )?))
+        } else {
+            None
+        };
+        let provider = ProviderService::new(store, cfg.terms.clone(), identity, net.clone());
+        provider.clone().spawn(inbound);
+        let client = match account {
+            Some(keys) => Some(
+                ClientService::new(
+                    &self.inner.db,
+                    net.clone(),
+                    keys,
+                    self.inner.progress.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let mut roles = Vec::new();
+        if cfg.rendezvous_server {
+            roles.push("bootstrap".to_string());
+        }
+        if client.is_some() {
+            roles.push("client".to_string());
+        }
+        if provide {
+            roles.push("provider".to_string());
+        }
+        Ok(Arc::new(Services {
+            net,
+            client,
+            provider,
+            roles,
+        }))
+    }
+
+    pub async fn status(&self) -> Result<p2pstore_rpc::Status> {
+        let state = self.state_name().await.to_string();
+        let mut status = p2pstore_rpc::Status {
+            state,
+            peer_id: None,
+            listen_addrs: vec![],
+            dht_peers: 0,
+            connected_peers: 0,
+            roles: vec![],
+            stored_bytes: 0,
+            capacity_bytes: 0,
+            free_bytes: 0,
+            files: 0,
+        };
+        let Ok(s) = self.services().await else {
+            return Ok(status);
+        };
+        let net = s.net.status().await?;
+        status.peer_id = Some(net.peer_id);
+        status.listen_addrs = net.listen_addrs;
+        status.dht_peers = net.dht_peers;
+        status.connected_peers = net.connected_peers;
+        status.roles = s.roles.clone();
+        if let Some(store) = &s.provider.store {
+            status.stored_bytes = store.used();
+            status.capacity_bytes = store.capacity();
+            status.free_bytes = store.free();
+        }
+        if let Some(c) = &s.client {
+            status.files = c.manifests().len() as u64;
+        }
+        Ok(status)
+    }
+
+    /// Flushes the database; called on shutdown.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+}

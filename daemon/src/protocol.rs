@@ -1,0 +1,222 @@
+//! Wire messages between p2pstore nodes, defined once.
+//!
+//! Two request-response protocols: `control` for small messages (offers,
+//! deletes; later contracts and payment notices) and `shard` for shard bytes.
+//! Separate protocols let each have its own size limit and timeout, so a peer
+//! can never make us buffer a shard-sized control message.
+
+use libp2p::identity::{Keypair, PublicKey};
+use libp2p::{PeerId, StreamProtocol};
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::Hash;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/kad/1.0.0");
+pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/control/1.0.0");
+pub const SHARD_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/shard/1.0.0");
+pub const RENDEZVOUS_NAMESPACE: &str = "p2pstore";
+/// The DHT key providers announce themselves under.
+pub const PROVIDERS_KEY_LABEL: &[u8] = b"p2pstore/providers/v1";
+
+/// Plaintext bytes per segment.
+pub const SEGMENT_SIZE: usize = 4 * 1024 * 1024;
+/// Largest shard a provider accepts: a sealed full segment plus headroom.
+pub const MAX_SHARD_BYTES: u64 = SEGMENT_SIZE as u64 + 4096;
+pub const MAX_CONTROL_MESSAGE: u64 = 256 * 1024;
+/// A shard message carries one shard plus a small CBOR envelope.
+pub const MAX_SHARD_MESSAGE: u64 = MAX_SHARD_BYTES + 16 * 1024;
+
+pub type ShardId = Hash;
+pub type ContractId = Hash;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControlRequest {
+    GetOffer,
+    /// Delete shards of a contract; only the contract's client may.
+    Delete {
+        contract_id: ContractId,
+        shard_ids: Vec<ShardId>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControlResponse {
+    Offer(Offer),
+    Deleted { count: u64 },
+    Error(WireError),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ShardRequest {
+    Store {
+        contract_id: ContractId,
+        shard_id: ShardId,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    Fetch {
+        shard_id: ShardId,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ShardResponse {
+    Stored(Receipt),
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    Error(WireError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireErrorKind {
+    HashMismatch,
+    TooLarge,
+    NoSpace,
+    NotFound,
+    Forbidden,
+    Internal,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireError {
+    pub kind: WireErrorKind,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn new(kind: WireErrorKind, message: impl Into<String>) -> Self {
+        WireError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Offer {
+    pub protocol_version: u32,
+    pub free_bytes: u64,
+    pub price_sat_per_gib_month: u64,
+    pub min_term_blocks: u32,
+    pub max_term_blocks: u32,
+    pub max_shard_bytes: u64,
+}
+
+/// A provider's signed statement that it durably stored a shard for a client
+/// under a contract. The client keeps it as evidence for later disputes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Receipt {
+    pub contract_id: ContractId,
+    pub shard_id: ShardId,
+    pub size: u64,
+    #[serde(with = "serde_bytes")]
+    pub client: Vec<u8>,
+    pub stored_at: u64,
+    /// Protobuf-encoded public key of the provider.
+    #[serde(with = "serde_bytes")]
+    pub provider_key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+impl Receipt {
+    fn signed_bytes(
+        contract_id: &ContractId,
+        shard_id: &ShardId,
+        size: u64,
+        client: &[u8],
+        stored_at: u64,
+    ) -> Vec<u8> {
+        let mut m = Vec::with_capacity(128);
+        m.extend_from_slice(b"p2pstore/receipt/v1");
+        m.extend_from_slice(contract_id);
+        m.extend_from_slice(shard_id);
+        m.extend_from_slice(&size.to_be_bytes());
+        m.extend_from_slice(&stored_at.to_be_bytes());
+        m.extend_from_slice(client);
+        m
+    }
+
+    pub fn sign(
+        key: &Keypair,
+        contract_id: ContractId,
+        shard_id: ShardId,
+        size: u64,
+        client: &PeerId,
+        stored_at: u64,
+    ) -> Option<Self> {
+        let client = client.to_bytes();
+        let signature = key
+            .sign(&Self::signed_bytes(
+                &contract_id,
+                &shard_id,
+                size,
+                &client,
+                stored_at,
+            ))
+            .ok()?;
+        Some(Receipt {
+            contract_id,
+            shard_id,
+            size,
+            client,
+            stored_at,
+            provider_key: key.public().encode_protobuf(),
+            signature,
+        })
+    }
+
+    /// True when this receipt was signed by `provider` for exactly this
+    /// shard, size, contract and client.
+    pub fn verify(
+        &self,
+        provider: &PeerId,
+        client: &PeerId,
+        contract_id: &ContractId,
+        shard_id: &ShardId,
+        size: u64,
+    ) -> bool {
+        let Ok(pk) = PublicKey::try_decode_protobuf(&self.provider_key) else {
+            return false;
+        };
+        pk.to_peer_id() == *provider
+            && self.contract_id == *contract_id
+            && self.shard_id == *shard_id
+            && self.size == size
+            && self.client == client.to_bytes()
+            && pk.verify(
+                &Self::signed_bytes(
+                    &self.contract_id,
+                    &self.shard_id,
+                    self.size,
+                    &self.client,
+                    self.stored_at,
+                ),
+                &self.signature,
+            )
+    }
+}
+
+pub fn providers_key() -> libp2p::kad::RecordKey {
+    libp2p::kad::RecordKey::new(&crate::crypto::sha256(PROVIDERS_KEY_LABEL))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipt_verifies_only_what_was_signed() {
+        let provider = Keypair::generate_ed25519();
+        let client = PeerId::random();
+        let r = Receipt::sign(&provider, [1; 32], [2; 32], 100, &client, 5).unwrap();
+        let pid = provider.public().to_peer_id();
+        assert!(r.verify(&pid, &client, &[1; 32], &[2; 32], 100));
+        assert!(!r.verify(&pid, &client, &[1; 32], &[2; 32], 101));
+        assert!(!r.verify(&pid, &PeerId::random(), &[1; 32], &[2; 32], 100));
+        assert!(!r.verify(&PeerId::random(), &client, &[1; 32], &[2; 32], 100));
+        let mut forged = r.clone();
+        forged.signature[0] ^= 1;
+        assert!(!forged.verify(&pid, &client, &[1; 32], &[2; 32], 100));
+    }
+}

@@ -1,0 +1,194 @@
+//! The provider role: answers offers, stores and serves shards, deletes them.
+//! Nodes that are not providers still run this, refusing storage, so every
+//! inbound request gets an answer instead of a timeout.
+
+pub mod store;
+
+use std::sync::Arc;
+
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::network::{Client, Inbound};
+use crate::protocol::*;
+use store::ShardStore;
+
+#[derive(Debug, Clone)]
+pub struct ProviderTerms {
+    pub price_sat_per_gib_month: u64,
+    pub min_term_blocks: u32,
+    pub max_term_blocks: u32,
+}
+
+#[derive(Clone)]
+pub struct ProviderService {
+    pub store: Option<Arc<ShardStore>>,
+    pub terms: ProviderTerms,
+    key: Keypair,
+    net: Client,
+}
+
+/// Shard writes are fsync-bound; a few in parallel keep the disk busy
+/// without letting peers queue unbounded memory.
+const MAX_CONCURRENT_REQUESTS: usize = 16;
+
+impl ProviderService {
+    pub fn new(
+        store: Option<Arc<ShardStore>>,
+        terms: ProviderTerms,
+        key: Keypair,
+        net: Client,
+    ) -> Self {
+        ProviderService {
+            store,
+            terms,
+            key,
+            net,
+        }
+    }
+
+    pub fn spawn(self, mut inbound: mpsc::Receiver<Inbound>) -> tokio::task::JoinHandle<()> {
+        let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
+        tokio::spawn(async move {
+            while let Some(req) = inbound.recv().await {
+                let Ok(permit) = limit.clone().acquire_owned().await else {
+                    break;
+                };
+                let this = self.clone();
+                tokio::spawn(async move {
+                    this.handle(req).await;
+                    drop(permit);
+                });
+            }
+        })
+    }
+
+    async fn handle(&self, req: Inbound) {
+        match req {
+            Inbound::Control {
+                peer,
+                request,
+                channel,
+            } => {
+                let span = info_span!("control", %peer);
+                let response = self.on_control(peer, request).instrument(span).await;
+                self.net.respond_control(channel, response).await;
+            }
+            Inbound::Shard {
+                peer,
+                request,
+                channel,
+            } => {
+                let span = info_span!("shard", %peer);
+                let response = self.on_shard(peer, request).instrument(span).await;
+                self.net.respond_shard(channel, response).await;
+            }
+        }
+    }
+
+    fn not_provider() -> WireError {
+        WireError::new(
+            WireErrorKind::Forbidden,
+            "this node is not a storage provider",
+        )
+    }
+
+    pub fn offer(&self) -> Option<Offer> {
+        let store = self.store.as_ref()?;
+        Some(Offer {
+            protocol_version: PROTOCOL_VERSION,
+            free_bytes: store.free(),
+            price_sat_per_gib_month: self.terms.price_sat_per_gib_month,
+            min_term_blocks: self.terms.min_term_blocks,
+            max_term_blocks: self.terms.max_term_blocks,
+            max_shard_bytes: MAX_SHARD_BYTES,
+        })
+    }
+
+    async fn on_control(&self, peer: PeerId, request: ControlRequest) -> ControlResponse {
+        let Some(store) = self.store.clone() else {
+            return ControlResponse::Error(Self::not_provider());
+        };
+        match request {
+            ControlRequest::GetOffer => match self.offer() {
+                Some(o) => ControlResponse::Offer(o),
+                None => ControlResponse::Error(Self::not_provider()),
+            },
+            ControlRequest::Delete {
+                contract_id,
+                shard_ids,
+            } => {
+                let contract = hex::encode(contract_id);
+                let res = tokio::task::spawn_blocking(move || {
+                    store.delete(&peer, &contract_id, &shard_ids)
+                })
+                .await;
+                match res {
+                    Ok(Ok(count)) => {
+                        debug!(contract = %contract, count, "deleted shards");
+                        ControlResponse::Deleted { count }
+                    }
+                    Ok(Err(e)) => ControlResponse::Error(e),
+                    Err(e) => ControlResponse::Error(WireError::new(
+                        WireErrorKind::Internal,
+                        e.to_string(),
+                    )),
+                }
+            }
+        }
+    }
+
+    async fn on_shard(&self, peer: PeerId, request: ShardRequest) -> ShardResponse {
+        let Some(store) = self.store.clone() else {
+            return ShardResponse::Error(Self::not_provider());
+        };
+        match request {
+            ShardRequest::Store {
+                contract_id,
+                shard_id,
+                data,
+            } => {
+                let span = info_span!("store", shard = %hex::encode(&shard_id[..8]), contract = %hex::encode(&contract_id[..8]));
+                let res = tokio::task::spawn_blocking(move || {
+                    store.store(&peer, contract_id, shard_id, &data)
+                })
+                .instrument(span)
+                .await;
+                match res {
+                    Ok(Ok(meta)) => match Receipt::sign(
+                        &self.key,
+                        contract_id,
+                        shard_id,
+                        meta.size,
+                        &peer,
+                        meta.stored_at,
+                    ) {
+                        Some(r) => ShardResponse::Stored(r),
+                        None => ShardResponse::Error(WireError::new(
+                            WireErrorKind::Internal,
+                            "signing failed",
+                        )),
+                    },
+                    Ok(Err(e)) => {
+                        warn!(%peer, "shard refused: {}", e.message);
+                        ShardResponse::Error(e)
+                    }
+                    Err(e) => {
+                        ShardResponse::Error(WireError::new(WireErrorKind::Internal, e.to_string()))
+                    }
+                }
+            }
+            ShardRequest::Fetch { shard_id } => {
+                match tokio::task::spawn_blocking(move || store.fetch(&peer, &shard_id)).await {
+                    Ok(Ok(data)) => ShardResponse::Data(data),
+                    Ok(Err(e)) => ShardResponse::Error(e),
+                    Err(e) => {
+                        ShardResponse::Error(WireError::new(WireErrorKind::Internal, e.to_string()))
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The provider's shard store: shard bytes as content-addressed files, their
+//! metadata in sled, and a quota counted in bytes actually stored.
+//!
+//! A shard is acknowledged only after its file is fsynced, renamed into
+//! place, and its index entry flushed, so a receipt always means durable.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{random_bytes, sha256};
+use crate::error::{Error, Result};
+use crate::protocol::{ContractId, MAX_SHARD_BYTES, ShardId, WireError, WireErrorKind};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShardMeta {
+    pub contract_id: ContractId,
+    /// Peer id bytes of the client that stored it: the only peer served.
+    pub owner: Vec<u8>,
+    pub size: u64,
+    pub stored_at: u64,
+}
+
+pub struct ShardStore {
+    dir: PathBuf,
+    index: sled::Tree,
+    capacity: u64,
+    /// Bytes stored or reserved by uploads in progress.
+    used: Mutex<u64>,
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn wire(kind: WireErrorKind, msg: impl Into<String>) -> WireError {
+    WireError::new(kind, msg)
+}
+
+fn internal(e: impl std::fmt::Display) -> WireError {
+    wire(WireErrorKind::Internal, e.to_string())
+}
+
+impl ShardStore {
+    pub fn open(db: &sled::Db, dir: &Path, capacity: u64) -> Result<Self> {
+        fs::create_dir_all(dir.join("tmp"))?;
+        // Leftovers of uploads interrupted by a crash were never acknowledged.
+        for entry in fs::read_dir(dir.join("tmp"))? {
+            let _ = fs::remove_file(entry?.path());
+        }
+        let index = db.open_tree("shards")?;
+        let mut used = 0u64;
+        for item in index.iter() {
+            let (_, v) = item?;
+            let meta: ShardMeta = serde_json::from_slice(&v)?;
+            used = used.saturating_add(meta.size);
+        }
+        Ok(ShardStore {
+            dir: dir.to_path_buf(),
+            index,
+            capacity,
+            used: Mutex::new(used),
+        })
+    }
+
+    pub fn path(&self, id: &ShardId) -> PathBuf {
+        let hex = hex::encode(id);
+        self.dir.join(&hex[..2]).join(hex)
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.lock().map(|u| *u).unwrap_or(u64::MAX)
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    pub fn free(&self) -> u64 {
+        self.capacity.saturating_sub(self.used())
+    }
+
+    pub fn meta(&self, id: &ShardId) -> Result<Option<ShardMeta>> {
+        match self.index.get(id)? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn reserve(&self, size: u64) -> Result<(), WireError> {
+        let mut used = self.used.lock().map_err(internal)?;
+        let total = used
+            .checked_add(size)
+            .ok_or_else(|| wire(WireErrorKind::NoSpace, "size overflow"))?;
+        if total > self.capacity {
+            return Err(wire(
+                WireErrorKind::NoSpace,
+                format!(
+                    "need {size} bytes, {} free",
+                    self.capacity.saturating_sub(*used)
+                ),
+            ));
+        }
+        *used = total;
+        Ok(())
+    }
+
+    fn release(&self, size: u64) {
+        if let Ok(mut used) = self.used.lock() {
+            *used = used.saturating_sub(size);
+        }
+    }
+
+    /// Verifies and durably stores one shard. Storing the same shard again
+    /// for the same owner is a no-op, so a client may safely retry.
+    pub fn store(
+        &self,
+        owner: &PeerId,
+        contract_id: ContractId,
+        shard_id: ShardId,
+        data: &[u8],
+    ) -> Result<ShardMeta, WireError> {
+        let size = data.len() as u64;
+        if size > MAX_SHARD_BYTES {
+            return Err(wire(
+                WireErrorKind::TooLarge,
+                format!("shard of {size} bytes exceeds {MAX_SHARD_BYTES}"),
+            ));
+        }
+        if sha256(data) != shard_id {
+            return Err(wire(
+                WireErrorKind::HashMismatch,
+                "shard bytes do not match the shard id",
+            ));
+        }
+        if let Some(existing) = self.meta(&shard_id).map_err(internal)? {
+            return if existing.owner == owner.to_bytes() {
+                Ok(existing)
+            } else {
+                Err(wire(
+                    WireErrorKind::Forbidden,
+                    "shard id already held for another client",
+                ))
+            };
+        }
+        self.reserve(size)?;
+        let meta = ShardMeta {
+            contract_id,
+            owner: owner.to_bytes(),
+            size,
+            stored_at: now_secs(),
+        };
+        match self.write(&shard_id, data, &meta) {
+            Ok(()) => Ok(meta),
+            Err(e) => {
+                self.release(size);
+                let _ = fs::remove_file(self.path(&shard_id));
+                Err(internal(e))
+            }
+        }
+    }
+
+    fn write(&self, shard_id: &ShardId, data: &[u8], meta: &ShardMeta) -> Result<()> {
+        let final_path = self.path(shard_id);
+        let parent = final_path
+            .parent()
+            .ok_or_else(|| Error::Internal("shard path has no parent".into()))?;
+        fs::create_dir_all(parent)?;
+        let tmp = self
+            .dir
+            .join("tmp")
+            .join(hex::encode(random_bytes::<16>()?));
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, &final_path)?;
+        fs::File::open(parent)?.sync_all()?;
+        self.index.insert(shard_id, serde_json::to_vec(meta)?)?;
+        self.index.flush()?;
+        Ok(())
+    }
+
+    /// Returns a shard's bytes, only to the client that stored it. Other
+    /// peers get NotFound, so shard ids leak nothing about who stores what.
+    pub fn fetch(&self, requester: &PeerId, shard_id: &ShardId) -> Result<Vec<u8>, WireError> {
+        let not_found = || {
+            wire(
+                WireErrorKind::NotFound,
+                format!("no shard {}", hex::encode(shard_id)),
+            )
+        };
+        let meta = self
+            .meta(shard_id)
+            .map_err(internal)?
+            .ok_or_else(not_found)?;
+        if meta.owner != requester.to_bytes() {
+            return Err(not_found());
+        }
+        fs::read(self.path(shard_id)).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => not_found(),
+            _ => internal(e),
+        })
+    }
+
+    /// Deletes the requester's shards of one contract; returns how many.
+    pub fn delete(
+        &self,
+        requester: &PeerId,
+        contract_id: &ContractId,
+        shard_ids: &[ShardId],
+    ) -> Result<u64, WireError> {
+        let mut count = 0;
+        for id in shard_ids {
+            let Some(meta) = self.meta(id).map_err(internal)? else {
+                continue;
+            };
+            if meta.owner != requester.to_bytes() || meta.contract_id != *contract_id {
+                continue;
+            }
+            self.remove(id, meta.size).map_err(internal)?;
+            count += 1;
+        }
+        self.index.flush().map_err(internal)?;
+        Ok(count)
+    }
+
+    /// Drops the index entry first: a crash between the two steps leaves an
+    /// orphan file (harmless) rather than an entry without bytes.
+    fn remove(&self, id: &ShardId, size: u64) -> Result<()> {
+        self.index.remove(id)?;
+        match fs::remove_file(self.path(id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.release(size);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(capacity: u64) -> (tempfile::TempDir, ShardStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let s = ShardStore::open(&db, &dir.path().join("shards"), capacity).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn store_fetch_delete() {
+        let (_d, s) = store(1000);
+        let owner = PeerId::random();
+        let data = b"ciphertext".to_vec();
+        let id = sha256(&data);
+        s.store(&owner, [1; 32], id, &data).unwrap();
+        assert_eq!(s.used(), data.len() as u64);
+        assert_eq!(s.fetch(&owner, &id).unwrap(), data);
+        // Idempotent retry does not double-count.
+        s.store(&owner, [1; 32], id, &data).unwrap();
+        assert_eq!(s.used(), data.len() as u64);
+        // Another peer can neither read nor delete it.
+        let other = PeerId::random();
+        assert_eq!(
+            s.fetch(&other, &id).unwrap_err().kind,
+            WireErrorKind::NotFound
+        );
+        assert_eq!(s.delete(&other, &[1; 32], &[id]).unwrap(), 0);
+        assert_eq!(s.delete(&owner, &[2; 32], &[id]).unwrap(), 0);
+        assert_eq!(s.delete(&owner, &[1; 32], &[id]).unwrap(), 1);
+        assert_eq!(s.used(), 0);
+        assert!(!s.path(&id).exists());
+    }
+
+    #[test]
+    fn rejects_bad_hash_oversize_and_over_quota() {
+        let (_d, s) = store(10);
+        let owner = PeerId::random();
+        let e = s.store(&owner, [0; 32], [0; 32], b"abc").unwrap_err();
+        assert_eq!(e.kind, WireErrorKind::HashMismatch);
+        let big = vec![0u8; MAX_SHARD_BYTES as usize + 1];
+        assert_eq!(
+            s.store(&owner, [0; 32], sha256(&big), &big)
+                .unwrap_err()
+                .kind,
+            WireErrorKind::TooLarge
+        );
+        let data = vec![7u8; 11];
+        assert_eq!(
+            s.store(&owner, [0; 32], sha256(&data), &data)
+                .unwrap_err()
+                .kind,
+            WireErrorKind::NoSpace
+        );
+        assert_eq!(s.used(), 0);
+    }
+
+    #[test]
+    fn quota_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = PeerId::random();
+        let data = vec![1u8; 100];
+        {
+            let db = sled::open(dir.path().join("db")).unwrap();
+            let s = ShardStore::open(&db, &dir.path().join("shards"), 1000).unwrap();
+            s.store(&owner, [0; 32], sha256(&data), &data).unwrap();
+        }
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let s = ShardStore::open(&db, &dir.path().join("shards"), 1000).unwrap();
+        assert_eq!(s.used(), 100);
+        assert_eq!(s.fetch(&owner, &sha256(&data)).unwrap(), data);
+    }
+}

@@ -1,0 +1,149 @@
+//! The JSON-RPC interface of `p2pstored`, defined once.
+//!
+//! The daemon implements [`P2pstoreApiServer`], the CLI (and tests) use
+//! [`P2pstoreApiClient`], and `openrpc.json` documents the same methods; a
+//! test in the daemon checks that the document and the trait agree. Amounts
+//! are integer satoshis in fields ending `_sat`; sizes are bytes.
+
+use jsonrpsee::core::RpcResult;
+use jsonrpsee::proc_macros::rpc;
+use serde::{Deserialize, Serialize};
+
+pub mod codes;
+
+/// The OpenRPC document served by `rpc.discover`.
+pub const OPENRPC_JSON: &str = include_str!("../openrpc.json");
+
+/// Name of the file in the data dir that holds the RPC bearer token.
+pub const COOKIE_FILE: &str = ".cookie";
+/// Name of the file in the data dir that holds the RPC listen address.
+pub const RPC_ADDR_FILE: &str = "rpc.addr";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InitResult {
+    /// The new account's BIP39 mnemonic; `None` when restoring from one.
+    /// Shown once: the daemon keeps it only inside the encrypted keystore.
+    pub mnemonic: Option<String>,
+    pub peer_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UnlockResult {
+    pub peer_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PutResult {
+    pub file_id: String,
+    pub name: String,
+    pub size: u64,
+    pub segments: u64,
+    pub providers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GetResult {
+    pub file_id: String,
+    pub path: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileEntry {
+    pub file_id: String,
+    pub name: String,
+    pub size: u64,
+    /// Seconds since the Unix epoch when the put finished.
+    pub created_at: u64,
+    pub segments: u64,
+    pub providers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RmResult {
+    pub file_id: String,
+    /// Shards the providers confirmed deleting.
+    pub deleted_shards: u64,
+    /// Providers that could not be reached; their shards expire with the contract.
+    pub unreachable_providers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    /// `locked`, `uninitialized` or `running`.
+    pub state: String,
+    pub peer_id: Option<String>,
+    pub listen_addrs: Vec<String>,
+    pub dht_peers: u64,
+    pub connected_peers: u64,
+    pub roles: Vec<String>,
+    pub stored_bytes: u64,
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+    pub files: u64,
+}
+
+/// What a provider offers, as last answered over the network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProviderInfo {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    pub free_bytes: u64,
+    pub price_sat_per_gib_month: u64,
+    pub min_term_blocks: u32,
+    pub max_term_blocks: u32,
+    pub protocol_version: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Progress {
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+    pub finished: bool,
+}
+
+#[rpc(server, client)]
+pub trait P2pstoreApi {
+    /// Create the account: a new mnemonic, or `mnemonic` to restore one.
+    #[method(name = "init")]
+    async fn init(&self, password: String, mnemonic: Option<String>) -> RpcResult<InitResult>;
+
+    /// Decrypt the keystore and start the node.
+    #[method(name = "unlock")]
+    async fn unlock(&self, password: String) -> RpcResult<UnlockResult>;
+
+    /// Store the file at `path` (on the daemon's machine). `op_id`, when
+    /// given, lets `progress` report on this transfer.
+    #[method(name = "put")]
+    async fn put(&self, path: String, op_id: Option<String>) -> RpcResult<PutResult>;
+
+    /// Fetch, verify and decrypt a file into `dest`.
+    #[method(name = "get")]
+    async fn get(
+        &self,
+        file_id: String,
+        dest: String,
+        op_id: Option<String>,
+    ) -> RpcResult<GetResult>;
+
+    #[method(name = "ls")]
+    async fn ls(&self) -> RpcResult<Vec<FileEntry>>;
+
+    #[method(name = "rm")]
+    async fn rm(&self, file_id: String) -> RpcResult<RmResult>;
+
+    #[method(name = "status")]
+    async fn status(&self) -> RpcResult<Status>;
+
+    /// Providers the DHT knows now, each with a fresh offer.
+    #[method(name = "providers")]
+    async fn providers(&self) -> RpcResult<Vec<ProviderInfo>>;
+
+    /// Progress of a put or get started with `op_id`.
+    #[method(name = "progress")]
+    async fn progress(&self, op_id: String) -> RpcResult<Option<Progress>>;
+
+    /// The OpenRPC document of this API.
+    #[method(name = "rpc.discover")]
+    async fn discover(&self) -> RpcResult<serde_json::Value>;
+}
