@@ -1,1 +1,176 @@
-fn main() {}
+//! `p2pstore-cli`: controls a local p2pstored over JSON-RPC.
+//!
+//! Human-readable output by default, `--json` for scripts; a non-zero exit
+//! and one line on stderr for any error.
+
+mod conn;
+mod output;
+mod progress;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use p2pstore_rpc::P2pstoreApiClient;
+
+#[derive(Parser)]
+#[command(name = "p2pstore-cli", version, about = "Control a p2pstore daemon")]
+struct Cli {
+    /// Data dir of the daemon to talk to [default: ~/.p2pstore]
+    #[arg(long, env = "P2PSTORE_DATADIR", global = true)]
+    datadir: Option<PathBuf>,
+    /// RPC address, overriding <datadir>/rpc.addr
+    #[arg(long, global = true)]
+    rpc_addr: Option<String>,
+    /// Print JSON for scripts
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create the account (a new recovery phrase, shown once) or restore one
+    Init {
+        /// Restore from an existing recovery phrase (prompted, or --mnemonic-file)
+        #[arg(long)]
+        restore: bool,
+        #[arg(long)]
+        mnemonic_file: Option<PathBuf>,
+        /// File whose first line is the password [or env P2PSTORE_PASSWORD, or a prompt]
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Unlock a daemon that started locked
+    Unlock {
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Encrypt and store a file
+    Put { file: PathBuf },
+    /// Fetch, verify and decrypt a file
+    Get {
+        file_id: String,
+        /// Destination file or directory [default: the stored name, here]
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// List stored files
+    Ls,
+    /// Delete a file from its providers
+    Rm { file_id: String },
+    /// Node status
+    Status,
+    /// Providers known in the DHT, with their offers
+    Providers,
+}
+
+fn first_line(path: &PathBuf) -> Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+fn password(file: &Option<PathBuf>, confirm: bool) -> Result<String> {
+    if let Some(f) = file {
+        return first_line(f);
+    }
+    if let Ok(p) = std::env::var("P2PSTORE_PASSWORD") {
+        return Ok(p);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no password: use --password-file, P2PSTORE_PASSWORD, or run in a terminal");
+    }
+    let p = rpassword::prompt_password("Keystore password: ")?;
+    if confirm && rpassword::prompt_password("Repeat password: ")? != p {
+        bail!("the passwords do not match");
+    }
+    Ok(p)
+}
+
+fn absolute(p: &PathBuf) -> Result<String> {
+    Ok(std::path::absolute(p)
+        .with_context(|| format!("bad path {}", p.display()))?
+        .to_string_lossy()
+        .into_owned())
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let datadir = cli.datadir.clone().unwrap_or_else(conn::default_datadir);
+    let client = conn::connect(&datadir, cli.rpc_addr.as_deref())?;
+    let out = output::Printer { json: cli.json };
+    let show_progress = !cli.json && std::io::stdout().is_terminal();
+    match cli.cmd {
+        Cmd::Init {
+            restore,
+            mnemonic_file,
+            password_file,
+        } => {
+            let mnemonic = match (restore, mnemonic_file) {
+                (_, Some(f)) => Some(first_line(&f)?),
+                (true, None) => Some(rpassword::prompt_password("Recovery phrase: ")?),
+                (false, None) => None,
+            };
+            let pw = password(&password_file, true)?;
+            let r = client.init(pw, mnemonic).await.map_err(conn::describe)?;
+            out.init(&r)
+        }
+        Cmd::Unlock { password_file } => {
+            let pw = password(&password_file, false)?;
+            let r = client.unlock(pw).await.map_err(conn::describe)?;
+            out.line(&r, &format!("unlocked; peer id {}", r.peer_id))
+        }
+        Cmd::Put { file } => {
+            let path = absolute(&file)?;
+            let op = progress::op_id();
+            let call = client.put(path, Some(op.clone()));
+            let r = progress::with_bar(&client, show_progress, op, call)
+                .await
+                .map_err(conn::describe)?;
+            out.put(&r)
+        }
+        Cmd::Get { file_id, output } => {
+            let dest = absolute(&output.unwrap_or_else(|| PathBuf::from(".")))?;
+            let op = progress::op_id();
+            let call = client.get(file_id, dest, Some(op.clone()));
+            let r = progress::with_bar(&client, show_progress, op, call)
+                .await
+                .map_err(conn::describe)?;
+            out.line(
+                &r,
+                &format!("wrote {} ({} bytes, verified)", r.path, r.size),
+            )
+        }
+        Cmd::Ls => out.ls(&client.ls().await.map_err(conn::describe)?),
+        Cmd::Rm { file_id } => {
+            let r = client.rm(file_id).await.map_err(conn::describe)?;
+            let mut text = format!(
+                "removed {} ({} shards deleted)",
+                r.file_id, r.deleted_shards
+            );
+            if !r.unreachable_providers.is_empty() {
+                text.push_str(&format!(
+                    "; unreachable providers: {}",
+                    r.unreachable_providers.join(", ")
+                ));
+            }
+            out.line(&r, &text)
+        }
+        Cmd::Status => out.status(&client.status().await.map_err(conn::describe)?),
+        Cmd::Providers => out.providers(&client.providers().await.map_err(conn::describe)?),
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            eprintln!("error: {}", msg.lines().next().unwrap_or(""));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

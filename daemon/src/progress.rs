@@ -22,9 +22,12 @@ impl Op {
     }
 }
 
+/// An op and, once it ended, when.
+type Entry = (Arc<Op>, Option<Instant>);
+
 #[derive(Clone, Default)]
 pub struct Registry {
-    ops: Arc<Mutex<HashMap<String, (Arc<Op>, Option<Instant>)>>>,
+    ops: Arc<Mutex<HashMap<String, Entry>>>,
 }
 
 /// Marks the op finished when the transfer ends, however it ends.

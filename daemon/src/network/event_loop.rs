@@ -169,7 +169,7 @@ impl EventLoop {
 
     fn on_tick(&mut self) {
         self.ticks = self.ticks.wrapping_add(1);
-        let register = self.ticks % REGISTER_EVERY_TICKS == 0;
+        let register = self.ticks.is_multiple_of(REGISTER_EVERY_TICKS);
         let connected: Vec<PeerId> = self
             .rendezvous_peers
             .iter()

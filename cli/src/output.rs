@@ -1,0 +1,121 @@
+//! Rendering results: JSON for scripts, aligned text for people.
+
+use anyhow::Result;
+use indicatif::HumanBytes;
+use p2pstore_rpc::*;
+use serde::Serialize;
+
+pub struct Printer {
+    pub json: bool,
+}
+
+fn date(secs: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl Printer {
+    fn json<T: Serialize>(&self, v: &T) -> Result<()> {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        Ok(())
+    }
+
+    pub fn line<T: Serialize>(&self, v: &T, text: &str) -> Result<()> {
+        if self.json {
+            return self.json(v);
+        }
+        println!("{text}");
+        Ok(())
+    }
+
+    pub fn init(&self, r: &InitResult) -> Result<()> {
+        if self.json {
+            return self.json(r);
+        }
+        println!("account ready; peer id {}", r.peer_id);
+        if let Some(m) = &r.mnemonic {
+            println!(
+                "\nRecovery phrase (shown only this once; write it down and keep it secret):\n\n  {m}\n"
+            );
+        }
+        Ok(())
+    }
+
+    pub fn put(&self, r: &PutResult) -> Result<()> {
+        if self.json {
+            return self.json(r);
+        }
+        println!("{}", r.file_id);
+        eprintln!(
+            "stored {} ({}) with {}",
+            r.name,
+            HumanBytes(r.size),
+            r.providers.join(", ")
+        );
+        Ok(())
+    }
+
+    pub fn ls(&self, files: &[FileEntry]) -> Result<()> {
+        if self.json {
+            return self.json(&files);
+        }
+        if files.is_empty() {
+            println!("no files");
+        }
+        for f in files {
+            println!(
+                "{}  {:>10}  {}  {}  [{}]",
+                f.file_id,
+                HumanBytes(f.size).to_string(),
+                date(f.created_at),
+                f.name,
+                f.providers.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    pub fn status(&self, s: &Status) -> Result<()> {
+        if self.json {
+            return self.json(s);
+        }
+        println!("state:        {}", s.state);
+        println!("peer id:      {}", s.peer_id.as_deref().unwrap_or("-"));
+        println!("roles:        {}", s.roles.join(", "));
+        println!("listening:    {}", s.listen_addrs.join(" "));
+        println!(
+            "peers:        {} connected, {} in DHT",
+            s.connected_peers, s.dht_peers
+        );
+        println!("files:        {}", s.files);
+        if s.roles.iter().any(|r| r == "provider") {
+            println!(
+                "stored:       {} of {} ({} free)",
+                HumanBytes(s.stored_bytes),
+                HumanBytes(s.capacity_bytes),
+                HumanBytes(s.free_bytes)
+            );
+        }
+        Ok(())
+    }
+
+    pub fn providers(&self, list: &[ProviderInfo]) -> Result<()> {
+        if self.json {
+            return self.json(&list);
+        }
+        if list.is_empty() {
+            println!("no providers found");
+        }
+        for p in list {
+            println!(
+                "{}  free {:>10}  {} sat/GiB/month  terms {}-{} blocks",
+                p.peer_id,
+                HumanBytes(p.free_bytes).to_string(),
+                p.price_sat_per_gib_month,
+                p.min_term_blocks,
+                p.max_term_blocks
+            );
+        }
+        Ok(())
+    }
+}

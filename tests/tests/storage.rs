@@ -1,0 +1,133 @@
+//! put/get/ls/rm across real daemons, and survival of restarts.
+
+use p2pstore_rpc::P2pstoreApiClient;
+use p2pstore_tests::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn put_get_rm_and_restarts() {
+    let mut net = Net::start(NetOptions::default()).await;
+    let src = net.dir.path().join("input.bin");
+    let digest = random_file(&src, 20 * 1024 * 1024);
+    let client = net.client.rpc();
+
+    let put = client
+        .put(src.to_string_lossy().into(), None)
+        .await
+        .unwrap();
+    assert_eq!(put.size, 20 * 1024 * 1024);
+    assert_eq!(put.segments, 5);
+    assert_eq!(put.providers.len(), 1);
+    // provider-1 is cheapest, so it must have been chosen.
+    let holder = net.provider_by_peer(&put.providers[0]).await;
+    assert_eq!(holder, 0);
+    let st = net.providers[holder].rpc().status().await.unwrap();
+    assert!(
+        st.stored_bytes >= put.size,
+        "provider accounts for the stored bytes"
+    );
+
+    let out = net.dir.path().join("out.bin");
+    let got = client
+        .get(put.file_id.clone(), out.to_string_lossy().into(), None)
+        .await
+        .unwrap();
+    assert_eq!(got.size, put.size);
+    assert_eq!(file_sha256(&out), digest);
+
+    let ls = client.ls().await.unwrap();
+    assert_eq!(ls.len(), 1);
+    assert_eq!(ls[0].file_id, put.file_id);
+    assert_eq!(ls[0].name, "input.bin");
+
+    // The provider restarts: shards and index survive.
+    net.providers[holder].restart().await;
+    let out2 = net.dir.path().join("out2.bin");
+    client
+        .get(put.file_id.clone(), out2.to_string_lossy().into(), None)
+        .await
+        .unwrap();
+    assert_eq!(file_sha256(&out2), digest);
+
+    // The client restarts: manifests and addresses survive.
+    net.client.restart().await;
+    let client = net.client.rpc();
+    let out3 = net.dir.path().join("dir-dest");
+    std::fs::create_dir(&out3).unwrap();
+    let got = client
+        .get(put.file_id.clone(), out3.to_string_lossy().into(), None)
+        .await
+        .unwrap();
+    assert_eq!(got.path, out3.join("input.bin").to_string_lossy());
+    assert_eq!(file_sha256(&out3.join("input.bin")), digest);
+
+    // rm deletes at the provider, then forgets the file.
+    let rm = client.rm(put.file_id.clone()).await.unwrap();
+    assert_eq!(rm.deleted_shards, 5);
+    assert!(rm.unreachable_providers.is_empty());
+    assert!(client.ls().await.unwrap().is_empty());
+    assert_eq!(
+        net.providers[holder]
+            .rpc()
+            .status()
+            .await
+            .unwrap()
+            .stored_bytes,
+        0
+    );
+    let e = client
+        .get(put.file_id, out.to_string_lossy().into(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(rpc_code(&e), p2pstore_rpc::codes::FILE_NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_file_round_trips() {
+    let net = Net::start(NetOptions {
+        providers: 1,
+        ..Default::default()
+    })
+    .await;
+    let src = net.dir.path().join("empty");
+    std::fs::write(&src, b"").unwrap();
+    let client = net.client.rpc();
+    let put = client
+        .put(src.to_string_lossy().into(), None)
+        .await
+        .unwrap();
+    assert_eq!((put.size, put.segments), (0, 1));
+    let out = net.dir.path().join("empty.out");
+    client
+        .get(put.file_id, out.to_string_lossy().into(), None)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), b"");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rpc_discover_and_status() {
+    let net = Net::start(NetOptions {
+        providers: 1,
+        ..Default::default()
+    })
+    .await;
+    let doc = net.client.rpc().discover().await.unwrap();
+    let names: Vec<&str> = doc["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"put") && names.contains(&"rpc.discover"));
+    let st = net.providers[0].rpc().status().await.unwrap();
+    assert_eq!(st.state, "running");
+    assert!(st.roles.contains(&"provider".to_string()));
+    assert!(st.dht_peers >= 1);
+    assert_eq!(st.capacity_bytes, 1 << 30);
+    let boot = net.bootstrap.rpc().status().await.unwrap();
+    assert_eq!(boot.roles, vec!["bootstrap".to_string()]);
+    let offers = net.client.rpc().providers().await.unwrap();
+    assert_eq!(offers.len(), 1);
+    assert_eq!(offers[0].price_sat_per_gib_month, 1001);
+    assert!(!offers[0].addrs.is_empty());
+}

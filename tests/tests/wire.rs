@@ -1,0 +1,145 @@
+//! A hostile peer speaking the wire protocol directly to a real provider:
+//! shards whose bytes do not match their id, and shards over the limit.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
+use p2pstore_rpc::P2pstoreApiClient;
+use p2pstore_tests::*;
+use p2pstored::network::{self, NetworkConfig, Timeouts};
+use p2pstored::protocol::*;
+
+async fn attacker(bootstrap: &str) -> network::Client {
+    let cfg = NetworkConfig {
+        listen: vec![
+            format!("/ip4/127.0.0.1/tcp/{}", free_port())
+                .parse()
+                .unwrap(),
+        ],
+        external: vec![],
+        bootstrap: vec![bootstrap.parse().unwrap()],
+        rendezvous_server: false,
+        provide: false,
+        timeouts: Timeouts {
+            control: Duration::from_secs(10),
+            shard: Duration::from_secs(30),
+        },
+    };
+    let (client, _inbound) = network::spawn(Keypair::generate_ed25519(), cfg)
+        .await
+        .unwrap();
+    client
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_rejects_bad_shards_and_keeps_working() {
+    let net = Net::start(NetOptions {
+        providers: 1,
+        ..Default::default()
+    })
+    .await;
+    let provider: PeerId = net.providers[0].peer_id().await.parse().unwrap();
+    let addr: Multiaddr = net.providers[0].p2p_addr().parse().unwrap();
+    let evil = attacker(&net.bootstrap_addr).await;
+    evil.add_addresses(provider, vec![addr]).await;
+
+    // Bytes that do not hash to the claimed id.
+    let data = vec![1u8; 1000];
+    let resp = evil
+        .shard(
+            provider,
+            ShardRequest::Store {
+                contract_id: [0; 32],
+                shard_id: [9; 32],
+                data,
+            },
+        )
+        .await
+        .unwrap();
+    match resp {
+        ShardResponse::Error(e) => assert_eq!(e.kind, WireErrorKind::HashMismatch),
+        other => panic!("expected HashMismatch, got {other:?}"),
+    }
+
+    // One byte over the shard limit, inside the message limit: refused by size.
+    let data = vec![2u8; MAX_SHARD_BYTES as usize + 1];
+    let shard_id = sha(&data);
+    let resp = evil
+        .shard(
+            provider,
+            ShardRequest::Store {
+                contract_id: [0; 32],
+                shard_id,
+                data,
+            },
+        )
+        .await
+        .unwrap();
+    match resp {
+        ShardResponse::Error(e) => assert_eq!(e.kind, WireErrorKind::TooLarge),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+
+    // Far over the message limit: the provider drops the stream unread.
+    let data = vec![3u8; 3 * MAX_SHARD_BYTES as usize];
+    let shard_id = sha(&data);
+    let res = evil
+        .shard(
+            provider,
+            ShardRequest::Store {
+                contract_id: [0; 32],
+                shard_id,
+                data,
+            },
+        )
+        .await;
+    assert!(
+        res.is_err() || matches!(res, Ok(ShardResponse::Error(_))),
+        "oversized message was accepted"
+    );
+
+    // Nothing was stored, and the provider still serves honest clients.
+    assert_eq!(
+        net.providers[0].rpc().status().await.unwrap().stored_bytes,
+        0
+    );
+    let src = net.dir.path().join("after.bin");
+    let digest = random_file(&src, 5 << 20);
+    let rpc = net.client.rpc();
+    let put = rpc.put(src.to_string_lossy().into(), None).await.unwrap();
+    let out = net.dir.path().join("after.out");
+    rpc.get(put.file_id, out.to_string_lossy().into(), None)
+        .await
+        .unwrap();
+    assert_eq!(file_sha256(&out), digest);
+
+    // A peer that did not store a shard cannot fetch it.
+    let shard = net.providers[0].datadir.join("shards");
+    let any_shard = std::fs::read_dir(&shard)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name() != "tmp")
+        .unwrap();
+    let name = std::fs::read_dir(any_shard.path())
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .file_name();
+    let mut id = [0u8; 32];
+    hex::decode_to_slice(name.to_string_lossy().as_bytes(), &mut id).unwrap();
+    match evil
+        .shard(provider, ShardRequest::Fetch { shard_id: id })
+        .await
+        .unwrap()
+    {
+        ShardResponse::Error(e) => assert_eq!(e.kind, WireErrorKind::NotFound),
+        other => panic!("a stranger fetched a shard: {other:?}"),
+    }
+}
+
+fn sha(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
