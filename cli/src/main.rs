@@ -65,6 +65,23 @@ enum Cmd {
     Status,
     /// Providers known in the DHT, with their offers
     Providers,
+    /// The node's bitcoin wallet
+    #[command(subcommand)]
+    Wallet(WalletCmd),
+    /// Storage contracts, as client and as provider
+    Contracts,
+}
+
+#[derive(Subcommand)]
+enum WalletCmd {
+    /// Confirmed, unconfirmed and immature balance
+    Balance,
+    /// A fresh receive address
+    Address,
+    /// Send AMOUNT_SAT satoshis to ADDRESS
+    Send { address: String, amount_sat: u64 },
+    /// Wallet transactions, unconfirmed first
+    Txs,
 }
 
 fn first_line(path: &PathBuf) -> Result<String> {
@@ -160,6 +177,30 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Status => out.status(&client.status().await.map_err(conn::describe)?),
         Cmd::Providers => out.providers(&client.providers().await.map_err(conn::describe)?),
+        Cmd::Contracts => out.contracts(&client.contracts().await.map_err(conn::describe)?),
+        Cmd::Wallet(WalletCmd::Balance) => {
+            let b = client.wallet_balance().await.map_err(conn::describe)?;
+            let text = format!(
+                "confirmed:   {} sat\nunconfirmed: {} sat\nimmature:    {} sat",
+                b.confirmed_sat, b.unconfirmed_sat, b.immature_sat
+            );
+            out.line(&b, &text)
+        }
+        Cmd::Wallet(WalletCmd::Address) => {
+            let a = client.wallet_address().await.map_err(conn::describe)?;
+            out.line(&a, &a.address)
+        }
+        Cmd::Wallet(WalletCmd::Send {
+            address,
+            amount_sat,
+        }) => {
+            let r = client
+                .wallet_send(address, amount_sat)
+                .await
+                .map_err(conn::describe)?;
+            out.line(&r, &r.txid)
+        }
+        Cmd::Wallet(WalletCmd::Txs) => out.txs(&client.wallet_txs().await.map_err(conn::describe)?),
     }
 }
 

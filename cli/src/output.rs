@@ -88,6 +88,15 @@ impl Printer {
             s.connected_peers, s.dht_peers
         );
         println!("files:        {}", s.files);
+        if let (Some(net), Some(tip)) = (&s.network, s.tip_height) {
+            println!(
+                "chain:        {net}, tip {tip}{}",
+                s.bitcoind_error
+                    .as_ref()
+                    .map(|e| format!(" (bitcoind: {e})"))
+                    .unwrap_or_default()
+            );
+        }
         if s.roles.iter().any(|r| r == "provider") {
             println!(
                 "stored:       {} of {} ({} free)",
@@ -115,6 +124,47 @@ impl Printer {
                 p.min_term_blocks,
                 p.max_term_blocks
             );
+        }
+        Ok(())
+    }
+
+    pub fn contracts(&self, list: &[ContractInfo]) -> Result<()> {
+        if self.json {
+            return self.json(&list);
+        }
+        if list.is_empty() {
+            println!("no contracts");
+        }
+        for c in list {
+            let expiry = c
+                .expiry_height
+                .map(|h| h.to_string())
+                .unwrap_or_else(|| format!("pay by {}", c.deadline_height));
+            println!(
+                "{}  {:<8} {:<14} {:>10} sat  {:>10}  peer {}  tx {}  expiry {}",
+                &c.contract_id[..16],
+                c.role,
+                c.state,
+                c.amount_sat,
+                HumanBytes(c.bytes).to_string(),
+                c.peer_id,
+                c.txid.as_deref().unwrap_or("-"),
+                expiry
+            );
+        }
+        Ok(())
+    }
+
+    pub fn txs(&self, list: &[WalletTx]) -> Result<()> {
+        if self.json {
+            return self.json(&list);
+        }
+        if list.is_empty() {
+            println!("no transactions");
+        }
+        for t in list {
+            let net = t.received_sat as i128 - t.sent_sat as i128;
+            println!("{}  {:>+14} sat  {} conf", t.txid, net, t.confirmations);
         }
         Ok(())
     }

@@ -11,6 +11,8 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::provider::ProviderTerms;
+use crate::wallet::{BitcoindAuth, BitcoindConfig};
+use bdk_wallet::bitcoin::Network;
 
 pub const CONFIG_FILE: &str = "p2pstore.toml";
 pub const PID_FILE: &str = "p2pstored.pid";
@@ -57,6 +59,33 @@ pub struct Args {
     /// Longest contract a provider accepts, in blocks [default: 52560]
     #[arg(long)]
     pub max_term_blocks: Option<u32>,
+    /// Bitcoin network of the wallet: regtest, signet, testnet or bitcoin [default: regtest]
+    #[arg(long)]
+    pub network: Option<String>,
+    /// bitcoind JSON-RPC URL [default: http://127.0.0.1:<network's RPC port>]
+    #[arg(long)]
+    pub bitcoind_rpc_url: Option<String>,
+    /// bitcoind's .cookie file [default: ~/.bitcoin/<network dir>/.cookie]
+    #[arg(long)]
+    pub bitcoind_cookie: Option<PathBuf>,
+    /// bitcoind RPC user (instead of the cookie)
+    #[arg(long, requires = "bitcoind_rpc_password")]
+    pub bitcoind_rpc_user: Option<String>,
+    /// bitcoind RPC password (instead of the cookie)
+    #[arg(long, requires = "bitcoind_rpc_user")]
+    pub bitcoind_rpc_password: Option<String>,
+    /// Client: refuse offers above this price, sat per GiB per 30 days [default: 100000]
+    #[arg(long)]
+    pub max_price_sat_per_gib_month: Option<u64>,
+    /// Client: contract term in blocks [default: 4320, 30 days]
+    #[arg(long)]
+    pub term_blocks: Option<u32>,
+    /// Client: fee rate for payments in sat/vB [default: bitcoind's estimate, else 2]
+    #[arg(long)]
+    pub fee_rate_sat_vb: Option<u64>,
+    /// Provider: blocks a client has to pay after a contract is accepted [default: 6]
+    #[arg(long)]
+    pub payment_window_blocks: Option<u32>,
     /// Run as the bootstrap/rendezvous node (persisted identity, no account)
     #[arg(long)]
     pub rendezvous_server: bool,
@@ -85,6 +114,15 @@ struct FileConfig {
     max_term_blocks: Option<u32>,
     rendezvous_server: Option<bool>,
     log: Option<String>,
+    network: Option<String>,
+    bitcoind_rpc_url: Option<String>,
+    bitcoind_cookie: Option<PathBuf>,
+    bitcoind_rpc_user: Option<String>,
+    bitcoind_rpc_password: Option<String>,
+    max_price_sat_per_gib_month: Option<u64>,
+    term_blocks: Option<u32>,
+    fee_rate_sat_vb: Option<u64>,
+    payment_window_blocks: Option<u32>,
 }
 
 pub struct Config {
@@ -100,6 +138,34 @@ pub struct Config {
     pub init: bool,
     pub password: Option<Zeroizing<String>>,
     pub log: String,
+    pub network: Network,
+    pub bitcoind: BitcoindConfig,
+    pub max_price_sat_per_gib_month: u64,
+    pub term_blocks: u32,
+    pub fee_rate_sat_vb: Option<u64>,
+    pub payment_window_blocks: u32,
+}
+
+fn parse_network(s: &str) -> Result<Network> {
+    match s {
+        "regtest" => Ok(Network::Regtest),
+        "signet" => Ok(Network::Signet),
+        "testnet" => Ok(Network::Testnet),
+        "bitcoin" | "mainnet" => Ok(Network::Bitcoin),
+        other => Err(Error::InvalidParams(format!(
+            "unknown network {other:?} (regtest, signet, testnet, bitcoin)"
+        ))),
+    }
+}
+
+/// bitcoind's own defaults for a network: RPC port and cookie sub-dir.
+fn bitcoind_defaults(network: Network) -> (u16, &'static str) {
+    match network {
+        Network::Bitcoin => (8332, ""),
+        Network::Testnet => (18332, "testnet3"),
+        Network::Signet => (38332, "signet"),
+        _ => (18443, "regtest"),
+    }
 }
 
 pub fn default_datadir() -> PathBuf {
@@ -193,7 +259,52 @@ impl Config {
                 "min_term_blocks is above max_term_blocks".into(),
             ));
         }
+        let network = parse_network(
+            args.network
+                .or(file.network)
+                .as_deref()
+                .unwrap_or("regtest"),
+        )?;
+        let (rpc_port, sub) = bitcoind_defaults(network);
+        let auth = match (
+            args.bitcoind_rpc_user.or(file.bitcoind_rpc_user),
+            args.bitcoind_rpc_password.or(file.bitcoind_rpc_password),
+        ) {
+            (Some(user), Some(password)) => BitcoindAuth::UserPass { user, password },
+            _ => BitcoindAuth::Cookie(
+                args.bitcoind_cookie
+                    .or(file.bitcoind_cookie)
+                    .unwrap_or_else(|| {
+                        std::env::var_os("HOME")
+                            .map(PathBuf::from)
+                            .unwrap_or_default()
+                            .join(".bitcoin")
+                            .join(sub)
+                            .join(".cookie")
+                    }),
+            ),
+        };
+        let bitcoind = BitcoindConfig {
+            url: args
+                .bitcoind_rpc_url
+                .or(file.bitcoind_rpc_url)
+                .unwrap_or_else(|| format!("http://127.0.0.1:{rpc_port}")),
+            auth,
+            poll_interval: std::time::Duration::from_secs(1),
+        };
         Ok(Config {
+            network,
+            bitcoind,
+            max_price_sat_per_gib_month: args
+                .max_price_sat_per_gib_month
+                .or(file.max_price_sat_per_gib_month)
+                .unwrap_or(100_000),
+            term_blocks: args.term_blocks.or(file.term_blocks).unwrap_or(4320),
+            fee_rate_sat_vb: args.fee_rate_sat_vb.or(file.fee_rate_sat_vb),
+            payment_window_blocks: args
+                .payment_window_blocks
+                .or(file.payment_window_blocks)
+                .unwrap_or(6),
             listen: addrs(&listen, "listen address")?,
             external: addrs(
                 &pick(args.external_addr, file.external_addrs),

@@ -51,7 +51,8 @@ impl FileKey {
         XChaCha20Poly1305::new(&(*self.0).into())
     }
 
-    /// Encrypts `buf` in place (appending the tag) and returns the nonce.
+    /// Encrypts `buf` in place (appending the tag) under a fresh random
+    /// nonce, which it returns.
     pub fn seal(
         &self,
         file_id: &Hash,
@@ -60,10 +61,26 @@ impl FileKey {
         buf: &mut Vec<u8>,
     ) -> Result<[u8; NONCE_LEN]> {
         let nonce: [u8; NONCE_LEN] = random_bytes()?;
-        self.cipher()
-            .encrypt_in_place(&XNonce::from(nonce), &aad(file_id, index, count), buf)
-            .map_err(|_| Error::Internal("segment encryption failed".into()))?;
+        self.seal_with_nonce(file_id, index, count, &nonce, buf)?;
         Ok(nonce)
+    }
+
+    /// Encrypts under a given nonce. A put seals each segment twice, once
+    /// to learn its shard id for the contract and once to upload it; the
+    /// caller must check the second ciphertext hashes to the first before
+    /// sending it, so a file that changed in between never reuses a nonce
+    /// for different plaintext in front of a provider.
+    pub fn seal_with_nonce(
+        &self,
+        file_id: &Hash,
+        index: u64,
+        count: u64,
+        nonce: &[u8; NONCE_LEN],
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        self.cipher()
+            .encrypt_in_place(&XNonce::from(*nonce), &aad(file_id, index, count), buf)
+            .map_err(|_| Error::Internal("segment encryption failed".into()))
     }
 
     /// Decrypts `buf` in place, leaving the plaintext; fails unless the tag

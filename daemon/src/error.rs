@@ -31,6 +31,21 @@ pub enum Error {
     ProviderRejected { peer: String, reason: String },
     #[error("integrity check failed: {0}")]
     Integrity(String),
+    #[error("insufficient funds: {required_sat} sat required, {available_sat} sat available")]
+    InsufficientFunds {
+        required_sat: u64,
+        available_sat: u64,
+    },
+    #[error("bitcoind unreachable: {0}")]
+    BitcoindUnreachable(String),
+    #[error("price too high: {0}")]
+    PriceTooHigh(String),
+    #[error("provider {peer} rejected the payment: {reason}")]
+    PaymentRejected { peer: String, reason: String },
+    #[error("invalid address: {0}")]
+    InvalidAddress(String),
+    #[error("wallet: {0}")]
+    Wallet(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("database error: {0}")]
@@ -59,6 +74,12 @@ impl Error {
             Error::ProviderRejected { .. } => codes::PROVIDER_REJECTED,
             Error::Integrity(_) => codes::INTEGRITY,
             Error::Io(_) => codes::IO,
+            Error::InsufficientFunds { .. } => codes::INSUFFICIENT_FUNDS,
+            Error::BitcoindUnreachable(_) => codes::BITCOIND_UNREACHABLE,
+            Error::PriceTooHigh(_) => codes::PRICE_TOO_HIGH,
+            Error::PaymentRejected { .. } => codes::PAYMENT_REJECTED,
+            Error::InvalidAddress(_) => codes::INVALID_ADDRESS,
+            Error::Wallet(_) => codes::WALLET,
             Error::Db(_) | Error::Keystore(_) | Error::Network(_) | Error::Internal(_) => {
                 codes::INTERNAL
             }
@@ -68,7 +89,36 @@ impl Error {
 
 impl From<Error> for ErrorObjectOwned {
     fn from(e: Error) -> Self {
-        ErrorObjectOwned::owned(e.code(), e.to_string(), None::<()>)
+        // Scripts get the numbers, not just a sentence.
+        let data = match &e {
+            Error::InsufficientFunds {
+                required_sat,
+                available_sat,
+            } => Some(
+                serde_json::json!({ "required_sat": required_sat, "available_sat": available_sat }),
+            ),
+            _ => None,
+        };
+        ErrorObjectOwned::owned(e.code(), e.to_string(), data)
+    }
+}
+
+impl From<crate::wallet::WalletError> for Error {
+    fn from(e: crate::wallet::WalletError) -> Self {
+        use crate::wallet::WalletError as W;
+        match e {
+            W::InsufficientFunds {
+                required_sat,
+                available_sat,
+            } => Error::InsufficientFunds {
+                required_sat,
+                available_sat,
+            },
+            W::BitcoindUnreachable(s) => Error::BitcoindUnreachable(s),
+            W::InvalidAddress(s) => Error::InvalidAddress(s),
+            W::AmountBelowDust => Error::InvalidParams("amount is below the dust limit".into()),
+            other => Error::Wallet(other.to_string()),
+        }
     }
 }
 

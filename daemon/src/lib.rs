@@ -9,9 +9,11 @@
 
 pub mod client;
 pub mod config;
+pub mod contracts;
 pub mod crypto;
 pub mod daemon;
 pub mod error;
+pub mod failpoint;
 pub mod keys;
 pub mod network;
 pub mod node;

@@ -9,19 +9,34 @@ use tokio::sync::RwLock;
 use tracing::info;
 use zeroize::Zeroizing;
 
-use crate::client::ClientService;
+use crate::client::{ClientService, ClientTerms};
 use crate::config::Config;
+use crate::contracts::{ContractStore, Role};
 use crate::error::{Error, Result};
 use crate::keys::{self, AccountKeys, Keystore};
 use crate::network::{self, NetworkConfig};
 use crate::progress;
 use crate::provider::{ProviderService, store::ShardStore};
+use crate::wallet::WalletService;
 
 pub struct Services {
     pub net: network::Client,
     pub client: Option<ClientService>,
     pub provider: ProviderService,
+    pub wallet: Option<WalletService>,
     pub roles: Vec<String>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(w) = &self.wallet {
+            w.shutdown();
+        }
+    }
 }
 
 enum State {
@@ -184,6 +199,7 @@ impl Node {
         account: Option<Arc<AccountKeys>>,
     ) -> Result<Arc<Services>> {
         let cfg = &self.inner.cfg;
+        let db = &self.inner.db;
         let provide = cfg.provider && account.is_some();
         let (net, inbound) = network::spawn(
             identity.clone(),
@@ -200,28 +216,59 @@ impl Node {
             },
         )
         .await?;
+        let mut tasks = Vec::new();
+        // Every account has a wallet: clients pay from it, providers are
+        // paid into it. It opens without bitcoind and syncs when it can.
+        let wallet = match &account {
+            Some(keys) => {
+                let w = WalletService::open(db, &keys.seed, cfg.network, cfg.bitcoind.clone())?;
+                tasks.push(w.spawn_sync());
+                Some(w)
+            }
+            None => None,
+        };
         let store = if provide {
             Some(Arc::new(ShardStore::open(
-                &self.inner.db,
+                db,
                 &cfg.datadir.join("shards"),
                 cfg.capacity,
             )?))
         } else {
             None
         };
-        let provider = ProviderService::new(store, cfg.terms.clone(), identity, net.clone());
-        provider.clone().spawn(inbound);
-        let client = match account {
-            Some(keys) => Some(
-                ClientService::new(
-                    &self.inner.db,
+        let provider = ProviderService::new(
+            store,
+            if provide { wallet.clone() } else { None },
+            ContractStore::open(db, Role::Provider)?,
+            cfg.terms.clone(),
+            cfg.payment_window_blocks,
+            identity,
+            net.clone(),
+        );
+        tasks.push(provider.clone().spawn(inbound));
+        if provide {
+            tasks.push(provider.spawn_gc(std::time::Duration::from_secs(5)));
+        }
+        let client = match (account, &wallet) {
+            (Some(keys), Some(w)) => {
+                let terms = ClientTerms {
+                    max_price_sat_per_gib_month: cfg.max_price_sat_per_gib_month,
+                    term_blocks: cfg.term_blocks,
+                    fee_rate_sat_vb: cfg.fee_rate_sat_vb,
+                };
+                let c = ClientService::new(
+                    db,
                     net.clone(),
                     keys,
+                    w.clone(),
+                    terms,
                     self.inner.progress.clone(),
                 )
-                .await?,
-            ),
-            None => None,
+                .await?;
+                tasks.push(c.spawn_reconciler(std::time::Duration::from_secs(30)));
+                Some(c)
+            }
+            _ => None,
         };
         let mut roles = Vec::new();
         if cfg.rendezvous_server {
@@ -237,8 +284,16 @@ impl Node {
             net,
             client,
             provider,
+            wallet,
             roles,
+            tasks,
         }))
+    }
+
+    pub async fn wallet(&self) -> Result<WalletService> {
+        self.services().await?.wallet.clone().ok_or_else(|| {
+            Error::InvalidParams("this node runs as a bootstrap node and has no wallet".into())
+        })
     }
 
     pub async fn status(&self) -> Result<p2pstore_rpc::Status> {
@@ -254,6 +309,9 @@ impl Node {
             capacity_bytes: 0,
             free_bytes: 0,
             files: 0,
+            network: None,
+            tip_height: None,
+            bitcoind_error: None,
         };
         let Ok(s) = self.services().await else {
             return Ok(status);
@@ -271,6 +329,12 @@ impl Node {
         }
         if let Some(c) = &s.client {
             status.files = c.manifests().len() as u64;
+        }
+        if let Some(w) = &s.wallet {
+            let sync = w.sync_status();
+            status.network = Some(w.network().to_string());
+            status.tip_height = Some(w.tip_height());
+            status.bitcoind_error = sync.last_error;
         }
         Ok(status)
     }

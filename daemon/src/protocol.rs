@@ -23,7 +23,10 @@ pub const PROVIDERS_KEY_LABEL: &[u8] = b"p2pstore/providers/v1";
 pub const SEGMENT_SIZE: usize = 4 * 1024 * 1024;
 /// Largest shard a provider accepts: a sealed full segment plus headroom.
 pub const MAX_SHARD_BYTES: u64 = SEGMENT_SIZE as u64 + 4096;
-pub const MAX_CONTROL_MESSAGE: u64 = 256 * 1024;
+/// Control messages carry contract proposals listing every shard id:
+/// 1 MiB holds ~20k shards, an 80 GiB file per contract.
+pub const MAX_CONTROL_MESSAGE: u64 = 1024 * 1024;
+pub const MAX_SHARDS_PER_CONTRACT: usize = 20_000;
 /// A shard message carries one shard plus a small CBOR envelope.
 pub const MAX_SHARD_MESSAGE: u64 = MAX_SHARD_BYTES + 16 * 1024;
 
@@ -33,6 +36,14 @@ pub type ContractId = Hash;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControlRequest {
     GetOffer,
+    /// A client asks to store exactly these shards for a term and price.
+    Propose(Proposal),
+    /// The client paid: output `vout` of `txid` pays the contract's address.
+    PaymentNotice {
+        contract_id: ContractId,
+        txid: String,
+        vout: u32,
+    },
     /// Delete shards of a contract; only the contract's client may.
     Delete {
         contract_id: ContractId,
@@ -43,8 +54,62 @@ pub enum ControlRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControlResponse {
     Offer(Offer),
-    Deleted { count: u64 },
+    /// The provider accepts; payment must reach `payout_address` by
+    /// `deadline_height` or the shards are deleted.
+    Accepted {
+        contract_id: ContractId,
+        payout_address: String,
+        deadline_height: u32,
+    },
+    PaymentAccepted {
+        contract_id: ContractId,
+        start_height: u32,
+        expiry_height: u32,
+    },
+    Deleted {
+        count: u64,
+    },
     Error(WireError),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShardSpec {
+    pub id: ShardId,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Proposal {
+    pub contract_id: ContractId,
+    pub shards: Vec<ShardSpec>,
+    pub term_blocks: u32,
+    /// The price the client read in the offer; the amount follows from it.
+    pub price_sat_per_gib_month: u64,
+    pub amount_sat: u64,
+}
+
+impl Proposal {
+    pub fn bytes(&self) -> u64 {
+        self.shards
+            .iter()
+            .fold(0u64, |a, s| a.saturating_add(s.size))
+    }
+}
+
+/// Blocks in the 30-day month prices are quoted for.
+pub const BLOCKS_PER_MONTH: u64 = 4320;
+/// Smallest contract amount: keeps every payment output well above dust.
+pub const MIN_CONTRACT_SAT: u64 = 1000;
+
+/// What storing `bytes` for `term_blocks` costs at `price` sat/GiB/month,
+/// rounded up, never below [`MIN_CONTRACT_SAT`]. None on overflow.
+pub fn contract_amount(price_sat_per_gib_month: u64, bytes: u64, term_blocks: u32) -> Option<u64> {
+    let num = (price_sat_per_gib_month as u128)
+        .checked_mul(bytes as u128)?
+        .checked_mul(term_blocks as u128)?;
+    let den = (1u128 << 30) * BLOCKS_PER_MONTH as u128;
+    let amount = u64::try_from(num.div_ceil(den)).ok()?;
+    Some(amount.max(MIN_CONTRACT_SAT))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,6 +139,14 @@ pub enum WireErrorKind {
     NoSpace,
     NotFound,
     Forbidden,
+    /// Term, price or amount not acceptable.
+    BadTerms,
+    UnknownContract,
+    /// The notice's output does not (yet) pay the contract's address.
+    PaymentNotFound,
+    PaymentInsufficient,
+    /// The provider cannot reach its bitcoind right now; try later.
+    Unavailable,
     Internal,
 }
 
@@ -204,6 +277,18 @@ pub fn providers_key() -> libp2p::kad::RecordKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contract_amounts() {
+        // 1 GiB for one month at 1000 sat/GiB/month.
+        assert_eq!(contract_amount(1000, 1 << 30, 4320), Some(1000));
+        assert_eq!(contract_amount(5000, 1 << 30, 4320), Some(5000));
+        // Rounds up, and never below the minimum.
+        assert_eq!(contract_amount(5000, 1, 1), Some(MIN_CONTRACT_SAT));
+        assert_eq!(contract_amount(100_000, 3 << 29, 8640), Some(300_000));
+        // No overflow panic on absurd input.
+        assert_eq!(contract_amount(u64::MAX, u64::MAX, u32::MAX), None);
+    }
 
     #[test]
     fn receipt_verifies_only_what_was_signed() {

@@ -20,6 +20,13 @@ pub const PROVIDER_REJECTED: i32 = -3003;
 
 pub const INTEGRITY: i32 = -4001;
 
+pub const INSUFFICIENT_FUNDS: i32 = -5001;
+pub const BITCOIND_UNREACHABLE: i32 = -5002;
+pub const PRICE_TOO_HIGH: i32 = -5003;
+pub const PAYMENT_REJECTED: i32 = -5004;
+pub const INVALID_ADDRESS: i32 = -5005;
+pub const WALLET: i32 = -5006;
+
 /// Every code with its name, as `openrpc.json` documents them.
 pub const ALL: &[(i32, &str)] = &[
     (INTERNAL, "INTERNAL"),
@@ -36,4 +43,10 @@ pub const ALL: &[(i32, &str)] = &[
     (PROVIDER_UNREACHABLE, "PROVIDER_UNREACHABLE"),
     (PROVIDER_REJECTED, "PROVIDER_REJECTED"),
     (INTEGRITY, "INTEGRITY"),
+    (INSUFFICIENT_FUNDS, "INSUFFICIENT_FUNDS"),
+    (BITCOIND_UNREACHABLE, "BITCOIND_UNREACHABLE"),
+    (PRICE_TOO_HIGH, "PRICE_TOO_HIGH"),
+    (PAYMENT_REJECTED, "PAYMENT_REJECTED"),
+    (INVALID_ADDRESS, "INVALID_ADDRESS"),
+    (WALLET, "WALLET"),
 ];

@@ -81,6 +81,12 @@ pub struct Status {
     pub capacity_bytes: u64,
     pub free_bytes: u64,
     pub files: u64,
+    /// Bitcoin network of the wallet; None on a bootstrap node.
+    pub network: Option<String>,
+    /// The wallet's view of the chain tip.
+    pub tip_height: Option<u32>,
+    /// The last bitcoind sync error, if the last attempt failed.
+    pub bitcoind_error: Option<String>,
 }
 
 /// What a provider offers, as last answered over the network.
@@ -93,6 +99,56 @@ pub struct ProviderInfo {
     pub min_term_blocks: u32,
     pub max_term_blocks: u32,
     pub protocol_version: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WalletBalance {
+    pub confirmed_sat: u64,
+    pub unconfirmed_sat: u64,
+    pub immature_sat: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddressResult {
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SendResult {
+    pub txid: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WalletTx {
+    pub txid: String,
+    pub received_sat: u64,
+    pub sent_sat: u64,
+    pub fee_sat: Option<u64>,
+    pub confirmations: u32,
+    pub height: Option<u32>,
+}
+
+/// A storage contract as one side of it sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContractInfo {
+    pub contract_id: String,
+    /// `client` or `provider`: which side this node is on.
+    pub role: String,
+    /// The other side.
+    pub peer_id: String,
+    pub file_id: Option<String>,
+    pub shards: u64,
+    pub bytes: u64,
+    pub amount_sat: u64,
+    pub price_sat_per_gib_month: u64,
+    pub term_blocks: u32,
+    pub payout_address: String,
+    pub txid: Option<String>,
+    pub vout: Option<u32>,
+    /// accepted, paid, active, rejected, expired_unpaid or deleted.
+    pub state: String,
+    pub deadline_height: u32,
+    pub expiry_height: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -142,6 +198,23 @@ pub trait P2pstoreApi {
     /// Progress of a put or get started with `op_id`.
     #[method(name = "progress")]
     async fn progress(&self, op_id: String) -> RpcResult<Option<Progress>>;
+
+    #[method(name = "wallet_balance")]
+    async fn wallet_balance(&self) -> RpcResult<WalletBalance>;
+
+    /// A fresh receive address of this node's wallet.
+    #[method(name = "wallet_address")]
+    async fn wallet_address(&self) -> RpcResult<AddressResult>;
+
+    #[method(name = "wallet_send")]
+    async fn wallet_send(&self, address: String, amount_sat: u64) -> RpcResult<SendResult>;
+
+    #[method(name = "wallet_txs")]
+    async fn wallet_txs(&self) -> RpcResult<Vec<WalletTx>>;
+
+    /// Contracts on both sides: as client and as provider.
+    #[method(name = "contracts")]
+    async fn contracts(&self) -> RpcResult<Vec<ContractInfo>>;
 
     /// The OpenRPC document of this API.
     #[method(name = "rpc.discover")]

@@ -66,7 +66,9 @@ pub struct Daemon {
     pub name: String,
     pub datadir: PathBuf,
     pub p2p_port: u16,
-    args: Vec<String>,
+    pub args: Vec<String>,
+    /// Extra environment for the next start (e.g. a failpoint).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -80,6 +82,7 @@ impl Daemon {
             datadir,
             p2p_port: free_port(),
             args,
+            env: Vec::new(),
             child: None,
         }
     }
@@ -107,6 +110,8 @@ impl Daemon {
             .arg("127.0.0.1:0")
             .args(&self.args)
             .env_remove("P2PSTORE_PASSWORD")
+            .env_remove("P2PSTORE_FAILPOINT")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info,p2pstored=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -210,6 +215,9 @@ pub struct NetOptions {
     /// Distinct prices make the client's choice deterministic: provider 1
     /// is cheapest.
     pub distinct_prices: bool,
+    /// Mine 101 blocks to the client so it can pay at once.
+    pub fund_client: bool,
+    pub client_args: Vec<String>,
 }
 
 impl Default for NetOptions {
@@ -218,13 +226,163 @@ impl Default for NetOptions {
             providers: 3,
             capacity: "1GiB".into(),
             distinct_prices: true,
+            fund_client: true,
+            client_args: Vec::new(),
         }
     }
 }
 
-/// A bootstrap node, providers and a client, all with accounts.
+/// Blocks a provider waits for payment in tests.
+pub const PAYMENT_WINDOW: u32 = 3;
+
+/// A regtest bitcoind of its own, on free loopback ports.
+pub struct Bitcoind {
+    pub rpc_port: u16,
+    datadir: PathBuf,
+    child: Option<Child>,
+}
+
+pub fn bitcoind_exe() -> PathBuf {
+    if let Some(p) = std::env::var_os("BITCOIND_EXE") {
+        return PathBuf::from(p);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("bitcoind").is_file() {
+                return dir.join("bitcoind");
+            }
+        }
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_default()
+        .join("p2pstore/bitcoind-libbitcoinkernel-sys-0.4.1/bin/bitcoind");
+    assert!(
+        cache.is_file(),
+        "bitcoind not found: run scripts/install-bitcoind.sh (or set BITCOIND_EXE)"
+    );
+    cache
+}
+
+impl Bitcoind {
+    pub async fn start(root: &Path) -> Bitcoind {
+        let datadir = root.join("bitcoind");
+        std::fs::create_dir_all(&datadir).unwrap();
+        let rpc_port = free_port();
+        let child = Command::new(bitcoind_exe())
+            .arg("-regtest")
+            .arg(format!("-datadir={}", datadir.display()))
+            .arg(format!("-rpcport={rpc_port}"))
+            .arg(format!("-port={}", free_port()))
+            .args([
+                "-listen=0",
+                "-server",
+                "-rpcbind=127.0.0.1",
+                "-rpcallowip=127.0.0.1",
+                "-rpcuser=test",
+                "-rpcpassword=test",
+            ])
+            .args(["-fallbackfee=0.0002", "-txindex=0", "-printtoconsole=0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let b = Bitcoind {
+            rpc_port,
+            datadir,
+            child: Some(child),
+        };
+        wait_for("bitcoind RPC", 60, || async {
+            b.call("getblockcount", serde_json::json!([])).await.ok()
+        })
+        .await;
+        b
+    }
+
+    pub fn daemon_args(&self) -> Vec<String> {
+        vec![
+            "--network".into(),
+            "regtest".into(),
+            "--bitcoind-rpc-url".into(),
+            format!("http://127.0.0.1:{}", self.rpc_port),
+            "--bitcoind-rpc-user".into(),
+            "test".into(),
+            "--bitcoind-rpc-password".into(),
+            "test".into(),
+            "--payment-window-blocks".into(),
+            PAYMENT_WINDOW.to_string(),
+        ]
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        use jsonrpsee::core::client::ClientT;
+        let mut headers = http::HeaderMap::new();
+        // base64("test:test")
+        headers.insert(
+            http::header::AUTHORIZATION,
+            "Basic dGVzdDp0ZXN0".parse().unwrap(),
+        );
+        let client = HttpClientBuilder::default()
+            .set_headers(headers)
+            .request_timeout(Duration::from_secs(30))
+            .build(format!("http://127.0.0.1:{}", self.rpc_port))
+            .map_err(|e| e.to_string())?;
+        let mut p = jsonrpsee::core::params::ArrayParams::new();
+        for v in params.as_array().cloned().unwrap_or_default() {
+            p.insert(v).map_err(|e| e.to_string())?;
+        }
+        client.request(method, p).await.map_err(|e| e.to_string())
+    }
+
+    pub async fn mine(&self, n: u32, address: &str) {
+        self.call("generatetoaddress", serde_json::json!([n, address]))
+            .await
+            .unwrap();
+    }
+
+    /// Mines to an address no test wallet owns.
+    pub async fn mine_burn(&self, n: u32) {
+        self.mine(n, "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080")
+            .await
+    }
+
+    pub async fn height(&self) -> u64 {
+        self.call("getblockcount", serde_json::json!([]))
+            .await
+            .unwrap()
+            .as_u64()
+            .unwrap()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn datadir(&self) -> &Path {
+        &self.datadir
+    }
+}
+
+impl Drop for Bitcoind {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A regtest bitcoind, a bootstrap node, providers and a client, all with
+/// accounts.
 pub struct Net {
     pub dir: tempfile::TempDir,
+    pub bitcoind: Bitcoind,
     pub bootstrap: Daemon,
     pub bootstrap_addr: String,
     pub providers: Vec<Daemon>,
@@ -237,6 +395,7 @@ impl Net {
             .prefix("p2pstore-test-")
             .tempdir()
             .unwrap();
+        let bitcoind = Bitcoind::start(dir.path()).await;
         let mut bootstrap =
             Daemon::new("bootstrap", dir.path(), vec!["--rendezvous-server".into()]);
         bootstrap.start().await;
@@ -248,7 +407,8 @@ impl Net {
             } else {
                 1000
             };
-            let args = vec![
+            let mut args = bitcoind.daemon_args();
+            args.extend([
                 "--bootstrap".into(),
                 bootstrap_addr.clone(),
                 "--provider".into(),
@@ -256,28 +416,72 @@ impl Net {
                 opts.capacity.clone(),
                 "--price-sat-per-gib-month".into(),
                 price.to_string(),
-            ];
+            ]);
             let mut p = Daemon::new(&format!("provider-{i}"), dir.path(), args);
             p.start().await;
             p.rpc().init(PASSWORD.into(), None).await.unwrap();
             providers.push(p);
         }
-        let mut client = Daemon::new(
-            "client",
-            dir.path(),
-            vec!["--bootstrap".into(), bootstrap_addr.clone()],
-        );
+        let mut args = bitcoind.daemon_args();
+        args.extend(["--bootstrap".into(), bootstrap_addr.clone()]);
+        args.extend(opts.client_args.iter().cloned());
+        let mut client = Daemon::new("client", dir.path(), args);
         client.start().await;
         client.rpc().init(PASSWORD.into(), None).await.unwrap();
         let net = Net {
             dir,
+            bitcoind,
             bootstrap,
             bootstrap_addr,
             providers,
             client,
         };
+        if opts.fund_client {
+            net.fund(&net.client).await;
+        }
         net.wait_for_providers(opts.providers).await;
         net
+    }
+
+    /// Mines 101 blocks to a daemon's wallet and waits until it can spend.
+    pub async fn fund(&self, d: &Daemon) {
+        let rpc = d.rpc();
+        let address = rpc.wallet_address().await.unwrap().address;
+        self.bitcoind.mine(101, &address).await;
+        wait_for("a spendable balance", 60, || {
+            let rpc = rpc.clone();
+            async move {
+                rpc.wallet_balance()
+                    .await
+                    .ok()
+                    .filter(|b| b.confirmed_sat > 0)
+                    .map(|_| ())
+            }
+        })
+        .await;
+    }
+
+    /// Waits until every running node's wallet has seen the chain tip.
+    pub async fn wait_synced(&self) {
+        let height = self.bitcoind.height().await as u32;
+        for d in self.providers.iter().chain(std::iter::once(&self.client)) {
+            if d.pid().is_none() {
+                continue;
+            }
+            let rpc = d.rpc();
+            wait_for(&format!("{} to sync to {height}", d.name), 60, || {
+                let rpc = rpc.clone();
+                async move {
+                    rpc.status()
+                        .await
+                        .ok()
+                        .and_then(|s| s.tip_height)
+                        .filter(|h| *h >= height)
+                        .map(|_| ())
+                }
+            })
+            .await;
+        }
     }
 
     pub async fn wait_for_providers(&self, n: usize) {

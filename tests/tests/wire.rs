@@ -1,5 +1,6 @@
 //! A hostile peer speaking the wire protocol directly to a real provider:
-//! shards whose bytes do not match their id, and shards over the limit.
+//! uploads outside a contract, shards whose bytes do not match their id,
+//! shards over the limit, and payment notices that pay nothing.
 
 use std::time::Duration;
 
@@ -44,15 +45,49 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
     let evil = attacker(&net.bootstrap_addr).await;
     evil.add_addresses(provider, vec![addr]).await;
 
-    // Bytes that do not hash to the claimed id.
+    // No contract, no upload.
     let data = vec![1u8; 1000];
     let resp = evil
         .shard(
             provider,
             ShardRequest::Store {
                 contract_id: [0; 32],
-                shard_id: [9; 32],
+                shard_id: sha(&data),
                 data,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(resp, ShardResponse::Error(e) if e.kind == WireErrorKind::UnknownContract));
+
+    // A contract for a shard id, then bytes that do not hash to it.
+    let contract_id = [7u8; 32];
+    let claimed = [9u8; 32];
+    let proposal = Proposal {
+        contract_id,
+        shards: vec![ShardSpec {
+            id: claimed,
+            size: 1000,
+        }],
+        term_blocks: 4320,
+        price_sat_per_gib_month: 1001,
+        amount_sat: MIN_CONTRACT_SAT,
+    };
+    match evil
+        .control(provider, ControlRequest::Propose(proposal))
+        .await
+        .unwrap()
+    {
+        ControlResponse::Accepted { .. } => {}
+        other => panic!("proposal refused: {other:?}"),
+    }
+    let resp = evil
+        .shard(
+            provider,
+            ShardRequest::Store {
+                contract_id,
+                shard_id: claimed,
+                data: vec![1u8; 1000],
             },
         )
         .await
@@ -62,22 +97,23 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
         other => panic!("expected HashMismatch, got {other:?}"),
     }
 
-    // One byte over the shard limit, inside the message limit: refused by size.
-    let data = vec![2u8; MAX_SHARD_BYTES as usize + 1];
-    let shard_id = sha(&data);
-    let resp = evil
-        .shard(
-            provider,
-            ShardRequest::Store {
-                contract_id: [0; 32],
-                shard_id,
-                data,
-            },
-        )
+    // A contract can never name a shard over the limit.
+    let big = Proposal {
+        contract_id: [8u8; 32],
+        shards: vec![ShardSpec {
+            id: [1; 32],
+            size: MAX_SHARD_BYTES + 1,
+        }],
+        term_blocks: 4320,
+        price_sat_per_gib_month: 1001,
+        amount_sat: 1_000_000,
+    };
+    match evil
+        .control(provider, ControlRequest::Propose(big))
         .await
-        .unwrap();
-    match resp {
-        ShardResponse::Error(e) => assert_eq!(e.kind, WireErrorKind::TooLarge),
+        .unwrap()
+    {
+        ControlResponse::Error(e) => assert_eq!(e.kind, WireErrorKind::TooLarge),
         other => panic!("expected TooLarge, got {other:?}"),
     }
 
@@ -88,7 +124,7 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
         .shard(
             provider,
             ShardRequest::Store {
-                contract_id: [0; 32],
+                contract_id,
                 shard_id,
                 data,
             },
@@ -97,6 +133,45 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
     assert!(
         res.is_err() || matches!(res, Ok(ShardResponse::Error(_))),
         "oversized message was accepted"
+    );
+
+    // Payment notices: for a contract that does not exist, and with a txid
+    // that does not pay the contract's address.
+    let notice = ControlRequest::PaymentNotice {
+        contract_id: [5; 32],
+        txid: "00".repeat(32),
+        vout: 0,
+    };
+    match evil.control(provider, notice).await.unwrap() {
+        ControlResponse::Error(e) => assert_eq!(e.kind, WireErrorKind::UnknownContract),
+        other => panic!("expected UnknownContract, got {other:?}"),
+    }
+    let unrelated = net
+        .client
+        .rpc()
+        .wallet_send(
+            net.client.rpc().wallet_address().await.unwrap().address,
+            50_000,
+        )
+        .await
+        .unwrap();
+    let notice = ControlRequest::PaymentNotice {
+        contract_id,
+        txid: unrelated.txid,
+        vout: 0,
+    };
+    match evil.control(provider, notice).await.unwrap() {
+        ControlResponse::Error(e) => assert_eq!(e.kind, WireErrorKind::PaymentNotFound),
+        other => panic!("expected PaymentNotFound, got {other:?}"),
+    }
+    let contract = net.providers[0].rpc().contracts().await.unwrap();
+    assert_eq!(
+        contract
+            .iter()
+            .find(|c| c.contract_id == hex::encode(contract_id))
+            .unwrap()
+            .state,
+        "accepted"
     );
 
     // Nothing was stored, and the provider still serves honest clients.

@@ -2,6 +2,7 @@
 //! Nodes that are not providers still run this, refusing storage, so every
 //! inbound request gets an answer instead of a timeout.
 
+mod contracts;
 pub mod store;
 
 use std::sync::Arc;
@@ -11,8 +12,10 @@ use libp2p::identity::Keypair;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::contracts::ContractStore;
 use crate::network::{Client, Inbound};
 use crate::protocol::*;
+use crate::wallet::WalletService;
 use store::ShardStore;
 
 #[derive(Debug, Clone)]
@@ -26,8 +29,11 @@ pub struct ProviderTerms {
 pub struct ProviderService {
     pub store: Option<Arc<ShardStore>>,
     pub terms: ProviderTerms,
+    pub contracts: ContractStore,
     key: Keypair,
     net: Client,
+    wallet: Option<WalletService>,
+    payment_window_blocks: u32,
 }
 
 /// Shard writes are fsync-bound; a few in parallel keep the disk busy
@@ -35,17 +41,25 @@ pub struct ProviderService {
 const MAX_CONCURRENT_REQUESTS: usize = 16;
 
 impl ProviderService {
+    /// A provider when `store` and `wallet` are given; otherwise a node
+    /// that refuses storage requests politely.
     pub fn new(
         store: Option<Arc<ShardStore>>,
+        wallet: Option<WalletService>,
+        contracts: ContractStore,
         terms: ProviderTerms,
+        payment_window_blocks: u32,
         key: Keypair,
         net: Client,
     ) -> Self {
         ProviderService {
             store,
             terms,
+            contracts,
             key,
             net,
+            wallet,
+            payment_window_blocks,
         }
     }
 
@@ -97,6 +111,8 @@ impl ProviderService {
 
     pub fn offer(&self) -> Option<Offer> {
         let store = self.store.as_ref()?;
+        self.wallet.as_ref()?;
+        self.wallet.as_ref()?;
         Some(Offer {
             protocol_version: PROTOCOL_VERSION,
             free_bytes: store.free(),
@@ -116,6 +132,12 @@ impl ProviderService {
                 Some(o) => ControlResponse::Offer(o),
                 None => ControlResponse::Error(Self::not_provider()),
             },
+            ControlRequest::Propose(p) => self.propose(peer, p).await,
+            ControlRequest::PaymentNotice {
+                contract_id,
+                txid,
+                vout,
+            } => self.payment_notice(peer, contract_id, txid, vout).await,
             ControlRequest::Delete {
                 contract_id,
                 shard_ids,
@@ -150,6 +172,9 @@ impl ProviderService {
                 shard_id,
                 data,
             } => {
+                if let Err(e) = self.may_store(&peer, &contract_id, &shard_id, data.len() as u64) {
+                    return ShardResponse::Error(e);
+                }
                 let span = info_span!("store", shard = %hex::encode(&shard_id[..8]), contract = %hex::encode(&contract_id[..8]));
                 let res = tokio::task::spawn_blocking(move || {
                     store.store(&peer, contract_id, shard_id, &data)

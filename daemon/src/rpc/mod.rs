@@ -88,6 +88,68 @@ impl P2pstoreApiServer for RpcImpl {
             .collect())
     }
 
+    async fn wallet_balance(&self) -> RpcResult<WalletBalance> {
+        let b = self.node.wallet().await?.balance();
+        Ok(WalletBalance {
+            confirmed_sat: b.confirmed_sat,
+            unconfirmed_sat: b.unconfirmed_sat,
+            immature_sat: b.immature_sat,
+        })
+    }
+
+    async fn wallet_address(&self) -> RpcResult<AddressResult> {
+        let a = self
+            .node
+            .wallet()
+            .await?
+            .new_address()
+            .map_err(Error::from)?;
+        Ok(AddressResult {
+            address: a.to_string(),
+        })
+    }
+
+    async fn wallet_send(&self, address: String, amount_sat: u64) -> RpcResult<SendResult> {
+        let txid = self
+            .node
+            .wallet()
+            .await?
+            .send(&address, amount_sat, None)
+            .await
+            .map_err(Error::from)?;
+        Ok(SendResult {
+            txid: txid.to_string(),
+        })
+    }
+
+    async fn wallet_txs(&self) -> RpcResult<Vec<WalletTx>> {
+        Ok(self
+            .node
+            .wallet()
+            .await?
+            .txs()
+            .into_iter()
+            .map(|t| WalletTx {
+                txid: t.txid,
+                received_sat: t.received_sat,
+                sent_sat: t.sent_sat,
+                fee_sat: t.fee_sat,
+                confirmations: t.confirmations,
+                height: t.height,
+            })
+            .collect())
+    }
+
+    async fn contracts(&self) -> RpcResult<Vec<ContractInfo>> {
+        let s = self.node.services().await?;
+        let mut out = Vec::new();
+        if let Some(c) = &s.client {
+            out.extend(c.contracts.list()?.iter().map(|c| c.to_rpc()));
+        }
+        out.extend(s.provider.contracts.list()?.iter().map(|c| c.to_rpc()));
+        Ok(out)
+    }
+
     async fn progress(&self, op_id: String) -> RpcResult<Option<Progress>> {
         Ok(self.node.progress().get(&op_id))
     }

@@ -1,0 +1,237 @@
+//! Storage contracts: one per provider per put, on both sides of it.
+//!
+//! The client and the provider each keep their own record in sled (two
+//! trees, so a node that is both never confuses the roles). A contract's
+//! state only moves forward: proposed → accepted → paid → active, or to
+//! rejected / expired.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::Hash;
+use crate::error::Result;
+use crate::protocol::{ContractId, ShardSpec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Client,
+    Provider,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// The provider accepted; shards may be uploaded; payment is due by the
+    /// deadline.
+    Accepted,
+    /// The client broadcast the payment; the provider has not confirmed it.
+    Paid,
+    /// The provider verified the payment.
+    Active,
+    /// The provider refused the payment notice.
+    Rejected,
+    /// Unpaid past its deadline: the provider deleted the shards.
+    ExpiredUnpaid,
+    /// The client deleted the file.
+    Deleted,
+}
+
+impl State {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            State::Accepted => "accepted",
+            State::Paid => "paid",
+            State::Active => "active",
+            State::Rejected => "rejected",
+            State::ExpiredUnpaid => "expired_unpaid",
+            State::Deleted => "deleted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Contract {
+    #[serde(with = "hex::serde")]
+    pub contract_id: ContractId,
+    pub role: Role,
+    /// The other side: the provider for a client, the client for a provider.
+    pub peer: String,
+    #[serde(default, with = "opt_hex")]
+    pub file_id: Option<Hash>,
+    pub shards: Vec<ShardSpec>,
+    pub bytes: u64,
+    pub term_blocks: u32,
+    pub price_sat_per_gib_month: u64,
+    pub amount_sat: u64,
+    pub payout_address: String,
+    pub deadline_height: u32,
+    pub txid: Option<String>,
+    pub vout: Option<u32>,
+    pub start_height: Option<u32>,
+    pub state: State,
+    pub created_at: u64,
+}
+
+impl Contract {
+    pub fn expiry_height(&self) -> Option<u32> {
+        self.start_height
+            .map(|h| h.saturating_add(self.term_blocks))
+    }
+
+    pub fn holds(&self, id: &Hash, size: u64) -> bool {
+        self.shards.iter().any(|s| s.id == *id && s.size == size)
+    }
+
+    pub fn to_rpc(&self) -> p2pstore_rpc::ContractInfo {
+        p2pstore_rpc::ContractInfo {
+            contract_id: hex::encode(self.contract_id),
+            role: match self.role {
+                Role::Client => "client".into(),
+                Role::Provider => "provider".into(),
+            },
+            peer_id: self.peer.clone(),
+            file_id: self.file_id.map(hex::encode),
+            shards: self.shards.len() as u64,
+            bytes: self.bytes,
+            amount_sat: self.amount_sat,
+            price_sat_per_gib_month: self.price_sat_per_gib_month,
+            term_blocks: self.term_blocks,
+            payout_address: self.payout_address.clone(),
+            txid: self.txid.clone(),
+            vout: self.vout,
+            state: self.state.as_str().into(),
+            deadline_height: self.deadline_height,
+            expiry_height: self.expiry_height(),
+        }
+    }
+}
+
+mod opt_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_some(&hex::encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(Some(out))
+    }
+}
+
+/// One side's contracts, keyed by contract id.
+#[derive(Clone)]
+pub struct ContractStore {
+    tree: sled::Tree,
+}
+
+impl ContractStore {
+    pub fn open(db: &sled::Db, role: Role) -> Result<Self> {
+        let name = match role {
+            Role::Client => "client_contracts",
+            Role::Provider => "provider_contracts",
+        };
+        Ok(ContractStore {
+            tree: db.open_tree(name)?,
+        })
+    }
+
+    /// Durable before it returns.
+    pub fn put(&self, c: &Contract) -> Result<()> {
+        self.tree.insert(c.contract_id, serde_json::to_vec(c)?)?;
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    pub fn get(&self, id: &ContractId) -> Result<Option<Contract>> {
+        match self.tree.get(id)? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies `f` to a stored contract and saves it; None if unknown.
+    pub fn update(
+        &self,
+        id: &ContractId,
+        f: impl FnOnce(&mut Contract),
+    ) -> Result<Option<Contract>> {
+        let Some(mut c) = self.get(id)? else {
+            return Ok(None);
+        };
+        f(&mut c);
+        self.put(&c)?;
+        Ok(Some(c))
+    }
+
+    pub fn remove(&self, id: &ContractId) -> Result<()> {
+        self.tree.remove(id)?;
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    pub fn list(&self) -> Result<Vec<Contract>> {
+        let mut out: Vec<Contract> = Vec::new();
+        for item in self.tree.iter() {
+            let (_, v) = item?;
+            out.push(serde_json::from_slice(&v)?);
+        }
+        out.sort_by_key(|c| c.created_at);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_round_trip_and_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = ContractStore::open(&db, Role::Client).unwrap();
+        let other_side = ContractStore::open(&db, Role::Provider).unwrap();
+        let c = Contract {
+            contract_id: [1; 32],
+            role: Role::Client,
+            peer: "peer".into(),
+            file_id: Some([2; 32]),
+            shards: vec![ShardSpec {
+                id: [3; 32],
+                size: 10,
+            }],
+            bytes: 10,
+            term_blocks: 100,
+            price_sat_per_gib_month: 1000,
+            amount_sat: 1000,
+            payout_address: "bcrt1q...".into(),
+            deadline_height: 50,
+            txid: None,
+            vout: None,
+            start_height: None,
+            state: State::Accepted,
+            created_at: 1,
+        };
+        store.put(&c).unwrap();
+        assert_eq!(store.get(&c.contract_id).unwrap(), Some(c.clone()));
+        assert!(other_side.get(&c.contract_id).unwrap().is_none());
+        let updated = store
+            .update(&c.contract_id, |c| {
+                c.state = State::Active;
+                c.start_height = Some(60);
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(updated.expiry_height(), Some(160));
+        assert!(updated.holds(&[3; 32], 10) && !updated.holds(&[3; 32], 11));
+        assert_eq!(store.list().unwrap().len(), 1);
+        assert_eq!(updated.to_rpc().state, "active");
+    }
+}
