@@ -48,8 +48,20 @@ enum Cmd {
         #[arg(long)]
         password_file: Option<PathBuf>,
     },
-    /// Encrypt and store a file
-    Put { file: PathBuf },
+    /// Encrypt, erasure-code and store a file, paying its providers
+    Put {
+        file: PathBuf,
+        /// low (one copy), medium (2-of-4), high (3-of-9) [default: from the daemon's config]
+        #[arg(long, conflicts_with = "shards")]
+        redundancy: Option<String>,
+        /// Explicit K/N: any K of N shards rebuild each segment
+        #[arg(long)]
+        shards: Option<String>,
+    },
+    /// A file's health, segment by segment, worst first
+    Stat { file_id: String },
+    /// Rebuild lost shards of one file (or of all files) at new providers
+    Repair { file_id: Option<String> },
     /// Fetch, verify and decrypt a file
     Get {
         file_id: String,
@@ -139,10 +151,14 @@ async fn run(cli: Cli) -> Result<()> {
             let r = client.unlock(pw).await.map_err(conn::describe)?;
             out.line(&r, &format!("unlocked; peer id {}", r.peer_id))
         }
-        Cmd::Put { file } => {
+        Cmd::Put {
+            file,
+            redundancy,
+            shards,
+        } => {
             let path = absolute(&file)?;
             let op = progress::op_id();
-            let call = client.put(path, Some(op.clone()));
+            let call = client.put(path, redundancy.or(shards), Some(op.clone()));
             let r = progress::with_bar(&client, show_progress, op, call)
                 .await
                 .map_err(conn::describe)?;
@@ -161,6 +177,27 @@ async fn run(cli: Cli) -> Result<()> {
             )
         }
         Cmd::Ls => out.ls(&client.ls().await.map_err(conn::describe)?),
+        Cmd::Stat { file_id } => out.stat(&client.stat(file_id).await.map_err(conn::describe)?),
+        Cmd::Repair { file_id } => {
+            let r = client.repair(file_id).await.map_err(conn::describe)?;
+            let text = format!(
+                "checked {} file(s): rebuilt {} shard(s) in {} segment(s){}{}",
+                r.files_checked,
+                r.shards_rebuilt,
+                r.segments_repaired,
+                if r.new_providers.is_empty() {
+                    String::new()
+                } else {
+                    format!("; new providers {}", r.new_providers.join(", "))
+                },
+                if r.unrecoverable_segments > 0 {
+                    format!("; {} segment(s) LOST", r.unrecoverable_segments)
+                } else {
+                    String::new()
+                },
+            );
+            out.line(&r, &text)
+        }
         Cmd::Rm { file_id } => {
             let r = client.rm(file_id).await.map_err(conn::describe)?;
             let mut text = format!(

@@ -9,6 +9,18 @@ pub struct Printer {
     pub json: bool,
 }
 
+/// "good/total", flagged when a segment is at risk or lost.
+fn health(h: &Health) -> String {
+    let flag = if h.good < h.needed {
+        " LOST"
+    } else if h.good < h.total {
+        " degraded"
+    } else {
+        ""
+    };
+    format!("{}/{}{flag}", h.good, h.total)
+}
+
 fn date(secs: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
     humantime::format_rfc3339_seconds(t).to_string()
@@ -64,12 +76,41 @@ impl Printer {
         }
         for f in files {
             println!(
-                "{}  {:>10}  {}  {}  [{}]",
+                "{}  {:>10}  {}  {:<5} health {}  {}  [{}]",
                 f.file_id,
                 HumanBytes(f.size).to_string(),
                 date(f.created_at),
+                f.redundancy,
+                health(&f.health),
                 f.name,
                 f.providers.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    pub fn stat(&self, s: &FileStat) -> Result<()> {
+        if self.json {
+            return self.json(s);
+        }
+        println!("file:       {}  {}", s.file_id, s.name);
+        println!(
+            "size:       {} ({} bytes), stored {}",
+            HumanBytes(s.size),
+            s.size,
+            date(s.created_at)
+        );
+        println!(
+            "redundancy: {} (any {} of {} shards rebuild a segment)",
+            s.redundancy, s.health.needed, s.health.total
+        );
+        println!("health:     {} (worst segment)", health(&s.health));
+        println!("providers:  {}", s.providers.join(", "));
+        println!("segments (worst first):");
+        for seg in &s.segments {
+            println!(
+                "  {:>6}  {}/{} valid, {} needed",
+                seg.index, seg.good, seg.total, seg.needed
             );
         }
         Ok(())

@@ -9,6 +9,7 @@ use libp2p::Multiaddr;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use crate::erasure::Scheme;
 use crate::error::{Error, Result};
 use crate::provider::ProviderTerms;
 use crate::wallet::{BitcoindAuth, BitcoindConfig};
@@ -83,6 +84,15 @@ pub struct Args {
     /// Client: fee rate for payments in sat/vB [default: bitcoind's estimate, else 2]
     #[arg(long)]
     pub fee_rate_sat_vb: Option<u64>,
+    /// Client: default redundancy of put: low, medium, high or K/N [default: medium]
+    #[arg(long)]
+    pub redundancy: Option<String>,
+    /// Client: repair a segment when its valid shards fall below K + this [default: 1]
+    #[arg(long)]
+    pub repair_margin: Option<u16>,
+    /// Client: seconds between background health checks and repairs [default: 600]
+    #[arg(long)]
+    pub health_check_secs: Option<u64>,
     /// Provider: blocks a client has to pay after a contract is accepted [default: 6]
     #[arg(long)]
     pub payment_window_blocks: Option<u32>,
@@ -123,6 +133,9 @@ struct FileConfig {
     term_blocks: Option<u32>,
     fee_rate_sat_vb: Option<u64>,
     payment_window_blocks: Option<u32>,
+    redundancy: Option<String>,
+    repair_margin: Option<u16>,
+    health_check_secs: Option<u64>,
 }
 
 pub struct Config {
@@ -144,6 +157,9 @@ pub struct Config {
     pub term_blocks: u32,
     pub fee_rate_sat_vb: Option<u64>,
     pub payment_window_blocks: u32,
+    pub redundancy: Scheme,
+    pub repair_margin: u16,
+    pub health_check: std::time::Duration,
 }
 
 fn parse_network(s: &str) -> Result<Network> {
@@ -293,6 +309,19 @@ impl Config {
             poll_interval: std::time::Duration::from_secs(1),
         };
         Ok(Config {
+            redundancy: Scheme::parse(
+                args.redundancy
+                    .or(file.redundancy)
+                    .as_deref()
+                    .unwrap_or("medium"),
+            )?,
+            repair_margin: args.repair_margin.or(file.repair_margin).unwrap_or(1),
+            health_check: std::time::Duration::from_secs(
+                args.health_check_secs
+                    .or(file.health_check_secs)
+                    .unwrap_or(600)
+                    .max(1),
+            ),
             network,
             bitcoind,
             max_price_sat_per_gib_month: args

@@ -34,6 +34,9 @@ pub enum State {
     ExpiredUnpaid,
     /// The client deleted the file.
     Deleted,
+    /// The provider lost shards; they were rebuilt elsewhere and this
+    /// contract will not be renewed.
+    Lost,
 }
 
 impl State {
@@ -45,6 +48,7 @@ impl State {
             State::Rejected => "rejected",
             State::ExpiredUnpaid => "expired_unpaid",
             State::Deleted => "deleted",
+            State::Lost => "lost",
         }
     }
 }

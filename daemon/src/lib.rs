@@ -12,6 +12,7 @@ pub mod config;
 pub mod contracts;
 pub mod crypto;
 pub mod daemon;
+pub mod erasure;
 pub mod error;
 pub mod failpoint;
 pub mod keys;

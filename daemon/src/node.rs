@@ -255,6 +255,8 @@ impl Node {
                     max_price_sat_per_gib_month: cfg.max_price_sat_per_gib_month,
                     term_blocks: cfg.term_blocks,
                     fee_rate_sat_vb: cfg.fee_rate_sat_vb,
+                    default_scheme: cfg.redundancy,
+                    repair_margin: cfg.repair_margin,
                 };
                 let c = ClientService::new(
                     db,
@@ -266,6 +268,7 @@ impl Node {
                 )
                 .await?;
                 tasks.push(c.spawn_reconciler(std::time::Duration::from_secs(30)));
+                tasks.push(c.spawn_health_check(cfg.health_check));
                 Some(c)
             }
             _ => None,

@@ -49,6 +49,12 @@ pub enum ControlRequest {
         contract_id: ContractId,
         shard_ids: Vec<ShardId>,
     },
+    /// Which of these shards of a contract the provider still holds
+    /// intact (it re-hashes each file).
+    Check {
+        contract_id: ContractId,
+        shard_ids: Vec<ShardId>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,6 +74,10 @@ pub enum ControlResponse {
     },
     Deleted {
         count: u64,
+    },
+    /// One flag per shard asked about, in order.
+    Checked {
+        valid: Vec<bool>,
     },
     Error(WireError),
 }

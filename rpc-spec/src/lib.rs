@@ -38,7 +38,50 @@ pub struct PutResult {
     pub name: String,
     pub size: u64,
     pub segments: u64,
+    /// `K/N`: any K of each segment's N shards rebuild it.
+    pub redundancy: String,
     pub providers: Vec<String>,
+}
+
+/// Shards reachable and valid, against shards needed and stored.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Health {
+    pub good: u32,
+    pub needed: u32,
+    pub total: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SegmentHealth {
+    pub index: u64,
+    pub good: u32,
+    pub needed: u32,
+    pub total: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileStat {
+    pub file_id: String,
+    pub name: String,
+    pub size: u64,
+    pub created_at: u64,
+    pub redundancy: String,
+    pub providers: Vec<String>,
+    /// The worst segment's health.
+    pub health: Health,
+    /// Every segment, worst first.
+    pub segments: Vec<SegmentHealth>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RepairResult {
+    pub files_checked: u64,
+    pub segments_repaired: u64,
+    pub shards_rebuilt: u64,
+    /// Segments with fewer than K valid shards: lost.
+    pub unrecoverable_segments: u64,
+    pub new_providers: Vec<String>,
+    pub txid: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -57,6 +100,9 @@ pub struct FileEntry {
     pub created_at: u64,
     pub segments: u64,
     pub providers: Vec<String>,
+    pub redundancy: String,
+    /// The worst segment's health, checked with the providers now.
+    pub health: Health,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -168,10 +214,16 @@ pub trait P2pstoreApi {
     #[method(name = "unlock")]
     async fn unlock(&self, password: String) -> RpcResult<UnlockResult>;
 
-    /// Store the file at `path` (on the daemon's machine). `op_id`, when
-    /// given, lets `progress` report on this transfer.
+    /// Store the file at `path` (on the daemon's machine) at a redundancy
+    /// level (`low`, `medium`, `high` or `K/N`; default from config).
+    /// `op_id`, when given, lets `progress` report on this transfer.
     #[method(name = "put")]
-    async fn put(&self, path: String, op_id: Option<String>) -> RpcResult<PutResult>;
+    async fn put(
+        &self,
+        path: String,
+        redundancy: Option<String>,
+        op_id: Option<String>,
+    ) -> RpcResult<PutResult>;
 
     /// Fetch, verify and decrypt a file into `dest`.
     #[method(name = "get")]
@@ -184,6 +236,14 @@ pub trait P2pstoreApi {
 
     #[method(name = "ls")]
     async fn ls(&self) -> RpcResult<Vec<FileEntry>>;
+
+    /// A file's health, segment by segment, worst first.
+    #[method(name = "stat")]
+    async fn stat(&self, file_id: String) -> RpcResult<FileStat>;
+
+    /// Rebuild lost shards of one file, or of every file.
+    #[method(name = "repair")]
+    async fn repair(&self, file_id: Option<String>) -> RpcResult<RepairResult>;
 
     #[method(name = "rm")]
     async fn rm(&self, file_id: String) -> RpcResult<RmResult>;

@@ -217,6 +217,8 @@ pub struct NetOptions {
     pub distinct_prices: bool,
     /// Mine 101 blocks to the client so it can pay at once.
     pub fund_client: bool,
+    /// The client's default redundancy: single copy unless a test asks.
+    pub redundancy: String,
     pub client_args: Vec<String>,
 }
 
@@ -227,6 +229,7 @@ impl Default for NetOptions {
             capacity: "1GiB".into(),
             distinct_prices: true,
             fund_client: true,
+            redundancy: "low".into(),
             client_args: Vec::new(),
         }
     }
@@ -423,7 +426,12 @@ impl Net {
             providers.push(p);
         }
         let mut args = bitcoind.daemon_args();
-        args.extend(["--bootstrap".into(), bootstrap_addr.clone()]);
+        args.extend([
+            "--bootstrap".into(),
+            bootstrap_addr.clone(),
+            "--redundancy".into(),
+            opts.redundancy.clone(),
+        ]);
         args.extend(opts.client_args.iter().cloned());
         let mut client = Daemon::new("client", dir.path(), args);
         client.start().await;

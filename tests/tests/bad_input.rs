@@ -12,7 +12,7 @@ async fn put_small(net: &Net, name: &str) -> (String, [u8; 32]) {
     let put = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), None)
+        .put(src.to_string_lossy().into(), None, None)
         .await
         .unwrap();
     (put.file_id, digest)
@@ -41,14 +41,14 @@ async fn bad_paths_ids_and_no_room() {
 
     let missing = net.dir.path().join("does-not-exist");
     let e = rpc
-        .put(missing.to_string_lossy().into(), None)
+        .put(missing.to_string_lossy().into(), None, None)
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::INVALID_PATH);
     assert!(e.to_string().contains("does-not-exist"), "{e}");
 
     let e = rpc
-        .put(net.dir.path().to_string_lossy().into(), None)
+        .put(net.dir.path().to_string_lossy().into(), None, None)
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::INVALID_PATH);
@@ -61,11 +61,11 @@ async fn bad_paths_ids_and_no_room() {
         .set_len(64 << 20)
         .unwrap();
     let e = rpc
-        .put(big.to_string_lossy().into(), None)
+        .put(big.to_string_lossy().into(), None, None)
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::NO_PROVIDER);
-    assert!(e.to_string().contains("none has"), "{e}");
+    assert!(e.to_string().contains("not enough room"), "{e}");
     for p in &net.providers {
         assert!(
             p.rpc().status().await.unwrap().stored_bytes < 1 << 20,
@@ -178,7 +178,7 @@ async fn provider_vanishes_mid_put() {
         let rpc = rpc.clone();
         let src = src.to_string_lossy().into_owned();
         let op = op.clone();
-        async move { rpc.put(src, Some(op)).await }
+        async move { rpc.put(src, None, Some(op)).await }
     });
     wait_for("upload to start", 60, || {
         let rpc = rpc.clone();

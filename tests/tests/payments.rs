@@ -78,7 +78,7 @@ async fn put_pays_the_quoted_amount_and_wallets_survive_restart() {
     let put = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), None)
+        .put(src.to_string_lossy().into(), None, None)
         .await
         .unwrap();
 
@@ -143,7 +143,7 @@ async fn two_providers_paid_by_one_transaction() {
     let put = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), None)
+        .put(src.to_string_lossy().into(), None, None)
         .await
         .unwrap();
     assert_eq!(put.providers.len(), 2);
@@ -180,7 +180,7 @@ async fn unpaid_contract_is_collected_after_its_deadline() {
     let err = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), None)
+        .put(src.to_string_lossy().into(), None, None)
         .await;
     assert!(err.is_err(), "the client died before paying");
     net.client.kill();
@@ -221,7 +221,7 @@ async fn insufficient_funds_uploads_and_pays_nothing() {
     let e = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), None)
+        .put(src.to_string_lossy().into(), None, None)
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::INSUFFICIENT_FUNDS, "{e}");
@@ -255,7 +255,7 @@ async fn crash_between_broadcast_and_record_never_pays_twice() {
     assert!(
         net.client
             .rpc()
-            .put(src.to_string_lossy().into(), None)
+            .put(src.to_string_lossy().into(), None, None)
             .await
             .is_err()
     );
@@ -306,7 +306,7 @@ async fn price_cap_and_bitcoind_outage() {
     let put = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), None)
+        .put(src.to_string_lossy().into(), None, None)
         .await
         .unwrap();
 
@@ -319,7 +319,7 @@ async fn price_cap_and_bitcoind_outage() {
     let e = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), None)
+        .put(src.to_string_lossy().into(), None, None)
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::PRICE_TOO_HIGH, "{e}");
@@ -334,7 +334,7 @@ async fn price_cap_and_bitcoind_outage() {
     let e = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), None)
+        .put(src.to_string_lossy().into(), None, None)
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::BITCOIND_UNREACHABLE, "{e}");

@@ -182,7 +182,10 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
     let src = net.dir.path().join("after.bin");
     let digest = random_file(&src, 5 << 20);
     let rpc = net.client.rpc();
-    let put = rpc.put(src.to_string_lossy().into(), None).await.unwrap();
+    let put = rpc
+        .put(src.to_string_lossy().into(), None, None)
+        .await
+        .unwrap();
     let out = net.dir.path().join("after.out");
     rpc.get(put.file_id, out.to_string_lossy().into(), None)
         .await

@@ -9,8 +9,13 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::manifest::{Manifest, parse_file_id};
+use std::time::Instant;
+
+use futures::stream::FuturesUnordered;
+
+use super::manifest::{Manifest, Segment, ShardRef, parse_file_id};
 use super::put::{PIPELINE, short};
+use super::reliability::Reliability;
 use super::{ClientService, peer_from_str};
 use crate::crypto::{FileKey, random_bytes, sha256};
 use crate::error::{Error, Result};
@@ -46,14 +51,14 @@ impl ClientService {
             key: FileKey::derive(&self.keys.file_master, &id),
             manifest,
             file,
+            fetcher: self.fetcher(),
         });
         let progress = Arc::new(self.progress.start(op_id, job.manifest.size));
         let result = futures::stream::iter(0..job.manifest.segments.len())
             .map(|i| {
                 let job = job.clone();
-                let net = self.net.clone();
                 let progress = progress.clone();
-                async move { job.download(&net, i, &progress).await }
+                async move { job.download(i, &progress).await }
             })
             .buffered(PIPELINE)
             .try_collect::<Vec<()>>()
@@ -107,85 +112,176 @@ struct DownloadJob {
     key: FileKey,
     manifest: Manifest,
     file: std::fs::File,
+    fetcher: Fetcher,
 }
 
 impl DownloadJob {
-    /// Fetches one segment from the first shard holder that returns bytes
-    /// matching the manifest, then decrypts and writes it in place.
-    async fn download(self: Arc<Self>, net: &NetClient, i: usize, progress: &Op) -> Result<()> {
+    async fn download(self: Arc<Self>, i: usize, progress: &Op) -> Result<()> {
         let seg = &self.manifest.segments[i];
-        let mut last_err = None;
-        for shard in &seg.shards {
-            let peer = peer_from_str(&shard.provider)?;
-            let sid = short(&shard.shard_id);
-            let data = match net
-                .shard(
-                    peer,
-                    ShardRequest::Fetch {
-                        shard_id: shard.shard_id,
-                    },
-                )
-                .await
-            {
-                Ok(ShardResponse::Data(d)) => d,
-                Ok(ShardResponse::Error(e)) => {
-                    last_err = Some(Error::ProviderRejected {
-                        peer: peer.to_string(),
-                        reason: format!("shard {sid}: {}", e.message),
-                    });
-                    continue;
-                }
-                Ok(ShardResponse::Stored(_)) => {
-                    last_err = Some(Error::ProviderRejected {
-                        peer: peer.to_string(),
-                        reason: "unexpected response".into(),
-                    });
-                    continue;
-                }
-                Err(Error::ProviderUnreachable { peer, reason }) => {
-                    last_err = Some(Error::ProviderUnreachable {
-                        peer,
-                        reason: format!("shard {sid}: {reason}"),
-                    });
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let job = self.clone();
-            let expected = shard.shard_id;
-            let res = tokio::task::spawn_blocking(move || -> Result<()> {
-                // Hash before decrypting: bytes that are not exactly what we
-                // stored are never fed to the cipher.
-                if sha256(&data) != expected {
-                    return Err(Error::Integrity(format!(
-                        "shard {sid} from provider {peer} does not match its hash"
-                    )));
-                }
-                let seg = &job.manifest.segments[i];
-                let mut buf = data;
-                let count = job.manifest.segments.len() as u64;
-                job.key
-                    .open(&job.manifest.file_id, i as u64, count, &seg.nonce, &mut buf)?;
-                if buf.len() as u64 != seg.plain_len {
-                    return Err(Error::Integrity(format!(
-                        "segment {i} has the wrong length"
-                    )));
-                }
-                job.file
-                    .write_all_at(&buf, i as u64 * job.manifest.segment_size)?;
-                Ok(())
-            })
+        let cipher = self.fetcher.segment(&self.manifest, i).await?;
+        let job = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let seg = &job.manifest.segments[i];
+            let mut buf = cipher;
+            let count = job.manifest.segments.len() as u64;
+            job.key
+                .open(&job.manifest.file_id, i as u64, count, &seg.nonce, &mut buf)?;
+            if buf.len() as u64 != seg.plain_len {
+                return Err(Error::Integrity(format!(
+                    "segment {i} has the wrong length"
+                )));
+            }
+            job.file
+                .write_all_at(&buf, i as u64 * job.manifest.segment_size)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        progress.add(seg.plain_len);
+        Ok(())
+    }
+}
+
+/// Fetches shards and rebuilds sealed segments from any K valid ones.
+#[derive(Clone)]
+pub(super) struct Fetcher {
+    pub net: NetClient,
+    pub reliability: Reliability,
+}
+
+impl Fetcher {
+    /// One shard's bytes, only if they hash to the id in the manifest.
+    pub async fn shard(&self, shard: &ShardRef) -> Result<Vec<u8>> {
+        let peer = peer_from_str(&shard.provider)?;
+        let sid = short(&shard.shard_id);
+        let started = Instant::now();
+        let result = match self
+            .net
+            .shard(
+                peer,
+                ShardRequest::Fetch {
+                    shard_id: shard.shard_id,
+                },
+            )
             .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
-            match res {
-                Ok(()) => {
-                    progress.add(seg.plain_len);
-                    return Ok(());
+        {
+            Ok(ShardResponse::Data(d)) => {
+                let expected = shard.shard_id;
+                // Hash before anything else: bytes that are not exactly
+                // what we stored are never fed to the decoder or cipher.
+                let ok = tokio::task::spawn_blocking(move || (sha256(&d) == expected).then_some(d))
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                ok.ok_or_else(|| {
+                    Error::Integrity(format!(
+                        "shard {sid} from provider {peer} does not match its hash"
+                    ))
+                })
+            }
+            Ok(ShardResponse::Error(e)) => Err(Error::ProviderRejected {
+                peer: peer.to_string(),
+                reason: format!("shard {sid}: {}", e.message),
+            }),
+            Ok(ShardResponse::Stored(_)) => Err(Error::ProviderRejected {
+                peer: peer.to_string(),
+                reason: "unexpected response".into(),
+            }),
+            Err(Error::ProviderUnreachable { peer, reason }) => Err(Error::ProviderUnreachable {
+                peer,
+                reason: format!("shard {sid}: {reason}"),
+            }),
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(_) => self.reliability.success(&peer, started.elapsed()),
+            Err(_) => self.reliability.failure(&peer),
+        }
+        result
+    }
+
+    /// Shards of a segment, most reliable providers first.
+    fn ranked<'a>(&self, seg: &'a Segment) -> Vec<&'a ShardRef> {
+        let mut refs: Vec<&ShardRef> = seg.shards.iter().collect();
+        let score = |r: &ShardRef| {
+            r.provider
+                .parse()
+                .map(|p| self.reliability.get(&p))
+                .unwrap_or_default()
+        };
+        refs.sort_by(|a, b| {
+            let (sa, sb) = (score(a), score(b));
+            sb.score()
+                .total_cmp(&sa.score())
+                .then(sa.latency_ms.total_cmp(&sb.latency_ms))
+        });
+        refs
+    }
+
+    /// Valid shards of segment `i`, at least K of them: asks K+1 providers
+    /// at once so one slow provider cannot stall the read, and another for
+    /// each that fails, until K are in hand or none are left to ask.
+    pub async fn gather<'a>(
+        &'a self,
+        manifest: &'a Manifest,
+        i: usize,
+        skip: &[u16],
+    ) -> Result<Vec<(usize, Vec<u8>)>> {
+        let seg = &manifest.segments[i];
+        let k = manifest.scheme.k as usize;
+        let mut queue = self
+            .ranked(seg)
+            .into_iter()
+            .filter(|r| !skip.contains(&r.index));
+        let fetch = |r: &'a ShardRef| async move { (r.index, self.shard(r).await) };
+        let mut running = FuturesUnordered::new();
+        for r in queue.by_ref().take(k + 1) {
+            running.push(fetch(r));
+        }
+        let mut good = Vec::with_capacity(k);
+        let mut errors = Vec::new();
+        while let Some((index, result)) = running.next().await {
+            match result {
+                Ok(bytes) => {
+                    good.push((index as usize, bytes));
+                    if good.len() == k {
+                        return Ok(good);
+                    }
                 }
-                Err(e @ Error::Integrity(_)) => last_err = Some(e),
-                Err(e) => return Err(e),
+                Err(e) => {
+                    warn!(segment = i, "{e}");
+                    errors.push(e);
+                    if let Some(r) = queue.next() {
+                        running.push(fetch(r));
+                    }
+                }
             }
         }
-        Err(last_err.unwrap_or_else(|| Error::Internal(format!("segment {i} has no shards"))))
+        // Fewer than K: the file cannot be read. Name what failed.
+        let detail: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        let kind_integrity = errors.iter().all(|e| matches!(e, Error::Integrity(_)));
+        let msg = format!(
+            "segment {i}: {} of {k} needed shards available ({})",
+            good.len(),
+            detail.join("; ")
+        );
+        match errors.into_iter().next() {
+            Some(Error::ProviderUnreachable { peer, .. }) if !kind_integrity => {
+                Err(Error::ProviderUnreachable { peer, reason: msg })
+            }
+            Some(Error::ProviderRejected { peer, .. }) if !kind_integrity => {
+                Err(Error::ProviderRejected { peer, reason: msg })
+            }
+            _ => Err(Error::Integrity(msg)),
+        }
+    }
+
+    /// The sealed bytes of segment `i`.
+    pub async fn segment(&self, manifest: &Manifest, i: usize) -> Result<Vec<u8>> {
+        let shards = self.gather(manifest, i, &[]).await?;
+        let scheme = manifest.scheme;
+        let cipher_len = manifest.segments[i].cipher_len as usize;
+        tokio::task::spawn_blocking(move || scheme.decode(&shards, cipher_len))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
     }
 }

@@ -6,13 +6,16 @@
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Hash, NONCE_LEN};
+use crate::erasure::Scheme;
 use crate::error::{Error, Result};
 use crate::protocol::{ContractId, Receipt, ShardId};
 
-pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ShardRef {
+    /// Position in the segment's erasure code: 0..k data, k..n parity.
+    pub index: u16,
     #[serde(with = "hex::serde")]
     pub shard_id: ShardId,
     pub size: u64,
@@ -28,6 +31,8 @@ pub struct Segment {
     pub nonce: [u8; NONCE_LEN],
     /// Plaintext length, so a file's layout is explicit, not inferred.
     pub plain_len: u64,
+    /// Sealed length; shards carry it padded to equal sizes.
+    pub cipher_len: u64,
     pub shards: Vec<ShardRef>,
 }
 
@@ -40,6 +45,7 @@ pub struct Manifest {
     pub size: u64,
     pub created_at: u64,
     pub segment_size: u64,
+    pub scheme: Scheme,
     pub segments: Vec<Segment>,
 }
 
@@ -58,9 +64,18 @@ impl Manifest {
     /// Checks the internal consistency a get relies on.
     pub fn validate(&self) -> Result<()> {
         let total: u64 = self.segments.iter().map(|s| s.plain_len).sum();
+        let n = self.scheme.n as usize;
+        let bad_segment = |s: &Segment| {
+            let mut seen = vec![false; n];
+            s.shards.len() != n
+                || s.shards.iter().any(|r| {
+                    let i = r.index as usize;
+                    i >= n || std::mem::replace(&mut seen[i], true)
+                })
+        };
         if self.version != MANIFEST_VERSION
             || total != self.size
-            || self.segments.iter().any(|s| s.shards.is_empty())
+            || self.segments.iter().any(bad_segment)
         {
             return Err(Error::Internal(format!(
                 "manifest of {} is inconsistent",
@@ -147,10 +162,13 @@ mod tests {
             size: 10,
             created_at: 5,
             segment_size: 4,
+            scheme: Scheme::LOW,
             segments: vec![Segment {
                 nonce: [2; NONCE_LEN],
                 plain_len: 10,
+                cipher_len: 26,
                 shards: vec![ShardRef {
+                    index: 0,
                     shard_id: [4; 32],
                     size: 26,
                     provider: provider.public().to_peer_id().to_string(),

@@ -2,9 +2,11 @@
 //! paying for storage through contracts ([`put`], [`get`], [`payment`]).
 
 mod get;
+mod health;
 pub mod manifest;
 mod payment;
 mod put;
+pub mod reliability;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use libp2p::{Multiaddr, PeerId};
 use tracing::warn;
 
 use crate::contracts::{ContractStore, Role, State};
+use crate::erasure::Scheme;
 use crate::error::{Error, Result};
 use crate::keys::AccountKeys;
 use crate::network::Client as NetClient;
@@ -20,6 +23,7 @@ use crate::progress;
 use crate::protocol::*;
 use crate::wallet::WalletService;
 use manifest::{ManifestStore, parse_file_id};
+use reliability::Reliability;
 
 /// What the client asks of providers, from config.
 #[derive(Clone, Debug)]
@@ -27,6 +31,9 @@ pub struct ClientTerms {
     pub max_price_sat_per_gib_month: u64,
     pub term_blocks: u32,
     pub fee_rate_sat_vb: Option<u64>,
+    pub default_scheme: Scheme,
+    /// Repair a segment once its valid shards fall below K + this margin.
+    pub repair_margin: u16,
 }
 
 #[derive(Clone)]
@@ -42,6 +49,11 @@ pub struct ClientService {
     max_price_sat_per_gib_month: u64,
     term_blocks: u32,
     fee_rate_sat_vb: Option<u64>,
+    default_scheme: Scheme,
+    repair_margin: u16,
+    reliability: Reliability,
+    /// One repair at a time, whether from RPC or the background check.
+    repair_lock: Arc<tokio::sync::Mutex<()>>,
     /// Serializes building and broadcasting payments.
     pay_lock: Arc<tokio::sync::Mutex<()>>,
 }
@@ -88,12 +100,23 @@ impl ClientService {
             max_price_sat_per_gib_month: terms.max_price_sat_per_gib_month,
             term_blocks: terms.term_blocks,
             fee_rate_sat_vb: terms.fee_rate_sat_vb,
+            default_scheme: terms.default_scheme,
+            repair_margin: terms.repair_margin,
+            reliability: Reliability::open(db)?,
+            repair_lock: Arc::new(tokio::sync::Mutex::new(())),
             pay_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
     pub fn manifests(&self) -> &ManifestStore {
         &self.manifests
+    }
+
+    fn fetcher(&self) -> get::Fetcher {
+        get::Fetcher {
+            net: self.net.clone(),
+            reliability: self.reliability.clone(),
+        }
     }
 
     async fn remember_addresses(&self, peer: PeerId) {
@@ -181,21 +204,5 @@ impl ClientService {
             deleted_shards: deleted,
             unreachable_providers: unreachable,
         })
-    }
-
-    pub fn ls(&self) -> Result<Vec<p2pstore_rpc::FileEntry>> {
-        Ok(self
-            .manifests
-            .list()?
-            .into_iter()
-            .map(|m| p2pstore_rpc::FileEntry {
-                file_id: hex::encode(m.file_id),
-                providers: m.providers(),
-                name: m.name,
-                size: m.size,
-                created_at: m.created_at,
-                segments: m.segments.len() as u64,
-            })
-            .collect())
     }
 }

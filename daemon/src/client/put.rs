@@ -1,26 +1,33 @@
 //! put: plan, contract, upload, pay.
 //!
-//! 1. Plan: seal every segment once to learn its shard id (the contract
-//!    must name its shards), keeping only nonces and hashes.
-//! 2. Place segments on the cheapest providers with room, and agree one
-//!    contract per provider.
+//! 1. Plan: seal and erasure-code every segment once to learn its shard
+//!    ids (a contract names its shards); keep only nonces and hashes.
+//! 2. Place each segment's N shards on N distinct providers, ranked by
+//!    price, reliability and free space; agree one contract per provider.
 //! 3. Check the wallet can pay, before anything is uploaded.
-//! 4. Upload: seal again with the planned nonce, check the hash matches the
-//!    plan (a file that changed meanwhile aborts the put), send.
+//! 4. Upload: re-read each segment, check its plaintext hash against the
+//!    plan (a file that changed meanwhile aborts the put, so a nonce never
+//!    seals two different plaintexts), seal, encode, send.
 //! 5. Record the manifest, then pay all providers in one transaction.
 
+use std::collections::HashSet;
+use std::net::IpAddr;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
+use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::ClientService;
 use super::manifest::{MANIFEST_VERSION, Manifest, Segment, ShardRef};
+use super::reliability::Reliability;
 use crate::contracts::{Contract, Role, State};
 use crate::crypto::{FileKey, Hash, NONCE_LEN, TAG_LEN, random_bytes, sha256};
+use crate::erasure::Scheme;
 use crate::error::{Error, Result};
 use crate::network::Client as NetClient;
 use crate::progress::Op;
@@ -28,58 +35,148 @@ use crate::protocol::*;
 use crate::provider::store::now_secs;
 
 /// Segments in flight per transfer: enough to overlap disk, crypto and
-/// network, few enough to keep memory near PIPELINE * SEGMENT_SIZE * 3.
+/// network, few enough to bound memory (each holds a segment and its shards).
 pub(super) const PIPELINE: usize = 4;
 
 pub(super) fn short(id: &Hash) -> String {
     hex::encode(&id[..8])
 }
 
-#[derive(Clone, Copy)]
-struct Planned {
+#[derive(Clone)]
+pub(super) struct Planned {
     nonce: [u8; NONCE_LEN],
-    shard_id: ShardId,
+    plain_hash: Hash,
     plain_len: u64,
-    size: u64,
+    cipher_len: u64,
+    /// The segment's n shards, in erasure-code order.
+    shards: Vec<ShardSpec>,
 }
 
-type OfferList = [(PeerId, Offer, Vec<Multiaddr>)];
+/// A provider the client is willing to use, with what it offered.
+#[derive(Clone)]
+pub(super) struct Candidate {
+    pub peer: PeerId,
+    pub offer: Offer,
+    pub ip: Option<IpAddr>,
+    pub score: f64,
+}
 
-struct Placement {
-    peer: PeerId,
-    offer: Offer,
-    segments: Vec<usize>,
+impl Candidate {
+    /// Price weighted by reliability: a provider that fails half the time
+    /// costs, in effect, twice its asking price.
+    fn effective_price(&self) -> f64 {
+        self.offer.price_sat_per_gib_month.max(1) as f64 / self.score
+    }
+}
+
+fn first_ip(addrs: &[Multiaddr]) -> Option<IpAddr> {
+    addrs.iter().flat_map(|a| a.iter()).find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
+    })
+}
+
+/// One shard's destination.
+#[derive(Clone, Copy)]
+pub(super) struct Target {
+    pub peer: PeerId,
+    pub contract_id: ContractId,
 }
 
 impl ClientService {
-    pub async fn put(&self, path: &str, op_id: Option<String>) -> Result<p2pstore_rpc::PutResult> {
+    pub async fn put(
+        &self,
+        path: &str,
+        redundancy: Option<&str>,
+        op_id: Option<String>,
+    ) -> Result<p2pstore_rpc::PutResult> {
+        let scheme = match redundancy {
+            Some(r) => Scheme::parse(r)?,
+            None => self.default_scheme,
+        };
         let (file, name, size) = open_source(path)?;
         // Fail fast: without bitcoind nothing could be paid for.
         self.wallet.check_bitcoind().await?;
-        let offers = self.discover_offers().await?;
-        let offers = self.affordable(offers)?;
+        let candidates = self.candidates().await?;
+        if candidates.len() < scheme.n as usize {
+            return Err(Error::NoProvider(format!(
+                "found {} suitable provider(s); {}-of-{} redundancy needs {}",
+                candidates.len(),
+                scheme.k,
+                scheme.n,
+                scheme.n
+            )));
+        }
 
-        let file_id: Hash = random_bytes()?;
         let count = size.div_ceil(SEGMENT_SIZE as u64).max(1);
-        let span = info_span!("put", file_id = %short(&file_id));
+        // Refuse a file that cannot fit before spending a pass sealing it.
+        let seg = SEGMENT_SIZE as u64;
+        let shard_bytes: u64 = (0..count)
+            .map(|i| {
+                scheme.shard_len((seg.min(size - i * seg) + TAG_LEN as u64) as usize) as u64
+                    * scheme.n as u64
+            })
+            .sum();
+        let free: u64 = candidates.iter().map(|c| c.offer.free_bytes).sum();
+        if shard_bytes > free {
+            return Err(Error::NoProvider(format!(
+                "{} provider(s) found, not enough room: the file needs {shard_bytes} bytes of shards, they have {free} free in all",
+                candidates.len()
+            )));
+        }
+        let file_id: Hash = random_bytes()?;
+        let span = info_span!("put", file_id = %short(&file_id), scheme = %scheme.label());
         let job = Arc::new(UploadJob {
             file,
             key: FileKey::derive(&self.keys.file_master, &file_id),
             file_id,
             size,
             count,
+            scheme,
             client: self.net.local_peer_id(),
+            reliability: self.reliability.clone(),
             stored: Mutex::new(Vec::new()),
         });
         let plan = job.clone().plan().instrument(span.clone()).await?;
-        let placement = place(&plan, &offers)?;
+        let assignment = place(&plan, &candidates, scheme)?;
+        let mut groups: Vec<(PeerId, Offer, Vec<ShardSpec>)> = candidates
+            .iter()
+            .map(|c| (c.peer, c.offer.clone(), Vec::new()))
+            .collect();
+        for (seg, chosen) in plan.iter().zip(&assignment) {
+            for (shard, &c) in seg.shards.iter().zip(chosen) {
+                groups[c].2.push(shard.clone());
+            }
+        }
+        // Only candidates that got shards get a contract.
+        groups.retain(|g| !g.2.is_empty());
         let contracts = self
-            .propose_all(file_id, &plan, &placement)
+            .propose_all(file_id, &groups)
             .instrument(span.clone())
             .await?;
+        let contract_of = |peer: &PeerId| {
+            groups
+                .iter()
+                .position(|g| g.0 == *peer)
+                .map(|g| contracts[g].contract_id)
+                .unwrap_or_default()
+        };
+        let targets: Vec<Vec<Target>> = assignment
+            .iter()
+            .map(|chosen| {
+                chosen
+                    .iter()
+                    .map(|&c| Target {
+                        peer: candidates[c].peer,
+                        contract_id: contract_of(&candidates[c].peer),
+                    })
+                    .collect()
+            })
+            .collect();
 
         let result = self
-            .upload_and_pay(&job, &plan, &placement, &contracts, name, op_id)
+            .upload_and_pay(&job, &plan, &targets, &contracts, name, op_id)
             .instrument(span.clone())
             .await;
         if let Err(e) = &result {
@@ -88,7 +185,7 @@ impl ClientService {
                 e,
                 Error::BitcoindUnreachable(_) | Error::PaymentRejected { .. }
             ) {
-                self.abandon(&job, &contracts).await;
+                self.abandon(&job.stored_shards(), &contracts).await;
             }
         }
         result
@@ -98,36 +195,22 @@ impl ClientService {
         &self,
         job: &Arc<UploadJob>,
         plan: &[Planned],
-        placement: &[Placement],
+        targets: &[Vec<Target>],
         contracts: &[Contract],
         name: String,
         op_id: Option<String>,
     ) -> Result<p2pstore_rpc::PutResult> {
-        // Insufficient funds must stop the put before any byte is sent.
-        let mut outputs = Vec::new();
-        for c in contracts {
-            outputs.push((self.wallet.parse_address(&c.payout_address)?, c.amount_sat));
-        }
-        let probe = self.wallet.build_signed_tx(&outputs, self.fee_rate())?;
-        self.wallet.cancel_tx(&probe);
-
-        let mut owner = vec![0usize; plan.len()];
-        for (pi, p) in placement.iter().enumerate() {
-            for &s in &p.segments {
-                owner[s] = pi;
-            }
-        }
+        self.check_funds(contracts)?;
         let progress = Arc::new(self.progress.start(op_id, job.size));
         let segments = futures::stream::iter(0..plan.len())
             .map(|i| {
                 let job = job.clone();
                 let net = self.net.clone();
                 let progress = progress.clone();
-                let peer = placement[owner[i]].peer;
-                let contract_id = contracts[owner[i]].contract_id;
-                let planned = plan[i];
+                let planned = plan[i].clone();
+                let targets = targets[i].clone();
                 async move {
-                    job.upload(&net, i as u64, planned, peer, contract_id, &progress)
+                    job.upload(&net, i as u64, planned, &targets, &progress)
                         .await
                 }
             })
@@ -141,6 +224,7 @@ impl ClientService {
             size: job.size,
             created_at: now_secs(),
             segment_size: SEGMENT_SIZE as u64,
+            scheme: job.scheme,
             segments,
         };
         // The manifest is durable before the payment, so a crash after
@@ -162,8 +246,42 @@ impl ClientService {
             name,
             size: job.size,
             segments: job.count,
+            redundancy: job.scheme.label(),
             providers: manifest.providers(),
         })
+    }
+
+    /// Insufficient funds must stop a put or repair before any byte is sent.
+    pub(super) fn check_funds(&self, contracts: &[Contract]) -> Result<()> {
+        let mut outputs = Vec::new();
+        for c in contracts {
+            outputs.push((self.wallet.parse_address(&c.payout_address)?, c.amount_sat));
+        }
+        let probe = self.wallet.build_signed_tx(&outputs, self.fee_rate())?;
+        self.wallet.cancel_tx(&probe);
+        Ok(())
+    }
+
+    /// Providers the client will use, best first: protocol, term and price
+    /// cap filter them; price weighted by reliability ranks them.
+    pub(super) async fn candidates(&self) -> Result<Vec<Candidate>> {
+        let offers = self.affordable(self.discover_offers().await?)?;
+        let mut out: Vec<Candidate> = offers
+            .into_iter()
+            .map(|(peer, offer, addrs)| Candidate {
+                ip: first_ip(&addrs),
+                score: self.reliability.get(&peer).score(),
+                peer,
+                offer,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            a.effective_price()
+                .total_cmp(&b.effective_price())
+                .then(b.offer.free_bytes.cmp(&a.offer.free_bytes))
+                .then(a.peer.cmp(&b.peer))
+        });
+        Ok(out)
     }
 
     /// Offers the client accepts: its protocol, its term, its price cap.
@@ -209,32 +327,35 @@ impl ClientService {
         Ok(cheap)
     }
 
-    async fn propose_all(
+    /// Agrees one contract per provider for the given shards, all or
+    /// nothing; results are in the order of `groups`.
+    pub(super) async fn propose_all(
         &self,
         file_id: Hash,
-        plan: &[Planned],
-        placement: &[Placement],
+        groups: &[(PeerId, Offer, Vec<ShardSpec>)],
     ) -> Result<Vec<Contract>> {
         let term = self.term_blocks;
-        let asks = placement.iter().map(|p| async move {
-            let shards: Vec<ShardSpec> = p.segments.iter().map(|&i| ShardSpec { id: plan[i].shard_id, size: plan[i].size }).collect();
+        let asks = groups.iter().map(|(peer, offer, shards)| async move {
+            let peer = *peer;
             let bytes = shards.iter().map(|s| s.size).sum();
-            let price = p.offer.price_sat_per_gib_month;
+            let price = offer.price_sat_per_gib_month;
             let amount = contract_amount(price, bytes, term).ok_or_else(|| Error::InvalidParams("amount overflows".into()))?;
             let contract_id: ContractId = random_bytes()?;
-            let proposal = Proposal { contract_id, shards: shards.clone(), term_blocks: term, price_sat_per_gib_month: price, amount_sat: amount };
-            match self.net.control(p.peer, ControlRequest::Propose(proposal)).await? {
+            let proposal =
+                Proposal { contract_id, shards: shards.clone(), term_blocks: term, price_sat_per_gib_month: price, amount_sat: amount };
+            let rejected = |reason: String| Error::ProviderRejected { peer: peer.to_string(), reason };
+            match self.net.control(peer, ControlRequest::Propose(proposal)).await? {
                 ControlResponse::Accepted { contract_id: id, payout_address, deadline_height } if id == contract_id => {
-                    let address = self.wallet.parse_address(&payout_address).map_err(|_| Error::ProviderRejected {
-                        peer: p.peer.to_string(),
-                        reason: format!("payout address {payout_address} is not valid here"),
-                    })?;
+                    let address = self
+                        .wallet
+                        .parse_address(&payout_address)
+                        .map_err(|_| rejected(format!("payout address {payout_address} is not valid here")))?;
                     let contract = Contract {
                         contract_id,
                         role: Role::Client,
-                        peer: p.peer.to_string(),
+                        peer: peer.to_string(),
                         file_id: Some(file_id),
-                        shards,
+                        shards: shards.clone(),
                         bytes,
                         term_blocks: term,
                         price_sat_per_gib_month: price,
@@ -248,11 +369,11 @@ impl ClientService {
                         created_at: now_secs(),
                     };
                     self.contracts.put(&contract)?;
-                    info!(peer = %p.peer, contract = %short(&contract_id), bytes, amount_sat = amount, "contract accepted");
+                    info!(%peer, contract = %short(&contract_id), bytes, amount_sat = amount, "contract accepted");
                     Ok(contract)
                 }
-                ControlResponse::Error(e) => Err(Error::ProviderRejected { peer: p.peer.to_string(), reason: e.message }),
-                _ => Err(Error::ProviderRejected { peer: p.peer.to_string(), reason: "unexpected response to proposal".into() }),
+                ControlResponse::Error(e) => Err(rejected(e.message)),
+                _ => Err(rejected("unexpected response to proposal".into())),
             }
         });
         let results = futures::future::join_all(asks).await;
@@ -273,10 +394,9 @@ impl ClientService {
         Ok(contracts)
     }
 
-    /// Undoes a put that will not be paid: deletes what was uploaded and
-    /// forgets its contracts, so neither side keeps a dangling record.
-    async fn abandon(&self, job: &UploadJob, contracts: &[Contract]) {
-        let stored = job.stored.lock().map(|s| s.clone()).unwrap_or_default();
+    /// Undoes work that will not be paid: deletes what was uploaded and
+    /// forgets the contracts, so neither side keeps a dangling record.
+    pub(super) async fn abandon(&self, stored: &[(ContractId, ShardId)], contracts: &[Contract]) {
         for c in contracts {
             let ids: Vec<ShardId> = stored
                 .iter()
@@ -327,34 +447,53 @@ fn open_source(path: &str) -> Result<(std::fs::File, String, u64)> {
     Ok((file, name, meta.len()))
 }
 
-/// Fills the cheapest providers first, in segment order; fails when all of
-/// them together lack room.
-fn place(plan: &[Planned], offers: &OfferList) -> Result<Vec<Placement>> {
-    let mut free: Vec<u64> = offers.iter().map(|(_, o, _)| o.free_bytes).collect();
-    let mut out: Vec<Placement> = Vec::new();
-    let mut current = 0;
+/// Picks `n` distinct candidates with `size` bytes free, best first,
+/// preferring distinct IP addresses while there are enough of them.
+pub(super) fn pick_distinct(
+    cands: &[Candidate],
+    free: &[u64],
+    size: u64,
+    n: usize,
+    exclude: &[PeerId],
+) -> Option<Vec<usize>> {
+    let eligible: Vec<usize> = (0..cands.len())
+        .filter(|&i| free[i] >= size && !exclude.contains(&cands[i].peer))
+        .collect();
+    let mut chosen: Vec<usize> = Vec::with_capacity(n);
+    let mut ips = HashSet::new();
+    for &i in &eligible {
+        if chosen.len() < n && cands[i].ip.is_none_or(|ip| ips.insert(ip)) {
+            chosen.push(i);
+        }
+    }
+    for &i in &eligible {
+        if chosen.len() < n && !chosen.contains(&i) {
+            chosen.push(i);
+        }
+    }
+    (chosen.len() == n).then_some(chosen)
+}
+
+/// For each segment, the candidate index of each of its n shards. Fills
+/// the best providers first; fails when space runs out anywhere.
+fn place(plan: &[Planned], cands: &[Candidate], scheme: Scheme) -> Result<Vec<Vec<usize>>> {
+    let mut free: Vec<u64> = cands.iter().map(|c| c.offer.free_bytes).collect();
+    let mut out = Vec::with_capacity(plan.len());
     for (i, seg) in plan.iter().enumerate() {
-        while current < offers.len() && free[current] < seg.size {
-            current += 1;
+        let size = seg.shards.first().map(|s| s.size).unwrap_or(0);
+        let chosen = pick_distinct(cands, &free, size, scheme.n as usize, &[]).ok_or_else(|| {
+            let total: u64 = plan.iter().flat_map(|p| &p.shards).map(|s| s.size).sum();
+            Error::NoProvider(format!(
+                "{} provider(s) found, not enough room: the file needs {total} bytes of shards, \
+                 and segment {i} needs {} provider(s) with {size} bytes free each",
+                cands.len(),
+                scheme.n
+            ))
+        })?;
+        for &c in &chosen {
+            free[c] -= size;
         }
-        if current == offers.len() {
-            let needed: u64 = plan.iter().map(|p| p.size).sum();
-            let total: u64 = offers.iter().map(|(_, o, _)| o.free_bytes).sum();
-            return Err(Error::NoProvider(format!(
-                "{} provider(s) found, none has room: the file needs {needed} bytes, they have {total} free in all",
-                offers.len()
-            )));
-        }
-        free[current] -= seg.size;
-        let (peer, offer, _) = &offers[current];
-        match out.last_mut() {
-            Some(p) if p.peer == *peer => p.segments.push(i),
-            _ => out.push(Placement {
-                peer: *peer,
-                offer: offer.clone(),
-                segments: vec![i],
-            }),
-        }
+        out.push(chosen);
     }
     Ok(out)
 }
@@ -365,12 +504,18 @@ struct UploadJob {
     file_id: Hash,
     size: u64,
     count: u64,
+    scheme: Scheme,
     client: PeerId,
+    reliability: Reliability,
     /// Shards providers acknowledged, for cleanup if the put fails.
     stored: Mutex<Vec<(ContractId, ShardId)>>,
 }
 
 impl UploadJob {
+    fn stored_shards(&self) -> Vec<(ContractId, ShardId)> {
+        self.stored.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
     fn read_segment(&self, i: u64) -> Result<Vec<u8>> {
         let seg = SEGMENT_SIZE as u64;
         let offset = i * seg;
@@ -392,13 +537,22 @@ impl UploadJob {
                 async move {
                     tokio::task::spawn_blocking(move || -> Result<Planned> {
                         let mut buf = job.read_segment(i)?;
+                        let plain_hash = sha256(&buf);
                         let plain_len = buf.len() as u64;
                         let nonce = job.key.seal(&job.file_id, i, job.count, &mut buf)?;
+                        let shards = job.scheme.encode(&buf)?;
                         Ok(Planned {
                             nonce,
-                            shard_id: sha256(&buf),
+                            plain_hash,
                             plain_len,
-                            size: buf.len() as u64,
+                            cipher_len: buf.len() as u64,
+                            shards: shards
+                                .iter()
+                                .map(|s| ShardSpec {
+                                    id: sha256(s),
+                                    size: s.len() as u64,
+                                })
+                                .collect(),
                         })
                     })
                     .await
@@ -415,107 +569,172 @@ impl UploadJob {
         net: &NetClient,
         i: u64,
         planned: Planned,
-        peer: PeerId,
-        contract_id: ContractId,
+        targets: &[Target],
         progress: &Op,
     ) -> Result<Segment> {
         let job = self.clone();
-        let data = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+        let nonce = planned.nonce;
+        let plain_hash = planned.plain_hash;
+        let shards = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>> {
             let mut buf = job.read_segment(i)?;
-            job.key
-                .seal_with_nonce(&job.file_id, i, job.count, &planned.nonce, &mut buf)?;
-            if sha256(&buf) != planned.shard_id {
+            if sha256(&buf) != plain_hash {
                 return Err(Error::InvalidPath(format!(
                     "segment {i} changed during put; nothing was sent for it"
                 )));
             }
-            Ok(buf)
+            job.key
+                .seal_with_nonce(&job.file_id, i, job.count, &nonce, &mut buf)?;
+            job.scheme.encode(&buf)
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
-        let shard_id = planned.shard_id;
-        let request = ShardRequest::Store {
-            contract_id,
-            shard_id,
-            data,
-        };
-        let receipt = match net.shard(peer, request).await? {
-            ShardResponse::Stored(r) => r,
-            ShardResponse::Error(e) => {
-                return Err(Error::ProviderRejected {
-                    peer: peer.to_string(),
-                    reason: e.message,
-                });
-            }
-            ShardResponse::Data(_) => {
-                return Err(Error::ProviderRejected {
-                    peer: peer.to_string(),
-                    reason: "unexpected response".into(),
-                });
-            }
-        };
-        if !receipt.verify(&peer, &self.client, &contract_id, &shard_id, planned.size) {
-            return Err(Error::Integrity(format!(
-                "provider {peer} sent an invalid receipt for shard {}",
-                short(&shard_id)
-            )));
-        }
-        if let Ok(mut s) = self.stored.lock() {
-            s.push((contract_id, shard_id));
-        }
+        let sends = shards
+            .into_iter()
+            .zip(targets)
+            .zip(&planned.shards)
+            .enumerate()
+            .map(|(j, ((data, t), spec))| {
+                let job = self.clone();
+                async move {
+                    let started = Instant::now();
+                    let r = job.send_shard(net, *t, spec, data).await;
+                    match &r {
+                        Ok(_) => job.reliability.success(&t.peer, started.elapsed()),
+                        Err(_) => job.reliability.failure(&t.peer),
+                    }
+                    r.map(|receipt| ShardRef {
+                        index: j as u16,
+                        shard_id: spec.id,
+                        size: spec.size,
+                        provider: t.peer.to_string(),
+                        contract_id: t.contract_id,
+                        receipt,
+                    })
+                }
+            });
+        let refs = futures::future::try_join_all(sends).await?;
         progress.add(planned.plain_len);
         Ok(Segment {
-            nonce: planned.nonce,
+            nonce,
             plain_len: planned.plain_len,
-            shards: vec![ShardRef {
-                shard_id,
-                size: planned.size,
-                provider: peer.to_string(),
-                contract_id,
-                receipt,
-            }],
+            cipher_len: planned.cipher_len,
+            shards: refs,
         })
     }
+
+    async fn send_shard(
+        &self,
+        net: &NetClient,
+        t: Target,
+        spec: &ShardSpec,
+        data: Vec<u8>,
+    ) -> Result<Receipt> {
+        let receipt = store_shard(net, self.client, t, spec, data).await?;
+        if let Ok(mut s) = self.stored.lock() {
+            s.push((t.contract_id, spec.id));
+        }
+        Ok(receipt)
+    }
+}
+
+/// Stores one shard under a contract and returns the provider's verified
+/// receipt.
+pub(super) async fn store_shard(
+    net: &NetClient,
+    client: PeerId,
+    t: Target,
+    spec: &ShardSpec,
+    data: Vec<u8>,
+) -> Result<Receipt> {
+    let peer = t.peer;
+    let request = ShardRequest::Store {
+        contract_id: t.contract_id,
+        shard_id: spec.id,
+        data,
+    };
+    let receipt = match net.shard(peer, request).await? {
+        ShardResponse::Stored(r) => r,
+        ShardResponse::Error(e) => {
+            return Err(Error::ProviderRejected {
+                peer: peer.to_string(),
+                reason: e.message,
+            });
+        }
+        ShardResponse::Data(_) => {
+            return Err(Error::ProviderRejected {
+                peer: peer.to_string(),
+                reason: "unexpected response".into(),
+            });
+        }
+    };
+    if !receipt.verify(&peer, &client, &t.contract_id, &spec.id, spec.size) {
+        return Err(Error::Integrity(format!(
+            "provider {peer} sent an invalid receipt for shard {}",
+            short(&spec.id)
+        )));
+    }
+    Ok(receipt)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn offer(free: u64, price: u64) -> Offer {
-        Offer {
-            protocol_version: PROTOCOL_VERSION,
-            free_bytes: free,
-            price_sat_per_gib_month: price,
-            min_term_blocks: 1,
-            max_term_blocks: 10_000,
-            max_shard_bytes: MAX_SHARD_BYTES,
+    fn cand(free: u64, ip: [u8; 4]) -> Candidate {
+        Candidate {
+            peer: PeerId::random(),
+            offer: Offer {
+                protocol_version: PROTOCOL_VERSION,
+                free_bytes: free,
+                price_sat_per_gib_month: 1,
+                min_term_blocks: 1,
+                max_term_blocks: 10_000,
+                max_shard_bytes: MAX_SHARD_BYTES,
+            },
+            ip: Some(IpAddr::from(ip)),
+            score: 0.5,
         }
     }
 
-    fn planned(size: u64) -> Planned {
+    fn planned(n: usize, size: u64) -> Planned {
         Planned {
             nonce: [0; NONCE_LEN],
-            shard_id: [0; 32],
-            plain_len: size - 16,
-            size,
+            plain_hash: [0; 32],
+            plain_len: 1,
+            cipher_len: 17,
+            shards: (0..n).map(|_| ShardSpec { id: [0; 32], size }).collect(),
         }
     }
 
     #[test]
-    fn placement_fills_cheapest_first_and_spills() {
-        let a = PeerId::random();
-        let b = PeerId::random();
-        let offers = vec![(a, offer(250, 1), vec![]), (b, offer(1000, 2), vec![])];
-        let plan = vec![planned(100), planned(100), planned(100)];
-        let p = place(&plan, &offers).unwrap();
-        assert_eq!(p.len(), 2);
-        assert_eq!((p[0].peer, p[0].segments.clone()), (a, vec![0, 1]));
-        assert_eq!((p[1].peer, p[1].segments.clone()), (b, vec![2]));
-        let too_big = vec![planned(2000)];
+    fn single_copy_fills_best_first_and_spills() {
+        let cands = vec![cand(250, [1, 1, 1, 1]), cand(1000, [1, 1, 1, 1])];
+        let plan = vec![planned(1, 100), planned(1, 100), planned(1, 100)];
+        let p = place(&plan, &cands, Scheme::LOW).unwrap();
+        assert_eq!(p, vec![vec![0], vec![0], vec![1]]);
         assert!(matches!(
-            place(&too_big, &offers),
+            place(&[planned(1, 2000)], &cands, Scheme::LOW),
             Err(Error::NoProvider(_))
         ));
+    }
+
+    #[test]
+    fn shards_of_a_segment_go_to_distinct_providers_and_ips() {
+        // Two on one IP, three elsewhere: 3 distinct IPs are preferred.
+        let cands = vec![
+            cand(1000, [1, 1, 1, 1]),
+            cand(1000, [1, 1, 1, 1]),
+            cand(1000, [2, 2, 2, 2]),
+            cand(1000, [3, 3, 3, 3]),
+            cand(1000, [4, 4, 4, 4]),
+        ];
+        let p = place(&[planned(3, 10)], &cands, Scheme { k: 2, n: 3 }).unwrap();
+        assert_eq!(p, vec![vec![0, 2, 3]]);
+        // With too few distinct IPs, the same IP is used again.
+        let p = place(&[planned(5, 10)], &cands, Scheme { k: 2, n: 5 }).unwrap();
+        let mut got = p[0].clone();
+        got.sort();
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
+        assert!(place(&[planned(4, 10)], &cands[..3], Scheme::MEDIUM).is_err());
     }
 }

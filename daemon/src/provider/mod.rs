@@ -159,6 +159,28 @@ impl ProviderService {
                     )),
                 }
             }
+            ControlRequest::Check {
+                contract_id,
+                shard_ids,
+            } => {
+                if shard_ids.len() > MAX_SHARDS_PER_CONTRACT {
+                    return ControlResponse::Error(WireError::new(
+                        WireErrorKind::TooLarge,
+                        "too many shards",
+                    ));
+                }
+                match tokio::task::spawn_blocking(move || {
+                    store.check(&peer, &contract_id, &shard_ids)
+                })
+                .await
+                {
+                    Ok(valid) => ControlResponse::Checked { valid },
+                    Err(e) => ControlResponse::Error(WireError::new(
+                        WireErrorKind::Internal,
+                        e.to_string(),
+                    )),
+                }
+            }
         }
     }
 

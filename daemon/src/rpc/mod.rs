@@ -42,8 +42,31 @@ impl P2pstoreApiServer for RpcImpl {
         })
     }
 
-    async fn put(&self, path: String, op_id: Option<String>) -> RpcResult<PutResult> {
-        Ok(self.node.client().await?.put(&path, op_id).await?)
+    async fn put(
+        &self,
+        path: String,
+        redundancy: Option<String>,
+        op_id: Option<String>,
+    ) -> RpcResult<PutResult> {
+        Ok(self
+            .node
+            .client()
+            .await?
+            .put(&path, redundancy.as_deref(), op_id)
+            .await?)
+    }
+
+    async fn stat(&self, file_id: String) -> RpcResult<FileStat> {
+        Ok(self.node.client().await?.stat(&file_id).await?)
+    }
+
+    async fn repair(&self, file_id: Option<String>) -> RpcResult<RepairResult> {
+        Ok(self
+            .node
+            .client()
+            .await?
+            .repair(file_id.as_deref(), true)
+            .await?)
     }
 
     async fn get(
@@ -61,7 +84,7 @@ impl P2pstoreApiServer for RpcImpl {
     }
 
     async fn ls(&self) -> RpcResult<Vec<FileEntry>> {
-        Ok(self.node.client().await?.ls()?)
+        Ok(self.node.client().await?.ls().await?)
     }
 
     async fn rm(&self, file_id: String) -> RpcResult<RmResult> {

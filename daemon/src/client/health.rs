@@ -1,0 +1,348 @@
+//! Keeping files at their redundancy level: health checks and repair.
+//!
+//! Health asks each provider to re-hash the shards it holds for us. A
+//! segment whose valid shards fall below K + margin is rebuilt from any K:
+//! the missing shards are re-encoded (Reed-Solomon is deterministic, so
+//! they get their old ids), stored at new providers under new paid
+//! contracts, and the manifest entry is swapped in one write, so a crash
+//! leaves either the old manifest or the new one, never a mix.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use libp2p::PeerId;
+use p2pstore_rpc::{FileEntry, FileStat, Health, RepairResult, SegmentHealth};
+use tracing::{info, warn};
+
+use super::ClientService;
+use super::manifest::{Manifest, ShardRef, parse_file_id};
+use super::put::{Target, pick_distinct, short, store_shard};
+use crate::contracts::State;
+use crate::crypto::sha256;
+use crate::error::{Error, Result};
+use crate::protocol::*;
+
+impl ClientService {
+    /// For each segment, which of its shards a provider vouches for now.
+    /// A provider that cannot be reached vouches for nothing.
+    async fn check(&self, m: &Manifest) -> Vec<Vec<bool>> {
+        let mut groups: HashMap<(String, ContractId), Vec<ShardId>> = HashMap::new();
+        for r in m.segments.iter().flat_map(|s| &s.shards) {
+            groups
+                .entry((r.provider.clone(), r.contract_id))
+                .or_default()
+                .push(r.shard_id);
+        }
+        let asks = groups
+            .into_iter()
+            .map(|((provider, contract_id), ids)| async move {
+                let Ok(peer) = PeerId::from_str(&provider) else {
+                    return vec![];
+                };
+                let req = ControlRequest::Check {
+                    contract_id,
+                    shard_ids: ids.clone(),
+                };
+                match self.net.control(peer, req).await {
+                    Ok(ControlResponse::Checked { valid }) if valid.len() == ids.len() => ids
+                        .into_iter()
+                        .zip(valid)
+                        .filter(|(_, ok)| *ok)
+                        .map(|(id, _)| (provider.clone(), id))
+                        .collect(),
+                    _ => vec![],
+                }
+            });
+        let good: HashSet<(String, ShardId)> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        m.segments
+            .iter()
+            .map(|s| {
+                s.shards
+                    .iter()
+                    .map(|r| good.contains(&(r.provider.clone(), r.shard_id)))
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn segment_health(m: &Manifest, checks: &[Vec<bool>]) -> Vec<SegmentHealth> {
+        let mut out: Vec<SegmentHealth> = checks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| SegmentHealth {
+                index: i as u64,
+                good: c.iter().filter(|ok| **ok).count() as u32,
+                needed: m.scheme.k as u32,
+                total: m.scheme.n as u32,
+            })
+            .collect();
+        out.sort_by_key(|s| (s.good, s.index));
+        out
+    }
+
+    fn worst(m: &Manifest, segs: &[SegmentHealth]) -> Health {
+        let good = segs.first().map(|s| s.good).unwrap_or(0);
+        Health {
+            good,
+            needed: m.scheme.k as u32,
+            total: m.scheme.n as u32,
+        }
+    }
+
+    pub async fn stat(&self, file_id: &str) -> Result<FileStat> {
+        let m = self.manifests.get(&parse_file_id(file_id)?)?;
+        let segments = Self::segment_health(&m, &self.check(&m).await);
+        Ok(FileStat {
+            file_id: hex::encode(m.file_id),
+            name: m.name.clone(),
+            size: m.size,
+            created_at: m.created_at,
+            redundancy: m.scheme.label(),
+            providers: m.providers(),
+            health: Self::worst(&m, &segments),
+            segments,
+        })
+    }
+
+    pub async fn ls(&self) -> Result<Vec<FileEntry>> {
+        let manifests = self.manifests.list()?;
+        let checks = futures::future::join_all(manifests.iter().map(|m| self.check(m))).await;
+        Ok(manifests
+            .iter()
+            .zip(checks)
+            .map(|(m, c)| FileEntry {
+                file_id: hex::encode(m.file_id),
+                providers: m.providers(),
+                name: m.name.clone(),
+                size: m.size,
+                created_at: m.created_at,
+                segments: m.segments.len() as u64,
+                redundancy: m.scheme.label(),
+                health: Self::worst(m, &Self::segment_health(m, &c)),
+            })
+            .collect())
+    }
+
+    /// Repairs one file, or every file when `file_id` is None. An explicit
+    /// repair (`full`) restores every missing shard; the background check
+    /// acts only below K + margin, so a flaky provider does not cause churn.
+    pub async fn repair(&self, file_id: Option<&str>, full: bool) -> Result<RepairResult> {
+        let _guard = self.repair_lock.lock().await;
+        let manifests = match file_id {
+            Some(id) => vec![self.manifests.get(&parse_file_id(id)?)?],
+            None => self.manifests.list()?,
+        };
+        let mut result = RepairResult::default();
+        for m in manifests {
+            result.files_checked += 1;
+            let id = short(&m.file_id);
+            if let Err(e) = self.repair_file(m, full, &mut result).await {
+                warn!(file_id = %id, "repair failed: {e}");
+                if file_id.is_some() {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    async fn repair_file(&self, m: Manifest, full: bool, result: &mut RepairResult) -> Result<()> {
+        let checks = self.check(&m).await;
+        let (k, n) = (m.scheme.k as usize, m.scheme.n as usize);
+        let threshold = if full {
+            n
+        } else {
+            (k + self.repair_margin as usize).min(n)
+        };
+        let mut todo: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (i, c) in checks.iter().enumerate() {
+            let good = c.iter().filter(|ok| **ok).count();
+            if good >= threshold {
+                continue;
+            }
+            if good < k {
+                result.unrecoverable_segments += 1;
+                warn!(file_id = %short(&m.file_id), segment = i, good, k, "segment cannot be rebuilt");
+                continue;
+            }
+            todo.push((
+                i,
+                c.iter()
+                    .enumerate()
+                    .filter(|(_, ok)| !**ok)
+                    .map(|(p, _)| p)
+                    .collect(),
+            ));
+        }
+        if todo.is_empty() {
+            return Ok(());
+        }
+        info!(file_id = %short(&m.file_id), segments = todo.len(), "repairing");
+
+        // Rebuild the missing shards and pick a new home for each: a
+        // provider that holds no shard of that segment, good or lost.
+        let cands = self.candidates().await?;
+        let mut free: Vec<u64> = cands.iter().map(|c| c.offer.free_bytes).collect();
+        let fetcher = self.fetcher();
+        let mut rebuilt: Vec<(usize, usize, usize, Vec<u8>)> = Vec::new(); // (segment, position, candidate, bytes)
+        for (i, bad) in &todo {
+            let seg = &m.segments[*i];
+            let skip: Vec<u16> = bad.iter().map(|&p| seg.shards[p].index).collect();
+            let shards = fetcher.gather(&m, *i, &skip).await?;
+            let scheme = m.scheme;
+            let cipher_len = seg.cipher_len as usize;
+            let all = tokio::task::spawn_blocking(move || {
+                scheme
+                    .decode(&shards, cipher_len)
+                    .and_then(|c| scheme.encode(&c))
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+            let holders: Vec<PeerId> = seg
+                .shards
+                .iter()
+                .filter_map(|r| r.provider.parse().ok())
+                .collect();
+            let size = seg.shards[bad[0]].size;
+            let chosen =
+                pick_distinct(&cands, &free, size, bad.len(), &holders).ok_or_else(|| {
+                    Error::NoProvider(format!(
+                        "repair of segment {i} needs {} more provider(s) with {size} bytes free",
+                        bad.len()
+                    ))
+                })?;
+            for (&p, c) in bad.iter().zip(chosen) {
+                let r = &seg.shards[p];
+                let bytes = all[r.index as usize].clone();
+                if sha256(&bytes) != r.shard_id {
+                    return Err(Error::Integrity(format!(
+                        "rebuilt shard {} does not match its id",
+                        short(&r.shard_id)
+                    )));
+                }
+                free[c] -= size;
+                rebuilt.push((*i, p, c, bytes));
+            }
+        }
+
+        let mut groups: Vec<(PeerId, Offer, Vec<ShardSpec>)> = Vec::new();
+        for (i, p, c, _) in &rebuilt {
+            let r = &m.segments[*i].shards[*p];
+            let spec = ShardSpec {
+                id: r.shard_id,
+                size: r.size,
+            };
+            match groups.iter_mut().find(|g| g.0 == cands[*c].peer) {
+                Some(g) => g.2.push(spec),
+                None => groups.push((cands[*c].peer, cands[*c].offer.clone(), vec![spec])),
+            }
+        }
+        let contracts = self.propose_all(m.file_id, &groups).await?;
+        let contract_of = |peer: &PeerId| {
+            groups
+                .iter()
+                .position(|g| g.0 == *peer)
+                .map(|g| contracts[g].contract_id)
+                .unwrap_or_default()
+        };
+        let upload = async {
+            self.check_funds(&contracts)?;
+            let client = self.net.local_peer_id();
+            let sends = rebuilt.iter().map(|(i, p, c, bytes)| {
+                let peer = cands[*c].peer;
+                let old = &m.segments[*i].shards[*p];
+                let t = Target {
+                    peer,
+                    contract_id: contract_of(&peer),
+                };
+                let spec = ShardSpec {
+                    id: old.shard_id,
+                    size: old.size,
+                };
+                async move {
+                    let receipt = store_shard(&self.net, client, t, &spec, bytes.clone()).await?;
+                    Ok::<_, Error>((
+                        *i,
+                        *p,
+                        ShardRef {
+                            provider: peer.to_string(),
+                            contract_id: t.contract_id,
+                            receipt,
+                            ..old.clone()
+                        },
+                    ))
+                }
+            });
+            futures::future::try_join_all(sends).await
+        };
+        let replacements = match upload.await {
+            Ok(r) => r,
+            Err(e) => {
+                let stored: Vec<(ContractId, ShardId)> = contracts
+                    .iter()
+                    .flat_map(|c| c.shards.iter().map(move |s| (c.contract_id, s.id)))
+                    .collect();
+                self.abandon(&stored, &contracts).await;
+                return Err(e);
+            }
+        };
+
+        let mut next = m.clone();
+        let mut lost: HashSet<ContractId> = HashSet::new();
+        for (i, p, r) in replacements {
+            let old = std::mem::replace(&mut next.segments[i].shards[p], r);
+            lost.insert(old.contract_id);
+            if let Ok(peer) = old.provider.parse::<PeerId>() {
+                self.reliability.failure(&peer);
+            }
+        }
+        next.validate()?;
+        // The swap: one write replaces the whole manifest.
+        self.manifests.insert(&next)?;
+        for c in &lost {
+            // Providers that lost data are not renewed.
+            self.contracts.update(c, |c| c.state = State::Lost)?;
+        }
+        result.segments_repaired += todo.len() as u64;
+        result.shards_rebuilt += rebuilt.len() as u64;
+        for c in &contracts {
+            if !result.new_providers.contains(&c.peer) {
+                result.new_providers.push(c.peer.clone());
+            }
+        }
+        self.pay(m.file_id, &contracts).await?;
+        result.txid = self
+            .contracts
+            .get(&contracts[0].contract_id)?
+            .and_then(|c| c.txid);
+        info!(file_id = %short(&m.file_id), shards = rebuilt.len(), "repaired");
+        Ok(())
+    }
+
+    pub fn spawn_health_check(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match this.repair(None, false).await {
+                    Ok(r) if r.shards_rebuilt > 0 || r.unrecoverable_segments > 0 => {
+                        info!(
+                            rebuilt = r.shards_rebuilt,
+                            unrecoverable = r.unrecoverable_segments,
+                            "health check"
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!("health check: {e}"),
+                }
+            }
+        })
+    }
+}
