@@ -68,7 +68,11 @@ abs_path() {
 # bitcoind_version BIN: the first line of `BIN -version`; fails if it won't run.
 bitcoind_version() {
   local out
-  out=$("$1" -version 2>/dev/null) || return 1
+  # A throwaway datadir: even -version makes bitcoind create ~/.bitcoin.
+  local scratch
+  scratch=$(mktemp -d)
+  out=$("$1" -datadir="$scratch" -version 2>/dev/null) || { rm -rf "$scratch"; return 1; }
+  rm -rf "$scratch"
   printf '%s\n' "${out%%$'\n'*}"
 }
 

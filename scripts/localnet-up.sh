@@ -1,23 +1,38 @@
 #!/usr/bin/env bash
 # Starts a local p2pstore network on loopback: a bootstrap/rendezvous node,
 # N providers and one client, each with its own data dir under DIR, and
-# waits until the client sees every provider in the DHT.
+# waits until the client sees every provider in the DHT. With
+# --bitcoind-rpc-url/--bitcoind-cookie every node but the bootstrap one uses
+# that bitcoind for its wallet (scripts/regtest-up.sh starts one and passes them).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-PROVIDERS=3
+PROVIDERS=4
 DIR=$DEFAULT_NET_DIR
 CAPACITY=${P2PSTORE_CAPACITY:-4GiB}
-usage() { echo "usage: $0 [--providers N] [--dir DIR]"; }
+BTC_URL=
+BTC_COOKIE=
+usage() { echo "usage: $0 [--providers N] [--dir DIR] [--bitcoind-rpc-url URL --bitcoind-cookie PATH]"; }
 while [[ $# -gt 0 ]]; do
   case $1 in
-    --providers) PROVIDERS=$2; shift 2 ;;
-    --dir) DIR=$2; shift 2 ;;
+    --providers) PROVIDERS=${2:?}; shift 2 ;;
+    --dir) DIR=${2:?}; shift 2 ;;
+    --bitcoind-rpc-url) BTC_URL=${2:?}; shift 2 ;;
+    --bitcoind-cookie) BTC_COOKIE=${2:?}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
 done
 [[ $PROVIDERS =~ ^[0-9]+$ ]] || die "--providers takes a number"
+[[ -z $BTC_COOKIE || -n $BTC_URL ]] || die "--bitcoind-cookie needs --bitcoind-rpc-url"
+# Wallet flags for every node with an account (not the bootstrap node).
+BTC_ARGS=()
+if [[ -n $BTC_URL ]]; then BTC_ARGS+=(--bitcoind-rpc-url "$BTC_URL"); fi
+if [[ -n $BTC_COOKIE ]]; then BTC_ARGS+=(--bitcoind-cookie "$BTC_COOKIE"); fi
+if [[ -z $BTC_URL ]]; then
+  log "note: no --bitcoind-rpc-url, so the nodes use the daemon's default bitcoind; a put must be paid for,"
+  log "      so for a network that can store files use scripts/regtest-up.sh (its own regtest bitcoind, funded client)"
+fi
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
 for d in "$DIR"/*/; do
@@ -41,7 +56,7 @@ start_node() {
   [[ -f $dir/password ]] || (umask 077; python3 -c 'import secrets; print(secrets.token_hex(16))' > "$dir/password")
   [[ -f $dir/p2p.port ]] || free_port > "$dir/p2p.port"
   start_daemon "$dir" --listen "/ip4/127.0.0.1/tcp/$(cat "$dir/p2p.port")" --rpc-bind 127.0.0.1:0 \
-    --bootstrap "$BOOT" --password-file "$dir/password" "$@"
+    --bootstrap "$BOOT" --password-file "$dir/password" ${BTC_ARGS[@]+"${BTC_ARGS[@]}"} "$@"
   if [[ $(cli --datadir "$dir" status --json | json_field state) == uninitialized ]]; then
     # A throwaway local account: its recovery phrase is not kept.
     cli --datadir "$dir" init --password-file "$dir/password" --json > /dev/null
@@ -77,6 +92,12 @@ Try:
   $P2PSTORE_CLI put README.md
   $P2PSTORE_CLI ls
   $P2PSTORE_CLI get <file_id> -o /tmp/readme.copy
-
-Stop it with: scripts/localnet-down.sh --dir $DIR
 MSG
+if [[ -n $BTC_URL ]]; then
+  cat <<MSG
+  $P2PSTORE_CLI wallet balance
+  $P2PSTORE_CLI contracts
+MSG
+fi
+echo
+echo "Stop it with: scripts/localnet-down.sh --dir $DIR"

@@ -5,6 +5,14 @@ use p2pstored::config::{Args, Config};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Segments are sealed and coded on tokio's blocking threads, and glibc
+    // gives each thread its own malloc arena, each keeping its freed
+    // multi-MiB buffers resident. Two arenas bound that without contention
+    // worth measuring (scripts/bench.sh).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let args = Args::parse();
     let cfg = match Config::load(args) {
         Ok(c) => c,

@@ -61,7 +61,11 @@ impl Node {
     /// Opens the node's database and, where the account can be unlocked
     /// without asking (bootstrap role, or a password given), starts it.
     pub async fn start(cfg: Config) -> Result<Node> {
-        let db = sled::Config::new().path(cfg.datadir.join("db")).open()?;
+        // Metadata is small; sled's default 1 GiB page cache is not.
+        let db = sled::Config::new()
+            .path(cfg.datadir.join("db"))
+            .cache_capacity(32 << 20)
+            .open()?;
         let keystore = Keystore::new(&cfg.datadir);
         let node = Node {
             inner: Arc::new(Inner {
