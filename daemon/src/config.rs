@@ -81,7 +81,7 @@ pub struct Args {
     /// Client: contract term in blocks [default: 4320, 30 days]
     #[arg(long)]
     pub term_blocks: Option<u32>,
-    /// Client: fee rate for payments in sat/vB [default: bitcoind's estimate, else 2]
+    /// Client: fee rate for payments in sat/vB [default: 2]
     #[arg(long)]
     pub fee_rate_sat_vb: Option<u64>,
     /// Client: default redundancy of put: low, medium, high or K/N [default: medium]
@@ -329,7 +329,14 @@ impl Config {
                 .or(file.max_price_sat_per_gib_month)
                 .unwrap_or(100_000),
             term_blocks: args.term_blocks.or(file.term_blocks).unwrap_or(4320),
-            fee_rate_sat_vb: args.fee_rate_sat_vb.or(file.fee_rate_sat_vb),
+            fee_rate_sat_vb: match args.fee_rate_sat_vb.or(file.fee_rate_sat_vb) {
+                Some(r) if r == 0 || r > 10_000 => {
+                    return Err(Error::InvalidParams(format!(
+                        "fee rate {r} sat/vB is outside 1..=10000"
+                    )));
+                }
+                other => other,
+            },
             payment_window_blocks: args
                 .payment_window_blocks
                 .or(file.payment_window_blocks)

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::Hash;
 use crate::error::Result;
-use crate::protocol::{ContractId, ShardSpec};
+use crate::protocol::{ContractId, Proposal, ShardSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -77,6 +77,35 @@ pub struct Contract {
 }
 
 impl Contract {
+    /// A contract just accepted by the provider, as either side records it.
+    pub fn accepted(
+        role: Role,
+        peer: String,
+        file_id: Option<Hash>,
+        p: &Proposal,
+        payout_address: String,
+        deadline_height: u32,
+    ) -> Self {
+        Contract {
+            contract_id: p.contract_id,
+            role,
+            peer,
+            file_id,
+            bytes: p.bytes(),
+            shards: p.shards.clone(),
+            term_blocks: p.term_blocks,
+            price_sat_per_gib_month: p.price_sat_per_gib_month,
+            amount_sat: p.amount_sat,
+            payout_address,
+            deadline_height,
+            txid: None,
+            vout: None,
+            start_height: None,
+            state: State::Accepted,
+            created_at: crate::provider::store::now_secs(),
+        }
+    }
+
     pub fn expiry_height(&self) -> Option<u32> {
         self.start_height
             .map(|h| h.saturating_add(self.term_blocks))
@@ -161,18 +190,30 @@ impl ContractStore {
         }
     }
 
-    /// Applies `f` to a stored contract and saves it; None if unknown.
+    /// Applies `f` to a stored contract and saves it atomically (a
+    /// compare-and-swap loop, so a concurrent update is never lost; `f` may
+    /// run more than once). None if unknown.
     pub fn update(
         &self,
         id: &ContractId,
-        f: impl FnOnce(&mut Contract),
+        mut f: impl FnMut(&mut Contract),
     ) -> Result<Option<Contract>> {
-        let Some(mut c) = self.get(id)? else {
-            return Ok(None);
-        };
-        f(&mut c);
-        self.put(&c)?;
-        Ok(Some(c))
+        loop {
+            let Some(old) = self.tree.get(id)? else {
+                return Ok(None);
+            };
+            let mut c: Contract = serde_json::from_slice(&old)?;
+            f(&mut c);
+            let new = serde_json::to_vec(&c)?;
+            if self
+                .tree
+                .compare_and_swap(id, Some(old), Some(new))?
+                .is_ok()
+            {
+                self.tree.flush()?;
+                return Ok(Some(c));
+            }
+        }
     }
 
     pub fn remove(&self, id: &ContractId) -> Result<()> {

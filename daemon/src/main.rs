@@ -21,7 +21,11 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log).unwrap_or_else(|_| "info".into());
+    // jsonrpsee traces whole requests, Authorization header and passwords
+    // included: never let it log below info, whatever the filter says.
+    let directives = format!("{},jsonrpsee_server=info,jsonrpsee_core=info", cfg.log);
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

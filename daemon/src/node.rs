@@ -166,13 +166,27 @@ impl Node {
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
+        let peer_id = match self.activate(&mut state, keys).await {
+            Ok(p) => p,
+            Err(e) => {
+                // The phrase was never shown: an account nobody can back up
+                // must not stay behind. Init can be retried after the fix.
+                let _ = std::fs::remove_file(self.inner.cfg.datadir.join(keys::KEYSTORE_FILE));
+                return Err(e);
+            }
+        };
+        info!(peer = %peer_id, "account created");
+        Ok(((!restoring).then_some(mnemonic), peer_id))
+    }
+
+    /// Starts the account's services and marks the node running.
+    async fn activate(&self, state: &mut State, keys: AccountKeys) -> Result<String> {
         let peer_id = keys.identity.public().to_peer_id().to_string();
         let services = self
             .start_services(keys.identity.clone(), Some(Arc::new(keys)))
             .await?;
         *state = State::Running(services);
-        info!(peer = %peer_id, "account created");
-        Ok(((!restoring).then_some(mnemonic), peer_id))
+        Ok(peer_id)
     }
 
     pub async fn unlock(&self, password: Zeroizing<String>) -> Result<String> {
@@ -188,11 +202,7 @@ impl Node {
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
-        let peer_id = keys.identity.public().to_peer_id().to_string();
-        let services = self
-            .start_services(keys.identity.clone(), Some(Arc::new(keys)))
-            .await?;
-        *state = State::Running(services);
+        let peer_id = self.activate(&mut state, keys).await?;
         info!(peer = %peer_id, "unlocked");
         Ok(peer_id)
     }

@@ -110,7 +110,8 @@ pub struct RmResult {
     pub file_id: String,
     /// Shards the providers confirmed deleting.
     pub deleted_shards: u64,
-    /// Providers that could not be reached; their shards expire with the contract.
+    /// Providers that could not be reached or refused; their shards were
+    /// not deleted and stay with them.
     pub unreachable_providers: Vec<String>,
 }
 
@@ -191,7 +192,7 @@ pub struct ContractInfo {
     pub payout_address: String,
     pub txid: Option<String>,
     pub vout: Option<u32>,
-    /// accepted, paid, active, rejected, expired_unpaid or deleted.
+    /// accepted, paid, active, rejected, expired_unpaid, deleted or lost.
     pub state: String,
     pub deadline_height: u32,
     pub expiry_height: Option<u32>,

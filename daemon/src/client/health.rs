@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use super::ClientService;
 use super::manifest::{Manifest, ShardRef, parse_file_id};
-use super::put::{Target, pick_distinct, short, store_shard};
+use super::put::{Target, contract_for, pick_distinct, short, store_shard};
 use crate::contracts::State;
 use crate::crypto::sha256;
 use crate::error::{Error, Result};
@@ -96,6 +96,7 @@ impl ClientService {
 
     pub async fn stat(&self, file_id: &str) -> Result<FileStat> {
         let m = self.manifests.get(&parse_file_id(file_id)?)?;
+        m.validate()?;
         let segments = Self::segment_health(&m, &self.check(&m).await);
         Ok(FileStat {
             file_id: hex::encode(m.file_id),
@@ -152,6 +153,7 @@ impl ClientService {
     }
 
     async fn repair_file(&self, m: Manifest, full: bool, result: &mut RepairResult) -> Result<()> {
+        m.validate()?;
         let checks = self.check(&m).await;
         let (k, n) = (m.scheme.k as usize, m.scheme.n as usize);
         let threshold = if full {
@@ -243,13 +245,7 @@ impl ClientService {
             }
         }
         let contracts = self.propose_all(m.file_id, &groups).await?;
-        let contract_of = |peer: &PeerId| {
-            groups
-                .iter()
-                .position(|g| g.0 == *peer)
-                .map(|g| contracts[g].contract_id)
-                .unwrap_or_default()
-        };
+        let contract_of = |peer: &PeerId| contract_for(&groups, &contracts, peer);
         let upload = async {
             self.check_funds(&contracts)?;
             let client = self.net.local_peer_id();
@@ -302,8 +298,25 @@ impl ClientService {
             }
         }
         next.validate()?;
-        // The swap: one write replaces the whole manifest.
+        // The swap: one write replaces the whole manifest, before paying, as
+        // a put does, so a crash after paying never loses paid-for shards.
         self.manifests.insert(&next)?;
+        if let Err(e) = self.pay(m.file_id, &contracts).await {
+            if !matches!(
+                e,
+                Error::BitcoindUnreachable(_) | Error::PaymentRejected { .. }
+            ) {
+                // Nothing was paid: back to the old manifest, and free the
+                // new providers' space.
+                self.manifests.insert(&m)?;
+                let stored: Vec<(ContractId, ShardId)> = contracts
+                    .iter()
+                    .flat_map(|c| c.shards.iter().map(move |s| (c.contract_id, s.id)))
+                    .collect();
+                self.abandon(&stored, &contracts).await;
+            }
+            return Err(e);
+        }
         for c in &lost {
             // Providers that lost data are not renewed.
             self.contracts.update(c, |c| c.state = State::Lost)?;
@@ -315,7 +328,6 @@ impl ClientService {
                 result.new_providers.push(c.peer.clone());
             }
         }
-        self.pay(m.file_id, &contracts).await?;
         result.txid = self
             .contracts
             .get(&contracts[0].contract_id)?

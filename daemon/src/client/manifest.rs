@@ -5,9 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::TAG_LEN;
 use crate::crypto::{Hash, NONCE_LEN};
-use crate::erasure::Scheme;
+use crate::erasure::{MAX_SHARDS, Scheme};
 use crate::error::{Error, Result};
+use crate::protocol::SEGMENT_SIZE;
 use crate::protocol::{ContractId, Receipt, ShardId};
 
 pub const MANIFEST_VERSION: u32 = 2;
@@ -63,24 +65,39 @@ impl Manifest {
 
     /// Checks the internal consistency a get relies on.
     pub fn validate(&self) -> Result<()> {
-        let total: u64 = self.segments.iter().map(|s| s.plain_len).sum();
-        let n = self.scheme.n as usize;
-        let bad_segment = |s: &Segment| {
-            let mut seen = vec![false; n];
-            s.shards.len() != n
-                || s.shards.iter().any(|r| {
-                    let i = r.index as usize;
-                    i >= n || std::mem::replace(&mut seen[i], true)
-                })
-        };
-        if self.version != MANIFEST_VERSION
-            || total != self.size
-            || self.segments.iter().any(bad_segment)
-        {
-            return Err(Error::Internal(format!(
+        let bad = || {
+            Error::Internal(format!(
                 "manifest of {} is inconsistent",
                 hex::encode(self.file_id)
-            )));
+            ))
+        };
+        let s = self.scheme;
+        if self.version != MANIFEST_VERSION
+            || s.k == 0
+            || s.k > s.n
+            || s.n > MAX_SHARDS
+            || self.segment_size != SEGMENT_SIZE as u64
+        {
+            return Err(bad());
+        }
+        let n = s.n as usize;
+        let mut total = 0u64;
+        for seg in &self.segments {
+            total = total.checked_add(seg.plain_len).ok_or_else(bad)?;
+            let cipher = seg.plain_len.checked_add(TAG_LEN as u64).ok_or_else(bad)?;
+            let shard_len = s.shard_len(cipher as usize) as u64;
+            let mut seen = vec![false; n];
+            let shards_ok = seg.shards.len() == n
+                && seg.shards.iter().all(|r| {
+                    let i = r.index as usize;
+                    i < n && !std::mem::replace(&mut seen[i], true) && r.size == shard_len
+                });
+            if seg.plain_len > self.segment_size || seg.cipher_len != cipher || !shards_ok {
+                return Err(bad());
+            }
+        }
+        if total != self.size {
+            return Err(bad());
         }
         Ok(())
     }
@@ -161,7 +178,7 @@ mod tests {
             name: "a.bin".into(),
             size: 10,
             created_at: 5,
-            segment_size: 4,
+            segment_size: SEGMENT_SIZE as u64,
             scheme: Scheme::LOW,
             segments: vec![Segment {
                 nonce: [2; NONCE_LEN],

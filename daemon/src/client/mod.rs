@@ -169,6 +169,7 @@ impl ClientService {
     pub async fn rm(&self, file_id: &str) -> Result<p2pstore_rpc::RmResult> {
         let id = parse_file_id(file_id)?;
         let manifest = self.manifests.get(&id)?;
+        manifest.validate()?;
         let mut groups: Vec<((String, ContractId), Vec<ShardId>)> = Vec::new();
         for s in manifest.segments.iter().flat_map(|s| &s.shards) {
             let key = (s.provider.clone(), s.contract_id);

@@ -67,6 +67,18 @@ impl ClientService {
     pub(super) async fn pay(&self, file_id: Hash, contracts: &[Contract]) -> Result<()> {
         // One payment at a time, so concurrent puts never pick the same coins.
         let _guard = self.pay_lock.lock().await;
+        // Paying after a deadline pays for shards the provider has deleted.
+        let deadline = contracts
+            .iter()
+            .map(|c| c.deadline_height)
+            .min()
+            .unwrap_or(u32::MAX);
+        let tip = self.wallet.tip_height();
+        if tip >= deadline {
+            return Err(Error::Wallet(format!(
+                "the providers' payment deadline (height {deadline}) passed before payment (tip {tip}); nothing was paid"
+            )));
+        }
         let mut outputs = Vec::with_capacity(contracts.len());
         for c in contracts {
             outputs.push((self.wallet.parse_address(&c.payout_address)?, c.amount_sat));
@@ -123,8 +135,10 @@ impl ClientService {
 
     fn mark_broadcast(&self, intent: &mut PaymentIntent) -> Result<()> {
         self.set_intent_state(intent, IntentState::Broadcast)?;
-        for (id, _) in &intent.outputs {
+        for (id, vout) in &intent.outputs {
             self.contracts.update(&parse_contract_id(id)?, |c| {
+                c.txid = Some(intent.txid.clone());
+                c.vout = Some(*vout);
                 if c.state == State::Accepted {
                     c.state = State::Paid;
                 }
@@ -222,11 +236,27 @@ impl ClientService {
                 intents.push(intent);
             }
         }
-        self.forget_unpaid_puts()?;
         for mut intent in intents {
             if intent.state == IntentState::Signed {
                 let txid =
                     Txid::from_str(&intent.txid).map_err(|e| Error::Internal(e.to_string()))?;
+                if self.wallet.find_tx(txid).is_none() && self.intent_expired(&intent)? {
+                    // Never broadcast, and too late now: the providers have
+                    // dropped the shards. Give up on it rather than pay.
+                    warn!(txid = %intent.txid, "payment deadline passed before broadcast; abandoning the payment");
+                    self.wallet.cancel_tx(
+                        &deserialize_hex(&intent.tx_hex)
+                            .map_err(|e| Error::Internal(format!("stored tx: {e}")))?,
+                    );
+                    for (id, _) in &intent.outputs {
+                        self.contracts.update(&parse_contract_id(id)?, |c| {
+                            c.txid = None;
+                            c.vout = None;
+                        })?;
+                    }
+                    self.set_intent_state(&mut intent, IntentState::Done)?;
+                    continue;
+                }
                 if self.wallet.find_tx(txid).is_none() {
                     let tx: Transaction = deserialize_hex(&intent.tx_hex)
                         .map_err(|e| Error::Internal(format!("stored tx: {e}")))?;
@@ -242,7 +272,22 @@ impl ClientService {
                 warn!(txid = %intent.txid, "{e}");
             }
         }
+        // After the intents: a contract with a recorded payment is never
+        // mistaken for an unpaid one.
+        self.forget_unpaid_puts()?;
         Ok(())
+    }
+
+    fn intent_expired(&self, intent: &PaymentIntent) -> Result<bool> {
+        let tip = self.wallet.tip_height();
+        for (id, _) in &intent.outputs {
+            if let Some(c) = self.contracts.get(&parse_contract_id(id)?)?
+                && tip >= c.deadline_height
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// A put that died before paying left contracts that the providers

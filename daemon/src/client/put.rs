@@ -25,7 +25,7 @@ use tracing::{Instrument, info, info_span, warn};
 use super::ClientService;
 use super::manifest::{MANIFEST_VERSION, Manifest, Segment, ShardRef};
 use super::reliability::Reliability;
-use crate::contracts::{Contract, Role, State};
+use crate::contracts::{Contract, Role};
 use crate::crypto::{FileKey, Hash, NONCE_LEN, TAG_LEN, random_bytes, sha256};
 use crate::erasure::Scheme;
 use crate::error::{Error, Result};
@@ -118,7 +118,10 @@ impl ClientService {
                     * scheme.n as u64
             })
             .sum();
-        let free: u64 = candidates.iter().map(|c| c.offer.free_bytes).sum();
+        // Offers are a peer's word: add them without trusting them not to overflow.
+        let free = candidates
+            .iter()
+            .fold(0u64, |a, c| a.saturating_add(c.offer.free_bytes));
         if shard_bytes > free {
             return Err(Error::NoProvider(format!(
                 "{} provider(s) found, not enough room: the file needs {shard_bytes} bytes of shards, they have {free} free in all",
@@ -155,13 +158,7 @@ impl ClientService {
             .propose_all(file_id, &groups)
             .instrument(span.clone())
             .await?;
-        let contract_of = |peer: &PeerId| {
-            groups
-                .iter()
-                .position(|g| g.0 == *peer)
-                .map(|g| contracts[g].contract_id)
-                .unwrap_or_default()
-        };
+        let contract_of = |peer: &PeerId| contract_for(&groups, &contracts, peer);
         let targets: Vec<Vec<Target>> = assignment
             .iter()
             .map(|chosen| {
@@ -344,30 +341,14 @@ impl ClientService {
             let proposal =
                 Proposal { contract_id, shards: shards.clone(), term_blocks: term, price_sat_per_gib_month: price, amount_sat: amount };
             let rejected = |reason: String| Error::ProviderRejected { peer: peer.to_string(), reason };
-            match self.net.control(peer, ControlRequest::Propose(proposal)).await? {
+            match self.net.control(peer, ControlRequest::Propose(proposal.clone())).await? {
                 ControlResponse::Accepted { contract_id: id, payout_address, deadline_height } if id == contract_id => {
                     let address = self
                         .wallet
                         .parse_address(&payout_address)
                         .map_err(|_| rejected(format!("payout address {payout_address} is not valid here")))?;
-                    let contract = Contract {
-                        contract_id,
-                        role: Role::Client,
-                        peer: peer.to_string(),
-                        file_id: Some(file_id),
-                        shards: shards.clone(),
-                        bytes,
-                        term_blocks: term,
-                        price_sat_per_gib_month: price,
-                        amount_sat: amount,
-                        payout_address: address.to_string(),
-                        deadline_height,
-                        txid: None,
-                        vout: None,
-                        start_height: None,
-                        state: State::Accepted,
-                        created_at: now_secs(),
-                    };
+                    let contract =
+                        Contract::accepted(Role::Client, peer.to_string(), Some(file_id), &proposal, address.to_string(), deadline_height);
                     self.contracts.put(&contract)?;
                     info!(%peer, contract = %short(&contract_id), bytes, amount_sat = amount, "contract accepted");
                     Ok(contract)
@@ -445,6 +426,19 @@ fn open_source(path: &str) -> Result<(std::fs::File, String, u64)> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".into());
     Ok((file, name, meta.len()))
+}
+
+/// The contract agreed with `peer`, given `propose_all`'s input and output.
+pub(super) fn contract_for(
+    groups: &[(PeerId, Offer, Vec<ShardSpec>)],
+    contracts: &[Contract],
+    peer: &PeerId,
+) -> ContractId {
+    groups
+        .iter()
+        .position(|g| g.0 == *peer)
+        .map(|g| contracts[g].contract_id)
+        .unwrap_or_default()
 }
 
 /// Picks `n` distinct candidates with `size` bytes free, best first,

@@ -75,7 +75,7 @@ pub fn build_swarm(
                 [(SHARD_PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(timeouts.shard)
-                    .with_max_concurrent_streams(64),
+                    .with_max_concurrent_streams(8),
             );
             Behaviour {
                 kad,

@@ -67,8 +67,8 @@ pub(super) struct EventLoop {
     rendezvous_peers: HashSet<PeerId>,
     book: AddressBook,
     pending_providers: HashMap<QueryId, (HashSet<PeerId>, oneshot::Sender<HashSet<PeerId>>)>,
-    pending_control: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<ControlResponse>>)>,
-    pending_shard: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<ShardResponse>>)>,
+    pending_control: Pending<ControlResponse>,
+    pending_shard: Pending<ShardResponse>,
     rendezvous_cookies: HashMap<PeerId, rendezvous::Cookie>,
     ticks: u32,
 }
@@ -345,8 +345,28 @@ impl EventLoop {
                     self.learn(peer_id, addr, routable);
                 }
             }
-            BehaviourEvent::Control(event) => self.on_control(event),
-            BehaviourEvent::Shard(event) => self.on_shard(event),
+            BehaviourEvent::Control(event) => {
+                if let Some((peer, request, channel)) =
+                    on_request_response(event, &mut self.pending_control)
+                {
+                    self.forward(Inbound::Control {
+                        peer,
+                        request,
+                        channel,
+                    });
+                }
+            }
+            BehaviourEvent::Shard(event) => {
+                if let Some((peer, request, channel)) =
+                    on_request_response(event, &mut self.pending_shard)
+                {
+                    self.forward(Inbound::Shard {
+                        peer,
+                        request,
+                        channel,
+                    });
+                }
+            }
             BehaviourEvent::RendezvousClient(event) => self.on_rendezvous(event),
             _ => {}
         }
@@ -383,98 +403,6 @@ impl EventLoop {
                 }
             }
             _ => {}
-        }
-    }
-
-    fn on_control(&mut self, event: request_response::Event<ControlRequest, ControlResponse>) {
-        use request_response::{Event, Message};
-        match event {
-            Event::Message {
-                peer,
-                message:
-                    Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => {
-                self.forward(Inbound::Control {
-                    peer,
-                    request,
-                    channel,
-                });
-            }
-            Event::Message {
-                message:
-                    Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                if let Some((_, reply)) = self.pending_control.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
-                }
-            }
-            Event::OutboundFailure {
-                request_id,
-                error,
-                peer,
-                ..
-            } => {
-                if let Some((_, reply)) = self.pending_control.remove(&request_id) {
-                    let _ = reply.send(Err(unreachable(peer, error)));
-                }
-            }
-            Event::InboundFailure { peer, error, .. } => {
-                debug!(%peer, "inbound control failed: {error}")
-            }
-            Event::ResponseSent { .. } => {}
-        }
-    }
-
-    fn on_shard(&mut self, event: request_response::Event<ShardRequest, ShardResponse>) {
-        use request_response::{Event, Message};
-        match event {
-            Event::Message {
-                peer,
-                message:
-                    Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => {
-                self.forward(Inbound::Shard {
-                    peer,
-                    request,
-                    channel,
-                });
-            }
-            Event::Message {
-                message:
-                    Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                if let Some((_, reply)) = self.pending_shard.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
-                }
-            }
-            Event::OutboundFailure {
-                request_id,
-                error,
-                peer,
-                ..
-            } => {
-                if let Some((_, reply)) = self.pending_shard.remove(&request_id) {
-                    let _ = reply.send(Err(unreachable(peer, error)));
-                }
-            }
-            Event::InboundFailure { peer, error, .. } => {
-                debug!(%peer, "inbound shard request failed: {error}")
-            }
-            Event::ResponseSent { .. } => {}
         }
     }
 
@@ -526,6 +454,55 @@ impl EventLoop {
             rendezvous::client::Event::Expired { .. } => {}
         }
     }
+}
+
+type Pending<Resp> = HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Resp>>)>;
+
+/// One request-response event of either protocol: replies to our pending
+/// requests, and returns a peer's request for the caller to forward.
+fn on_request_response<Req, Resp>(
+    event: request_response::Event<Req, Resp>,
+    pending: &mut Pending<Resp>,
+) -> Option<(PeerId, Req, request_response::ResponseChannel<Resp>)> {
+    use request_response::{Event, Message};
+    match event {
+        Event::Message {
+            peer,
+            message: Message::Request {
+                request, channel, ..
+            },
+            ..
+        } => {
+            return Some((peer, request, channel));
+        }
+        Event::Message {
+            message:
+                Message::Response {
+                    request_id,
+                    response,
+                },
+            ..
+        } => {
+            if let Some((_, reply)) = pending.remove(&request_id) {
+                let _ = reply.send(Ok(response));
+            }
+        }
+        Event::OutboundFailure {
+            request_id,
+            error,
+            peer,
+            ..
+        } => {
+            if let Some((_, reply)) = pending.remove(&request_id) {
+                let _ = reply.send(Err(unreachable(peer, error)));
+            }
+        }
+        Event::InboundFailure { peer, error, .. } => {
+            debug!(%peer, "inbound request failed: {error}")
+        }
+        Event::ResponseSent { .. } => {}
+    }
+    None
 }
 
 fn unreachable(peer: PeerId, error: request_response::OutboundFailure) -> Error {

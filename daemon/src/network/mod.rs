@@ -96,7 +96,9 @@ pub struct Client {
 pub async fn spawn(key: Keypair, cfg: NetworkConfig) -> Result<(Client, mpsc::Receiver<Inbound>)> {
     let local_peer_id = key.public().to_peer_id();
     let (tx, rx) = mpsc::channel(256);
-    let (inbound_tx, inbound_rx) = mpsc::channel(256);
+    // Inbound requests wait here fully read (a shard is up to 4 MiB), so the
+    // queue bounds what peers can make us hold; overflow is refused.
+    let (inbound_tx, inbound_rx) = mpsc::channel(32);
     let event_loop = event_loop::EventLoop::new(key, cfg, rx, inbound_tx)?;
     tokio::spawn(event_loop.run());
     Ok((Client { tx, local_peer_id }, inbound_rx))

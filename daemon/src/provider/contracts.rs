@@ -12,7 +12,9 @@ use tracing::{info, warn};
 use super::ProviderService;
 use crate::contracts::{Contract, Role, State};
 use crate::protocol::*;
-use crate::provider::store::now_secs;
+
+const MAX_UNPAID_PER_PEER: usize = 32;
+const MAX_UNPAID_TOTAL: usize = 1024;
 
 fn err(kind: WireErrorKind, msg: impl Into<String>) -> ControlResponse {
     ControlResponse::Error(WireError::new(kind, msg))
@@ -42,6 +44,9 @@ impl ProviderService {
                 format!("a contract holds 1 to {MAX_SHARDS_PER_CONTRACT} shards"),
             );
         }
+        if p.shards.iter().any(|s| s.size == 0) {
+            return err(WireErrorKind::BadTerms, "a shard cannot be empty");
+        }
         if p.shards.iter().any(|s| s.size > MAX_SHARD_BYTES) {
             return err(
                 WireErrorKind::TooLarge,
@@ -67,6 +72,23 @@ impl ProviderService {
                 format!("need {bytes} bytes, {} free", store.free()),
             );
         }
+        // Unpaid proposals cost a peer nothing, so they are capped: per peer,
+        // and in all, until they are paid or expire.
+        let pending = match self.contracts.list() {
+            Ok(all) => all
+                .into_iter()
+                .filter(|c| c.state == State::Accepted)
+                .map(|c| c.peer)
+                .collect::<Vec<_>>(),
+            Err(e) => return err(WireErrorKind::Internal, e.to_string()),
+        };
+        let mine = pending.iter().filter(|p| **p == peer.to_string()).count();
+        if mine >= MAX_UNPAID_PER_PEER || pending.len() >= MAX_UNPAID_TOTAL {
+            return err(
+                WireErrorKind::BadTerms,
+                "too many unpaid contracts; pay or wait for them to expire",
+            );
+        }
         match self.contracts.get(&p.contract_id) {
             Ok(None) => {}
             Ok(Some(_)) => return err(WireErrorKind::BadTerms, "contract id already used"),
@@ -74,38 +96,33 @@ impl ProviderService {
         }
         // A contract whose deadline we could not judge is one we cannot
         // enforce; refuse rather than guess the height.
-        if let Err(e) = wallet.check_bitcoind().await {
-            warn!("refusing proposal, bitcoind unreachable: {e}");
-            return err(
-                WireErrorKind::Unavailable,
-                "provider's bitcoind is unreachable; try later",
-            );
-        }
+        // The deadline counts from bitcoind's tip, not the wallet's, which
+        // may still be catching up.
+        let tip = match wallet.check_bitcoind().await {
+            Ok(h) => u32::try_from(h)
+                .unwrap_or(u32::MAX)
+                .max(wallet.tip_height()),
+            Err(e) => {
+                warn!("refusing proposal, bitcoind unreachable: {e}");
+                return err(
+                    WireErrorKind::Unavailable,
+                    "provider's bitcoind is unreachable; try later",
+                );
+            }
+        };
         let address = match wallet.new_address() {
             Ok(a) => a.to_string(),
             Err(e) => return err(WireErrorKind::Internal, e.to_string()),
         };
-        let deadline_height = wallet
-            .tip_height()
-            .saturating_add(self.payment_window_blocks);
-        let contract = Contract {
-            contract_id: p.contract_id,
-            role: Role::Provider,
-            peer: peer.to_string(),
-            file_id: None,
-            bytes,
-            shards: p.shards,
-            term_blocks: p.term_blocks,
-            price_sat_per_gib_month: t.price_sat_per_gib_month,
-            amount_sat: p.amount_sat,
-            payout_address: address.clone(),
+        let deadline_height = tip.saturating_add(self.payment_window_blocks);
+        let contract = Contract::accepted(
+            Role::Provider,
+            peer.to_string(),
+            None,
+            &p,
+            address.clone(),
             deadline_height,
-            txid: None,
-            vout: None,
-            start_height: None,
-            state: State::Accepted,
-            created_at: now_secs(),
-        };
+        );
         if let Err(e) = self.contracts.put(&contract) {
             return err(WireErrorKind::Internal, e.to_string());
         }
@@ -223,13 +240,21 @@ impl ProviderService {
             );
         }
         let start = wallet.tip_height();
+        // Only an accepted contract becomes active: the GC may have expired
+        // it while we looked at the payment.
         let updated = self.contracts.update(&contract_id, |c| {
-            c.state = State::Active;
-            c.txid = Some(txid.clone());
-            c.vout = Some(vout);
-            c.start_height = Some(start);
+            if c.state == State::Accepted {
+                c.state = State::Active;
+                c.txid = Some(txid.clone());
+                c.vout = Some(vout);
+                c.start_height = Some(start);
+            }
         });
         match updated {
+            Ok(Some(c)) if c.state != State::Active => err(
+                WireErrorKind::BadTerms,
+                format!("contract is {}", c.state.as_str()),
+            ),
             Ok(Some(c)) => {
                 info!(contract = %hex::encode(&contract_id[..8]), %txid, value, "contract paid and active");
                 self.payment_accepted(&c)
@@ -248,8 +273,12 @@ impl ProviderService {
         }
     }
 
-    /// Deletes the shards of contracts still unpaid past their deadline.
-    /// Returns how many contracts it expired.
+    /// Deletes the shards of contracts unpaid past their deadline. Before
+    /// deleting, it looks for a payment whose notice never arrived (the
+    /// client crashed, or we were offline) and activates the contract
+    /// instead; and it expires active contracts whose unconfirmed payment
+    /// vanished from the mempool (replaced or double-spent). Returns how
+    /// many contracts it expired.
     pub fn collect_unpaid(&self) -> crate::Result<u64> {
         let (Some(store), Some(wallet)) = (&self.store, &self.wallet) else {
             return Ok(0);
@@ -257,7 +286,45 @@ impl ProviderService {
         let tip = wallet.tip_height();
         let mut expired = 0;
         for c in self.contracts.list()? {
-            if c.state != State::Accepted || tip <= c.deadline_height {
+            if tip <= c.deadline_height || !matches!(c.state, State::Accepted | State::Active) {
+                continue;
+            }
+            let Ok(address) = wallet.parse_address(&c.payout_address) else {
+                continue;
+            };
+            if c.state == State::Active {
+                let still_paid = match (&c.txid, c.vout) {
+                    (Some(txid), Some(vout)) => Txid::from_str(txid)
+                        .is_ok_and(|t| wallet.received_at(t, vout, &address).is_some()),
+                    _ => false,
+                };
+                if still_paid {
+                    continue;
+                }
+            } else if let Some((txid, vout, value)) = wallet.largest_payment_to(&address)
+                && value >= c.amount_sat
+            {
+                self.contracts.update(&c.contract_id, |c| {
+                    c.state = State::Active;
+                    c.txid = Some(txid.to_string());
+                    c.vout = Some(vout);
+                    c.start_height = Some(tip);
+                })?;
+                info!(contract = %hex::encode(&c.contract_id[..8]), %txid, "found the payment of a contract without notice; active");
+                continue;
+            }
+            // Mark first, then delete: a notice racing with us now sees the
+            // contract expired instead of being overwritten after acceptance.
+            let mut was = None;
+            self.contracts.update(&c.contract_id, |stored| {
+                was = Some(stored.state);
+                if stored.state == c.state {
+                    stored.state = State::ExpiredUnpaid;
+                    // The shard list is only needed while shards exist.
+                    stored.shards.clear();
+                }
+            })?;
+            if was != Some(c.state) {
                 continue;
             }
             let Ok(owner) = PeerId::from_str(&c.peer) else {
@@ -267,8 +334,6 @@ impl ProviderService {
             let freed = store
                 .delete(&owner, &c.contract_id, &ids)
                 .map_err(|e| crate::Error::Internal(e.message))?;
-            self.contracts
-                .update(&c.contract_id, |c| c.state = State::ExpiredUnpaid)?;
             info!(contract = %hex::encode(&c.contract_id[..8]), shards = freed, deadline = c.deadline_height, tip, "unpaid contract expired; shards deleted");
             expired += 1;
         }

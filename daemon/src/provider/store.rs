@@ -141,14 +141,30 @@ impl ShardStore {
             ));
         }
         if let Some(existing) = self.meta(&shard_id).map_err(internal)? {
-            return if existing.owner == owner.to_bytes() {
-                Ok(existing)
-            } else {
-                Err(wire(
+            if existing.owner != owner.to_bytes() {
+                return Err(wire(
                     WireErrorKind::Forbidden,
                     "shard id already held for another client",
-                ))
+                ));
+            }
+            // The same client again (a retry, or a repair re-placing a shard
+            // here under a new contract): a receipt must still mean the
+            // bytes are on disk, under the contract it names.
+            let intact = fs::read(self.path(&shard_id)).is_ok_and(|d| sha256(&d) == shard_id);
+            if intact && existing.contract_id == contract_id {
+                return Ok(existing);
+            }
+            let meta = ShardMeta {
+                contract_id,
+                stored_at: now_secs(),
+                ..existing
             };
+            let res = if intact {
+                self.put_meta(&shard_id, &meta)
+            } else {
+                self.write(&shard_id, data, &meta)
+            };
+            return res.map(|()| meta).map_err(internal);
         }
         self.reserve(size)?;
         let meta = ShardMeta {
@@ -183,6 +199,10 @@ impl ShardStore {
         drop(f);
         fs::rename(&tmp, &final_path)?;
         fs::File::open(parent)?.sync_all()?;
+        self.put_meta(shard_id, meta)
+    }
+
+    fn put_meta(&self, shard_id: &ShardId, meta: &ShardMeta) -> Result<()> {
         self.index.insert(shard_id, serde_json::to_vec(meta)?)?;
         self.index.flush()?;
         Ok(())
@@ -217,7 +237,9 @@ impl ShardStore {
         contract_id: &ContractId,
         shard_ids: &[ShardId],
     ) -> Result<u64, WireError> {
-        let mut count = 0;
+        // Index entries go first and durably, files after: a crash in
+        // between leaves orphan files (harmless), never entries without bytes.
+        let mut gone = Vec::new();
         for id in shard_ids {
             let Some(meta) = self.meta(id).map_err(internal)? else {
                 continue;
@@ -225,11 +247,19 @@ impl ShardStore {
             if meta.owner != requester.to_bytes() || meta.contract_id != *contract_id {
                 continue;
             }
-            self.remove(id, meta.size).map_err(internal)?;
-            count += 1;
+            self.index.remove(id).map_err(internal)?;
+            gone.push((*id, meta.size));
         }
         self.index.flush().map_err(internal)?;
-        Ok(count)
+        for (id, size) in &gone {
+            match fs::remove_file(self.path(id)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(internal(e)),
+            }
+            self.release(*size);
+        }
+        Ok(gone.len() as u64)
     }
 
     /// Which of the requester's shards of a contract are present and still
@@ -247,19 +277,6 @@ impl ShardStore {
                     && fs::read(self.path(id)).is_ok_and(|data| sha256(&data) == *id)
             })
             .collect()
-    }
-
-    /// Drops the index entry first: a crash between the two steps leaves an
-    /// orphan file (harmless) rather than an entry without bytes.
-    fn remove(&self, id: &ShardId, size: u64) -> Result<()> {
-        self.index.remove(id)?;
-        match fs::remove_file(self.path(id)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
-        self.release(size);
-        Ok(())
     }
 }
 

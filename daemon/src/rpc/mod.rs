@@ -133,6 +133,13 @@ impl P2pstoreApiServer for RpcImpl {
     }
 
     async fn wallet_send(&self, address: String, amount_sat: u64) -> RpcResult<SendResult> {
+        const MAX_MONEY_SAT: u64 = 21_000_000 * 100_000_000;
+        if amount_sat == 0 || amount_sat > MAX_MONEY_SAT {
+            return Err(Error::InvalidParams(format!(
+                "amount {amount_sat} sat is not a valid amount"
+            ))
+            .into());
+        }
         let txid = self
             .node
             .wallet()

@@ -569,6 +569,23 @@ impl WalletService {
         Some((output.value.to_sat(), confirmed_height(&ctx.chain_position)))
     }
 
+    /// The largest output, in the wallet's canonical view (mempool or
+    /// confirmed), that pays `address`: (txid, vout, value). Lets a provider
+    /// find a payment whose notice never arrived.
+    pub fn largest_payment_to(&self, address: &Address) -> Option<(Txid, u32, u64)> {
+        let state = self.inner.lock();
+        if !is_revealed(&state.wallet, address) {
+            return None;
+        }
+        let spk = address.script_pubkey();
+        state
+            .wallet
+            .list_output()
+            .filter(|o| o.txout.script_pubkey == spk)
+            .map(|o| (o.outpoint.txid, o.outpoint.vout, o.txout.value.to_sat()))
+            .max_by_key(|(_, _, v)| *v)
+    }
+
     /// Height of the last block the wallet has processed.
     pub fn tip_height(&self) -> u32 {
         self.inner.lock().wallet.latest_checkpoint().height()
