@@ -56,18 +56,55 @@ impl ShardStore {
             let _ = fs::remove_file(entry?.path());
         }
         let index = db.open_tree("shards")?;
-        let mut used = 0u64;
-        for item in index.iter() {
-            let (_, v) = item?;
-            let meta: ShardMeta = serde_json::from_slice(&v)?;
-            used = used.saturating_add(meta.size);
-        }
-        Ok(ShardStore {
+        let store = ShardStore {
             dir: dir.to_path_buf(),
             index,
             capacity,
-            used: Mutex::new(used),
-        })
+            used: Mutex::new(0),
+        };
+        let used = store.reconcile()?;
+        *store
+            .used
+            .lock()
+            .map_err(|_| Error::Internal("poisoned".into()))? = used;
+        Ok(store)
+    }
+
+    /// Makes the files and the index agree after a crash: a file with no
+    /// entry was never acknowledged (or its delete was cut short) and goes;
+    /// an entry with no file is dropped, so its bytes stop counting against
+    /// the quota. Returns the bytes stored.
+    fn reconcile(&self) -> Result<u64> {
+        for sub in fs::read_dir(&self.dir)? {
+            let sub = sub?;
+            if sub.file_name() == "tmp" || !sub.file_type()?.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(sub.path())? {
+                let f = f?;
+                let mut id = [0u8; 32];
+                let known = hex::decode_to_slice(f.file_name().as_encoded_bytes(), &mut id).is_ok()
+                    && self.index.contains_key(id)?;
+                if !known {
+                    tracing::warn!(file = %f.path().display(), "removing a shard file the index does not know");
+                    let _ = fs::remove_file(f.path());
+                }
+            }
+        }
+        let mut used = 0u64;
+        for item in self.index.iter() {
+            let (k, v) = item?;
+            let meta: ShardMeta = serde_json::from_slice(&v)?;
+            let on_disk = <[u8; 32]>::try_from(k.as_ref()).is_ok_and(|id| self.path(&id).exists());
+            if !on_disk {
+                tracing::warn!(shard = %hex::encode(&k), "index entry without its file; dropping it");
+                self.index.remove(&k)?;
+                continue;
+            }
+            used = used.saturating_add(meta.size);
+        }
+        self.index.flush()?;
+        Ok(used)
     }
 
     pub fn path(&self, id: &ShardId) -> PathBuf {
@@ -337,6 +374,31 @@ mod tests {
             WireErrorKind::NoSpace
         );
         assert_eq!(s.used(), 0);
+    }
+
+    #[test]
+    fn reopen_drops_orphan_files_and_fileless_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = PeerId::random();
+        let (a, b) = (vec![1u8; 100], vec![2u8; 50]);
+        {
+            let db = sled::open(dir.path().join("db")).unwrap();
+            let s = ShardStore::open(&db, &dir.path().join("shards"), 1000).unwrap();
+            s.store(&owner, [0; 32], sha256(&a), &a).unwrap();
+            s.store(&owner, [0; 32], sha256(&b), &b).unwrap();
+            // As after a crash: a file the index never recorded, and an
+            // entry whose file is gone.
+            let orphan = s.path(&[0xab; 32]);
+            std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+            std::fs::write(&orphan, b"x").unwrap();
+            std::fs::remove_file(s.path(&sha256(&b))).unwrap();
+        }
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let s = ShardStore::open(&db, &dir.path().join("shards"), 1000).unwrap();
+        assert_eq!(s.used(), 100);
+        assert!(!s.path(&[0xab; 32]).exists());
+        assert!(s.meta(&sha256(&b)).unwrap().is_none());
+        assert_eq!(s.fetch(&owner, &sha256(&a)).unwrap(), a);
     }
 
     #[test]
