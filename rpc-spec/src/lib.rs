@@ -148,7 +148,7 @@ pub struct ProviderInfo {
     pub protocol_version: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WalletBalance {
     pub confirmed_sat: u64,
     pub unconfirmed_sat: u64,

@@ -5,6 +5,26 @@
 use p2pstore_rpc::{ContractInfo, P2pstoreApiClient, codes};
 use p2pstore_tests::*;
 
+/// Restarts the client with a failpoint, starts a put of a new 5 MiB file
+/// that dies there, and leaves the client stopped with the failpoint
+/// cleared. Returns the file's digest.
+async fn put_crashing_at(net: &mut Net, failpoint: &str, name: &str) -> [u8; 32] {
+    net.client.stop();
+    net.client.env = vec![("P2PSTORE_FAILPOINT".into(), failpoint.into())];
+    net.client.start().await;
+    let src = net.dir.path().join(name);
+    let digest = random_file(&src, 5 << 20);
+    let res = net
+        .client
+        .rpc()
+        .put(src.to_string_lossy().into(), None, None)
+        .await;
+    assert!(res.is_err(), "the client should have died at {failpoint}");
+    net.client.kill();
+    net.client.env.clear();
+    digest
+}
+
 async fn total(d: &Daemon) -> u64 {
     let b = d.rpc().wallet_balance().await.unwrap();
     b.confirmed_sat + b.unconfirmed_sat
@@ -172,18 +192,7 @@ async fn unpaid_contract_is_collected_after_its_deadline() {
         ..Default::default()
     })
     .await;
-    net.client.stop();
-    net.client.env = vec![("P2PSTORE_FAILPOINT".into(), "before-pay".into())];
-    net.client.start().await;
-    let src = net.dir.path().join("unpaid.bin");
-    random_file(&src, 5 << 20);
-    let err = net
-        .client
-        .rpc()
-        .put(src.to_string_lossy().into(), None, None)
-        .await;
-    assert!(err.is_err(), "the client died before paying");
-    net.client.kill();
+    put_crashing_at(&mut net, "before-pay", "unpaid.bin").await;
 
     let provider = &net.providers[0];
     let accepted = contracts(provider, "provider").await;
@@ -197,7 +206,6 @@ async fn unpaid_contract_is_collected_after_its_deadline() {
     assert_eq!(total(provider).await, 0);
 
     // The restarted client drops the file it never paid for.
-    net.client.env.clear();
     net.client.start().await;
     wait_contract_states(&net.client, "client", "expired_unpaid").await;
     let rpc = net.client.rpc();
@@ -247,21 +255,8 @@ async fn crash_between_broadcast_and_record_never_pays_twice() {
         ..Default::default()
     })
     .await;
-    net.client.stop();
-    net.client.env = vec![("P2PSTORE_FAILPOINT".into(), "after-broadcast".into())];
-    net.client.start().await;
-    let src = net.dir.path().join("crash.bin");
-    let digest = random_file(&src, 5 << 20);
-    assert!(
-        net.client
-            .rpc()
-            .put(src.to_string_lossy().into(), None, None)
-            .await
-            .is_err()
-    );
-    net.client.kill();
+    let digest = put_crashing_at(&mut net, "after-broadcast", "crash.bin").await;
 
-    net.client.env.clear();
     net.client.start().await;
     let cs = wait_contract_states(&net.client, "client", "active").await;
     assert_eq!(cs.len(), 1);

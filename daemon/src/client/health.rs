@@ -279,11 +279,7 @@ impl ClientService {
         let replacements = match upload.await {
             Ok(r) => r,
             Err(e) => {
-                let stored: Vec<(ContractId, ShardId)> = contracts
-                    .iter()
-                    .flat_map(|c| c.shards.iter().map(move |s| (c.contract_id, s.id)))
-                    .collect();
-                self.abandon(&stored, &contracts).await;
+                self.abandon_contracts(&contracts).await;
                 return Err(e);
             }
         };
@@ -309,11 +305,7 @@ impl ClientService {
                 // Nothing was paid: back to the old manifest, and free the
                 // new providers' space.
                 self.manifests.insert(&m)?;
-                let stored: Vec<(ContractId, ShardId)> = contracts
-                    .iter()
-                    .flat_map(|c| c.shards.iter().map(move |s| (c.contract_id, s.id)))
-                    .collect();
-                self.abandon(&stored, &contracts).await;
+                self.abandon_contracts(&contracts).await;
             }
             return Err(e);
         }

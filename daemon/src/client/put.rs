@@ -403,6 +403,17 @@ impl ClientService {
     }
 }
 
+impl ClientService {
+    /// Undoes contracts any of whose shards may have been uploaded.
+    pub(super) async fn abandon_contracts(&self, contracts: &[Contract]) {
+        let all: Vec<(ContractId, ShardId)> = contracts
+            .iter()
+            .flat_map(|c| c.shards.iter().map(move |s| (c.contract_id, s.id)))
+            .collect();
+        self.abandon(&all, contracts).await
+    }
+}
+
 fn open_source(path: &str) -> Result<(std::fs::File, String, u64)> {
     let path = PathBuf::from(path);
     let meta = std::fs::metadata(&path)

@@ -112,12 +112,7 @@ impl P2pstoreApiServer for RpcImpl {
     }
 
     async fn wallet_balance(&self) -> RpcResult<WalletBalance> {
-        let b = self.node.wallet().await?.balance();
-        Ok(WalletBalance {
-            confirmed_sat: b.confirmed_sat,
-            unconfirmed_sat: b.unconfirmed_sat,
-            immature_sat: b.immature_sat,
-        })
+        Ok(self.node.wallet().await?.balance())
     }
 
     async fn wallet_address(&self) -> RpcResult<AddressResult> {
@@ -153,21 +148,7 @@ impl P2pstoreApiServer for RpcImpl {
     }
 
     async fn wallet_txs(&self) -> RpcResult<Vec<WalletTx>> {
-        Ok(self
-            .node
-            .wallet()
-            .await?
-            .txs()
-            .into_iter()
-            .map(|t| WalletTx {
-                txid: t.txid,
-                received_sat: t.received_sat,
-                sent_sat: t.sent_sat,
-                fee_sat: t.fee_sat,
-                confirmations: t.confirmations,
-                height: t.height,
-            })
-            .collect())
+        Ok(self.node.wallet().await?.txs())
     }
 
     async fn contracts(&self) -> RpcResult<Vec<ContractInfo>> {

@@ -29,7 +29,6 @@ use bdk_wallet::{
     IsDust, KeychainKind, LoadError, LoadMismatch, LoadWithPersistError, PersistedWallet,
     SignOptions, Wallet,
 };
-use serde::Serialize;
 use tokio::sync::watch;
 
 pub use error::WalletError;
@@ -46,28 +45,11 @@ pub const DEFAULT_FEE_RATE_SAT_VB: u64 = 2;
 /// Confirmation target for `estimatesmartfee` when the caller gives no rate.
 pub const DEFAULT_CONF_TARGET: u16 = 6;
 
-/// Spendable and pending amounts, in satoshis.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct WalletBalance {
-    pub confirmed_sat: u64,
-    /// Trusted (our own change) plus untrusted (incoming) mempool outputs.
-    pub unconfirmed_sat: u64,
-    /// Coinbase outputs younger than 100 blocks.
-    pub immature_sat: u64,
-}
-
-/// One wallet transaction as the RPC layer shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WalletTx {
-    pub txid: String,
-    pub received_sat: u64,
-    pub sent_sat: u64,
-    /// Unknown when some inputs are not ours (bdk cannot price them).
-    pub fee_sat: Option<u64>,
-    /// 0 while in the mempool.
-    pub confirmations: u32,
-    pub height: Option<u32>,
-}
+/// Balances and transactions are reported in the RPC's own types, defined
+/// once in rpc-spec. Unconfirmed counts trusted (our change) and untrusted
+/// (incoming) mempool outputs; a tx's fee is unknown when some inputs are
+/// not ours.
+pub use p2pstore_rpc::{WalletBalance, WalletTx};
 
 /// Handle to the wallet; clone freely, all clones share one wallet.
 #[derive(Clone)]
