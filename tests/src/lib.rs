@@ -517,6 +517,44 @@ impl Net {
     }
 }
 
+impl Net {
+    /// Writes `len` random bytes to `name` in the test dir and puts it at
+    /// `redundancy` (None: the client's default). Returns (file id, digest,
+    /// providers).
+    pub async fn put_random(
+        &self,
+        name: &str,
+        len: usize,
+        redundancy: Option<&str>,
+    ) -> (String, [u8; 32], Vec<String>) {
+        let src = self.dir.path().join(name);
+        let digest = random_file(&src, len);
+        let put = self
+            .client
+            .rpc()
+            .put(
+                src.to_string_lossy().into(),
+                redundancy.map(Into::into),
+                None,
+            )
+            .await
+            .unwrap();
+        (put.file_id, digest, put.providers)
+    }
+
+    /// Gets `file_id` into a fresh file and checks it is byte-identical to
+    /// `digest`; `tag` names the check in a failure.
+    pub async fn assert_get(&self, file_id: &str, digest: [u8; 32], tag: &str) {
+        let out = self.dir.path().join(format!("out-{tag}"));
+        self.client
+            .rpc()
+            .get(file_id.into(), out.to_string_lossy().into(), None)
+            .await
+            .unwrap();
+        assert_eq!(file_sha256(&out), digest, "{tag}: not byte-identical");
+    }
+}
+
 /// Writes `len` random bytes to a new file and returns its SHA-256.
 pub fn random_file(path: &Path, len: usize) -> [u8; 32] {
     use sha2::Digest;

@@ -6,28 +6,6 @@ use std::time::Duration;
 use p2pstore_rpc::{P2pstoreApiClient, codes};
 use p2pstore_tests::*;
 
-async fn put_small(net: &Net, name: &str) -> (String, [u8; 32]) {
-    let src = net.dir.path().join(name);
-    let digest = random_file(&src, 300_000);
-    let put = net
-        .client
-        .rpc()
-        .put(src.to_string_lossy().into(), None, None)
-        .await
-        .unwrap();
-    (put.file_id, digest)
-}
-
-async fn assert_still_retrievable(net: &Net, file_id: &str, digest: [u8; 32]) {
-    let out = net.dir.path().join(format!("check-{file_id}"));
-    net.client
-        .rpc()
-        .get(file_id.into(), out.to_string_lossy().into(), None)
-        .await
-        .unwrap();
-    assert_eq!(file_sha256(&out), digest);
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_paths_ids_and_no_room() {
     let net = Net::start(NetOptions {
@@ -37,7 +15,7 @@ async fn bad_paths_ids_and_no_room() {
     })
     .await;
     let rpc = net.client.rpc();
-    let (kept, digest) = put_small(&net, "kept.bin").await;
+    let (kept, digest, _) = net.put_random("kept.bin", 300_000, None).await;
 
     let missing = net.dir.path().join("does-not-exist");
     let e = rpc
@@ -100,7 +78,7 @@ async fn bad_paths_ids_and_no_room() {
     assert_eq!(rpc_code(&e), codes::INVALID_PATH);
 
     assert_eq!(rpc.ls().await.unwrap().len(), 1);
-    assert_still_retrievable(&net, &kept, digest).await;
+    net.assert_get(&kept, digest, "kept").await;
 }
 
 fn raw_http_status(addr: &str, auth: Option<&str>) -> String {
@@ -128,7 +106,7 @@ async fn rpc_auth_and_keystore_password() {
         ..Default::default()
     })
     .await;
-    let (kept, digest) = put_small(&net, "kept.bin").await;
+    let (kept, digest, _) = net.put_random("kept.bin", 300_000, None).await;
     let addr = net.client.rpc_addr();
     let token =
         std::fs::read_to_string(net.client.datadir.join(p2pstore_rpc::COOKIE_FILE)).unwrap();
@@ -158,7 +136,7 @@ async fn rpc_auth_and_keystore_password() {
     assert_eq!(rpc_code(&e), codes::ALREADY_INITIALIZED);
     // The mnemonic never reaches the log.
     assert!(!net.client.log().to_lowercase().contains("abandon"));
-    assert_still_retrievable(&net, &kept, digest).await;
+    net.assert_get(&kept, digest, "kept").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -168,7 +146,7 @@ async fn provider_vanishes_mid_put() {
         ..Default::default()
     })
     .await;
-    let (kept, digest) = put_small(&net, "kept.bin").await;
+    let (kept, digest, _) = net.put_random("kept.bin", 300_000, None).await;
     // provider-1 (cheapest) takes every put; kill it while a large one runs.
     let src = net.dir.path().join("large.bin");
     random_file(&src, 400 << 20);
@@ -208,5 +186,5 @@ async fn provider_vanishes_mid_put() {
     // provider is back.
     assert_eq!(rpc.ls().await.unwrap().len(), 1);
     net.providers[0].start().await;
-    assert_still_retrievable(&net, &kept, digest).await;
+    net.assert_get(&kept, digest, "kept").await;
 }

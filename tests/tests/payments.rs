@@ -176,13 +176,7 @@ async fn two_providers_paid_by_one_transaction() {
         let p = &net.providers[net.provider_by_peer(&c.peer_id).await];
         wait_balance(p, c.amount_sat).await;
     }
-    let out = net.dir.path().join("wide.out");
-    net.client
-        .rpc()
-        .get(put.file_id, out.to_string_lossy().into(), None)
-        .await
-        .unwrap();
-    assert_eq!(file_sha256(&out), digest);
+    net.assert_get(&put.file_id, digest, "wide.out").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -280,13 +274,8 @@ async fn crash_between_broadcast_and_record_never_pays_twice() {
 
     let files = net.client.rpc().ls().await.unwrap();
     assert_eq!(files.len(), 1);
-    let out = net.dir.path().join("crash.out");
-    net.client
-        .rpc()
-        .get(files[0].file_id.clone(), out.to_string_lossy().into(), None)
-        .await
-        .unwrap();
-    assert_eq!(file_sha256(&out), digest);
+    net.assert_get(&files[0].file_id, digest, "crash.out")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -337,13 +326,7 @@ async fn price_cap_and_bitcoind_outage() {
         started.elapsed() < std::time::Duration::from_secs(15),
         "put must fail fast"
     );
-    let out = net.dir.path().join("a.out");
-    net.client
-        .rpc()
-        .get(put.file_id, out.to_string_lossy().into(), None)
-        .await
-        .unwrap();
-    assert_eq!(file_sha256(&out), digest);
+    net.assert_get(&put.file_id, digest, "a.out").await;
     let st = net.client.rpc().status().await.unwrap();
     assert!(st.bitcoind_error.is_some() || st.state == "running");
 }

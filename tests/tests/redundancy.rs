@@ -4,33 +4,6 @@
 use p2pstore_rpc::{P2pstoreApiClient, codes};
 use p2pstore_tests::*;
 
-async fn put_file(
-    net: &Net,
-    name: &str,
-    len: usize,
-    redundancy: &str,
-) -> (String, [u8; 32], Vec<String>) {
-    let src = net.dir.path().join(name);
-    let digest = random_file(&src, len);
-    let put = net
-        .client
-        .rpc()
-        .put(src.to_string_lossy().into(), Some(redundancy.into()), None)
-        .await
-        .unwrap();
-    (put.file_id, digest, put.providers)
-}
-
-async fn get_ok(net: &Net, file_id: &str, digest: [u8; 32], tag: &str) {
-    let out = net.dir.path().join(format!("out-{tag}"));
-    net.client
-        .rpc()
-        .get(file_id.into(), out.to_string_lossy().into(), None)
-        .await
-        .unwrap();
-    assert_eq!(file_sha256(&out), digest, "{tag}: not byte-identical");
-}
-
 async fn health(net: &Net, file_id: &str) -> (u32, u32) {
     let s = net.client.rpc().stat(file_id.into()).await.unwrap();
     (s.health.good, s.health.total)
@@ -43,7 +16,7 @@ async fn medium_survives_lost_providers_and_repairs_onto_new_ones() {
         ..Default::default()
     })
     .await;
-    let (file_id, digest, holders) = put_file(&net, "m.bin", 12 << 20, "medium").await;
+    let (file_id, digest, holders) = net.put_random("m.bin", 12 << 20, Some("medium")).await;
     assert_eq!(holders.len(), 4, "2-of-4: four distinct providers");
     let stat = net.client.rpc().stat(file_id.clone()).await.unwrap();
     assert_eq!(
@@ -71,7 +44,7 @@ async fn medium_survives_lost_providers_and_repairs_onto_new_ones() {
     // Two of four holders vanish: still readable, health 2/4.
     net.providers[idx[0]].kill();
     net.providers[idx[1]].kill();
-    get_ok(&net, &file_id, digest, "after-two-lost").await;
+    net.assert_get(&file_id, digest, "after-two-lost").await;
     assert_eq!(health(&net, &file_id).await, (2, 4));
 
     // Repair rebuilds the six lost shards (3 segments x 2) at the spares.
@@ -116,7 +89,7 @@ async fn medium_survives_lost_providers_and_repairs_onto_new_ones() {
 
     // A third original holder goes too: still retrievable.
     net.providers[idx[2]].kill();
-    get_ok(&net, &file_id, digest, "after-third-lost").await;
+    net.assert_get(&file_id, digest, "after-third-lost").await;
 }
 
 /// Flips one byte in the first shard file under a provider's data dir
@@ -149,7 +122,7 @@ async fn corrupt_shard_is_detected_and_replaced() {
     .await;
     // A single-copy file: corruption is an error naming provider and shard,
     // and no partial file is left.
-    let (low_id, _, low_holders) = put_file(&net, "low.bin", 1 << 20, "low").await;
+    let (low_id, _, low_holders) = net.put_random("low.bin", 1 << 20, Some("low")).await;
     let low_holder = &net.providers[net.provider_by_peer(&low_holders[0]).await];
     corrupt_a_shard(low_holder, Some((1 << 20) + 16));
     let dest = net.dir.path().join("low.out");
@@ -174,11 +147,11 @@ async fn corrupt_shard_is_detected_and_replaced() {
     assert!(leftovers.is_empty(), "partial file left behind");
 
     // A 2-of-4 file: one corrupt shard costs nothing but health.
-    let (file_id, digest, holders) = put_file(&net, "m.bin", 6 << 20, "medium").await;
+    let (file_id, digest, holders) = net.put_random("m.bin", 6 << 20, Some("medium")).await;
     let victim = &net.providers[net.provider_by_peer(&holders[3]).await];
     let shard_len = ((4u64 << 20) + 16) / 2;
     corrupt_a_shard(victim, Some(shard_len));
-    get_ok(&net, &file_id, digest, "with-corrupt-shard").await;
+    net.assert_get(&file_id, digest, "with-corrupt-shard").await;
     assert_eq!(health(&net, &file_id).await, (3, 4));
 
     let r = net.client.rpc().repair(None).await.unwrap();
@@ -189,7 +162,7 @@ async fn corrupt_shard_is_detected_and_replaced() {
         "rebuilt shard goes to a provider without one"
     );
     assert_eq!(health(&net, &file_id).await, (4, 4));
-    get_ok(&net, &file_id, digest, "after-repair").await;
+    net.assert_get(&file_id, digest, "after-repair").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -242,7 +215,7 @@ async fn high_on_nine_providers_round_trips() {
         ..Default::default()
     })
     .await;
-    let (file_id, digest, holders) = put_file(&net, "h.bin", 9 << 20, "high").await;
+    let (file_id, digest, holders) = net.put_random("h.bin", 9 << 20, Some("high")).await;
     assert_eq!(holders.len(), 9);
     assert_eq!(health(&net, &file_id).await, (9, 9));
     let cs = net.client.rpc().contracts().await.unwrap();
@@ -252,7 +225,7 @@ async fn high_on_nine_providers_round_trips() {
             .all(|c| c.state == "active" && c.txid == cs[0].txid),
         "nine contracts, one transaction"
     );
-    get_ok(&net, &file_id, digest, "high").await;
+    net.assert_get(&file_id, digest, "high").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -263,7 +236,7 @@ async fn background_check_repairs_below_k_plus_margin() {
         ..Default::default()
     })
     .await;
-    let (file_id, digest, holders) = put_file(&net, "bg.bin", 3 << 20, "medium").await;
+    let (file_id, digest, holders) = net.put_random("bg.bin", 3 << 20, Some("medium")).await;
     let first = net.provider_by_peer(&holders[0]).await;
     let second = net.provider_by_peer(&holders[1]).await;
     // K+1 = 3 good shards: at the threshold, left alone.
@@ -285,5 +258,6 @@ async fn background_check_repairs_below_k_plus_margin() {
         }
     })
     .await;
-    get_ok(&net, &file_id, digest, "after-background-repair").await;
+    net.assert_get(&file_id, digest, "after-background-repair")
+        .await;
 }
