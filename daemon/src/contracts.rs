@@ -5,11 +5,14 @@
 //! state only moves forward: proposed → accepted → paid → active, or to
 //! rejected / expired.
 
+use bdk_wallet::bitcoin::{Address, Txid};
+use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::Hash;
+use crate::db::{self, Tree};
 use crate::error::Result;
-use crate::protocol::{ContractId, Proposal, ShardSpec};
+use crate::ids::{ContractId, FileId, ShardId, as_text, checked_address};
+use crate::protocol::{Proposal, ShardSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -55,21 +58,23 @@ impl State {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Contract {
-    #[serde(with = "hex::serde")]
     pub contract_id: ContractId,
     pub role: Role,
     /// The other side: the provider for a client, the client for a provider.
-    pub peer: String,
-    #[serde(default, with = "opt_hex")]
-    pub file_id: Option<Hash>,
+    #[serde(with = "as_text")]
+    pub peer: PeerId,
+    #[serde(default)]
+    pub file_id: Option<FileId>,
     pub shards: Vec<ShardSpec>,
     pub bytes: u64,
     pub term_blocks: u32,
     pub price_sat_per_gib_month: u64,
     pub amount_sat: u64,
-    pub payout_address: String,
+    #[serde(with = "checked_address")]
+    pub payout_address: Address,
     pub deadline_height: u32,
-    pub txid: Option<String>,
+    #[serde(default, with = "as_text::opt")]
+    pub txid: Option<Txid>,
     pub vout: Option<u32>,
     pub start_height: Option<u32>,
     pub state: State,
@@ -80,10 +85,10 @@ impl Contract {
     /// A contract just accepted by the provider, as either side records it.
     pub fn accepted(
         role: Role,
-        peer: String,
-        file_id: Option<Hash>,
+        peer: PeerId,
+        file_id: Option<FileId>,
         p: &Proposal,
-        payout_address: String,
+        payout_address: Address,
         deadline_height: u32,
     ) -> Self {
         Contract {
@@ -111,26 +116,26 @@ impl Contract {
             .map(|h| h.saturating_add(self.term_blocks))
     }
 
-    pub fn holds(&self, id: &Hash, size: u64) -> bool {
+    pub fn holds(&self, id: &ShardId, size: u64) -> bool {
         self.shards.iter().any(|s| s.id == *id && s.size == size)
     }
 
     pub fn to_rpc(&self) -> p2pstore_rpc::ContractInfo {
         p2pstore_rpc::ContractInfo {
-            contract_id: hex::encode(self.contract_id),
+            contract_id: self.contract_id.to_string(),
             role: match self.role {
                 Role::Client => "client".into(),
                 Role::Provider => "provider".into(),
             },
-            peer_id: self.peer.clone(),
-            file_id: self.file_id.map(hex::encode),
+            peer_id: self.peer.to_string(),
+            file_id: self.file_id.map(|f| f.to_string()),
             shards: self.shards.len() as u64,
             bytes: self.bytes,
             amount_sat: self.amount_sat,
             price_sat_per_gib_month: self.price_sat_per_gib_month,
             term_blocks: self.term_blocks,
-            payout_address: self.payout_address.clone(),
-            txid: self.txid.clone(),
+            payout_address: self.payout_address.to_string(),
+            txid: self.txid.map(|t| t.to_string()),
             vout: self.vout,
             state: self.state.as_str().into(),
             deadline_height: self.deadline_height,
@@ -139,95 +144,48 @@ impl Contract {
     }
 }
 
-mod opt_hex {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(b) => s.serialize_some(&hex::encode(b)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
-        let Some(text) = Option::<String>::deserialize(d)? else {
-            return Ok(None);
-        };
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(text, &mut out).map_err(serde::de::Error::custom)?;
-        Ok(Some(out))
-    }
-}
-
 /// One side's contracts, keyed by contract id.
 #[derive(Clone)]
 pub struct ContractStore {
-    tree: sled::Tree,
+    tree: Tree<ContractId, Contract>,
 }
 
 impl ContractStore {
     pub fn open(db: &sled::Db, role: Role) -> Result<Self> {
         let name = match role {
-            Role::Client => "client_contracts",
-            Role::Provider => "provider_contracts",
+            Role::Client => db::trees::CLIENT_CONTRACTS,
+            Role::Provider => db::trees::PROVIDER_CONTRACTS,
         };
         Ok(ContractStore {
-            tree: db.open_tree(name)?,
+            tree: Tree::open(db, name)?,
         })
     }
 
     /// Durable before it returns.
     pub fn put(&self, c: &Contract) -> Result<()> {
-        self.tree.insert(c.contract_id, serde_json::to_vec(c)?)?;
-        self.tree.flush()?;
-        Ok(())
+        self.tree.insert(&c.contract_id, c)
     }
 
     pub fn get(&self, id: &ContractId) -> Result<Option<Contract>> {
-        match self.tree.get(id)? {
-            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
-            None => Ok(None),
-        }
+        self.tree.get(id)
     }
 
-    /// Applies `f` to a stored contract and saves it atomically (a
-    /// compare-and-swap loop, so a concurrent update is never lost; `f` may
-    /// run more than once). None if unknown.
+    /// Applies `f` to a stored contract and saves it atomically; `f` may
+    /// run more than once. None if unknown.
     pub fn update(
         &self,
         id: &ContractId,
-        mut f: impl FnMut(&mut Contract),
+        f: impl FnMut(&mut Contract),
     ) -> Result<Option<Contract>> {
-        loop {
-            let Some(old) = self.tree.get(id)? else {
-                return Ok(None);
-            };
-            let mut c: Contract = serde_json::from_slice(&old)?;
-            f(&mut c);
-            let new = serde_json::to_vec(&c)?;
-            if self
-                .tree
-                .compare_and_swap(id, Some(old), Some(new))?
-                .is_ok()
-            {
-                self.tree.flush()?;
-                return Ok(Some(c));
-            }
-        }
+        self.tree.update(id, f)
     }
 
     pub fn remove(&self, id: &ContractId) -> Result<()> {
-        self.tree.remove(id)?;
-        self.tree.flush()?;
-        Ok(())
+        self.tree.remove(id)
     }
 
     pub fn list(&self) -> Result<Vec<Contract>> {
-        let mut out: Vec<Contract> = Vec::new();
-        for item in self.tree.iter() {
-            let (_, v) = item?;
-            out.push(serde_json::from_slice(&v)?);
-        }
+        let mut out = self.tree.values()?;
         out.sort_by_key(|c| c.created_at);
         Ok(out)
     }
@@ -243,20 +201,24 @@ mod tests {
         let db = sled::open(dir.path()).unwrap();
         let store = ContractStore::open(&db, Role::Client).unwrap();
         let other_side = ContractStore::open(&db, Role::Provider).unwrap();
+        let shard = ShardId::from_bytes([3; 32]);
         let c = Contract {
-            contract_id: [1; 32],
+            contract_id: ContractId::from_bytes([1; 32]),
             role: Role::Client,
-            peer: "peer".into(),
-            file_id: Some([2; 32]),
+            peer: PeerId::random(),
+            file_id: Some(FileId::from_bytes([2; 32])),
             shards: vec![ShardSpec {
-                id: [3; 32],
+                id: shard,
                 size: 10,
             }],
             bytes: 10,
             term_blocks: 100,
             price_sat_per_gib_month: 1000,
             amount_sat: 1000,
-            payout_address: "bcrt1q...".into(),
+            payout_address: "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+                .parse::<Address<_>>()
+                .unwrap()
+                .assume_checked(),
             deadline_height: 50,
             txid: None,
             vout: None,
@@ -275,7 +237,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(updated.expiry_height(), Some(160));
-        assert!(updated.holds(&[3; 32], 10) && !updated.holds(&[3; 32], 11));
+        assert!(updated.holds(&shard, 10) && !updated.holds(&shard, 11));
         assert_eq!(store.list().unwrap().len(), 1);
         assert_eq!(updated.to_rpc().state, "active");
     }

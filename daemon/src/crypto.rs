@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::ids::FileId;
 
 pub const NONCE_LEN: usize = 24;
 pub const TAG_LEN: usize = 16;
@@ -43,8 +44,12 @@ pub fn derive_key(ikm: &[u8], salt: Option<&[u8]>, label: &[u8]) -> Zeroizing<[u
 pub struct FileKey(Zeroizing<[u8; 32]>);
 
 impl FileKey {
-    pub fn derive(master: &[u8; 32], file_id: &Hash) -> Self {
-        FileKey(derive_key(master, Some(file_id), b"p2pstore/file-key/v1"))
+    pub fn derive(master: &[u8; 32], file_id: &FileId) -> Self {
+        FileKey(derive_key(
+            master,
+            Some(file_id.as_bytes()),
+            b"p2pstore/file-key/v1",
+        ))
     }
 
     fn cipher(&self) -> XChaCha20Poly1305 {
@@ -55,7 +60,7 @@ impl FileKey {
     /// nonce, which it returns.
     pub fn seal(
         &self,
-        file_id: &Hash,
+        file_id: &FileId,
         index: u64,
         count: u64,
         buf: &mut Vec<u8>,
@@ -72,7 +77,7 @@ impl FileKey {
     /// for different plaintext in front of a provider.
     pub fn seal_with_nonce(
         &self,
-        file_id: &Hash,
+        file_id: &FileId,
         index: u64,
         count: u64,
         nonce: &[u8; NONCE_LEN],
@@ -87,7 +92,7 @@ impl FileKey {
     /// matches this file, index and count.
     pub fn open(
         &self,
-        file_id: &Hash,
+        file_id: &FileId,
         index: u64,
         count: u64,
         nonce: &[u8; NONCE_LEN],
@@ -99,10 +104,10 @@ impl FileKey {
     }
 }
 
-fn aad(file_id: &Hash, index: u64, count: u64) -> [u8; 52] {
+fn aad(file_id: &FileId, index: u64, count: u64) -> [u8; 52] {
     let mut out = [0u8; 52];
     out[..4].copy_from_slice(b"p2s1");
-    out[4..36].copy_from_slice(file_id);
+    out[4..36].copy_from_slice(file_id.as_bytes());
     out[36..44].copy_from_slice(&index.to_be_bytes());
     out[44..52].copy_from_slice(&count.to_be_bytes());
     out
@@ -112,9 +117,9 @@ fn aad(file_id: &Hash, index: u64, count: u64) -> [u8; 52] {
 mod tests {
     use super::*;
 
-    fn key() -> (FileKey, Hash) {
+    fn key() -> (FileKey, FileId) {
         let master = [7u8; 32];
-        let file_id = [9u8; 32];
+        let file_id = FileId::from_bytes([9u8; 32]);
         (FileKey::derive(&master, &file_id), file_id)
     }
 
@@ -152,12 +157,9 @@ mod tests {
         // The file cut to one segment: count is bound.
         assert!(k.open(&id, 0, 1, &n0, &mut seg0.clone()).is_err());
         // Another file's key or id fails too.
-        let other = FileKey::derive(&[7u8; 32], &[1u8; 32]);
-        assert!(
-            other
-                .open(&[1u8; 32], 0, 3, &n0, &mut seg0.clone())
-                .is_err()
-        );
+        let other_id = FileId::from_bytes([1u8; 32]);
+        let other = FileKey::derive(&[7u8; 32], &other_id);
+        assert!(other.open(&other_id, 0, 3, &n0, &mut seg0.clone()).is_err());
         // Cut bytes off the end.
         let mut cut = seg0.clone();
         cut.truncate(10);
@@ -167,8 +169,8 @@ mod tests {
 
     #[test]
     fn file_keys_differ_per_file() {
-        let a = FileKey::derive(&[1u8; 32], &[2u8; 32]);
-        let b = FileKey::derive(&[1u8; 32], &[3u8; 32]);
+        let a = FileKey::derive(&[1u8; 32], &FileId::from_bytes([2u8; 32]));
+        let b = FileKey::derive(&[1u8; 32], &FileId::from_bytes([3u8; 32]));
         assert_ne!(*a.0, *b.0);
     }
 }

@@ -36,10 +36,7 @@ fn claim_pid_file(path: &Path) -> Result<()> {
         && pid != std::process::id() as i32
         && pid_alive(pid)
     {
-        return Err(Error::InvalidParams(format!(
-            "another p2pstored (pid {pid}) already uses this data dir ({})",
-            path.display()
-        )));
+        return Err(Error::AlreadyRunning { pid: pid as u32 });
     }
     std::fs::write(path, format!("{}\n", std::process::id()))?;
     Ok(())

@@ -110,7 +110,8 @@ impl Keystore {
             nonce: nonce.to_vec(),
             ciphertext,
         };
-        let json = serde_json::to_vec_pretty(&file)?;
+        let json = serde_json::to_vec_pretty(&file)
+            .map_err(|e| Error::Keystore(format!("encoding the keystore: {e}")))?;
         write_private_file(&self.path, &json)
     }
 

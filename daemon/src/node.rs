@@ -61,11 +61,7 @@ impl Node {
     /// Opens the node's database and, where the account can be unlocked
     /// without asking (bootstrap role, or a password given), starts it.
     pub async fn start(cfg: Config) -> Result<Node> {
-        // Metadata is small; sled's default 1 GiB page cache is not.
-        let db = sled::Config::new()
-            .path(cfg.datadir.join("db"))
-            .cache_capacity(32 << 20)
-            .open()?;
+        let db = crate::db::open(&cfg.datadir.join("db"))?;
         let keystore = Keystore::new(&cfg.datadir);
         let node = Node {
             inner: Arc::new(Inner {
@@ -89,7 +85,7 @@ impl Node {
             }
         } else if cfg.init {
             let pw = cfg.password.clone().ok_or_else(|| {
-                Error::InvalidParams(
+                Error::Config(
                     "--init needs a password: --password-file or P2PSTORE_PASSWORD".into(),
                 )
             })?;
@@ -124,9 +120,11 @@ impl Node {
     }
 
     pub async fn client(&self) -> Result<ClientService> {
-        self.services().await?.client.clone().ok_or_else(|| {
-            Error::InvalidParams("this node runs as a bootstrap node and has no account".into())
-        })
+        self.services()
+            .await?
+            .client
+            .clone()
+            .ok_or(Error::NoAccount("account"))
     }
 
     pub async fn state_name(&self) -> &'static str {
@@ -164,8 +162,7 @@ impl Node {
             let keys = AccountKeys::from_mnemonic(&mnemonic)?;
             Ok((Zeroizing::new(mnemonic.to_string()), keys))
         })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+        .await??;
         let peer_id = match self.activate(&mut state, keys).await {
             Ok(p) => p,
             Err(e) => {
@@ -200,8 +197,7 @@ impl Node {
         let keys = tokio::task::spawn_blocking(move || -> Result<_> {
             AccountKeys::from_mnemonic(&keystore.unlock(&password)?)
         })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+        .await??;
         let peer_id = self.activate(&mut state, keys).await?;
         info!(peer = %peer_id, "unlocked");
         Ok(peer_id)
@@ -308,9 +304,11 @@ impl Node {
     }
 
     pub async fn wallet(&self) -> Result<WalletService> {
-        self.services().await?.wallet.clone().ok_or_else(|| {
-            Error::InvalidParams("this node runs as a bootstrap node and has no wallet".into())
-        })
+        self.services()
+            .await?
+            .wallet
+            .clone()
+            .ok_or(Error::NoAccount("wallet"))
     }
 
     pub async fn status(&self) -> Result<p2pstore_rpc::Status> {

@@ -5,11 +5,13 @@
 //! Separate protocols let each have its own size limit and timeout, so a peer
 //! can never make us buffer a shard-sized control message.
 
+use bdk_wallet::bitcoin::address::NetworkUnchecked;
+use bdk_wallet::bitcoin::{Address, Txid};
 use libp2p::identity::{Keypair, PublicKey};
 use libp2p::{PeerId, StreamProtocol};
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::Hash;
+use crate::ids::{ContractId, ShardId};
 
 pub const PROTOCOL_VERSION: u32 = 1;
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/kad/1.0.0");
@@ -23,15 +25,16 @@ pub const PROVIDERS_KEY_LABEL: &[u8] = b"p2pstore/providers/v1";
 pub const SEGMENT_SIZE: usize = 4 * 1024 * 1024;
 /// Largest shard a provider accepts: a sealed full segment plus headroom.
 pub const MAX_SHARD_BYTES: u64 = SEGMENT_SIZE as u64 + 4096;
-/// Control messages carry contract proposals listing every shard id:
-/// 1 MiB holds ~20k shards, an 80 GiB file per contract.
+/// Control messages carry contract proposals listing every shard id. Ids
+/// are CBOR byte strings (34 bytes), so a listed shard costs 48 bytes and a
+/// proposal of [`MAX_SHARDS_PER_CONTRACT`] about 960 kB: it fits, as the
+/// test `largest_messages_fit_their_limits` checks.
 pub const MAX_CONTROL_MESSAGE: u64 = 1024 * 1024;
+/// At most this many shards per contract (an 80 GiB file at one copy), and
+/// ids per `Delete` or `Check` request.
 pub const MAX_SHARDS_PER_CONTRACT: usize = 20_000;
 /// A shard message carries one shard plus a small CBOR envelope.
 pub const MAX_SHARD_MESSAGE: u64 = MAX_SHARD_BYTES + 16 * 1024;
-
-pub type ShardId = Hash;
-pub type ContractId = Hash;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControlRequest {
@@ -41,7 +44,7 @@ pub enum ControlRequest {
     /// The client paid: output `vout` of `txid` pays the contract's address.
     PaymentNotice {
         contract_id: ContractId,
-        txid: String,
+        txid: Txid,
         vout: u32,
     },
     /// Delete shards of a contract; only the contract's client may.
@@ -60,18 +63,8 @@ pub enum ControlRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControlResponse {
     Offer(Offer),
-    /// The provider accepts; payment must reach `payout_address` by
-    /// `deadline_height` or the shards are deleted.
-    Accepted {
-        contract_id: ContractId,
-        payout_address: String,
-        deadline_height: u32,
-    },
-    PaymentAccepted {
-        contract_id: ContractId,
-        start_height: u32,
-        expiry_height: u32,
-    },
+    Accepted(Accepted),
+    PaymentAccepted(PaymentAccepted),
     Deleted {
         count: u64,
     },
@@ -80,6 +73,24 @@ pub enum ControlResponse {
         valid: Vec<bool>,
     },
     Error(WireError),
+}
+
+/// The provider accepts a proposal; payment must reach `payout_address` by
+/// `deadline_height` or the shards are deleted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Accepted {
+    pub contract_id: ContractId,
+    /// Checked against the client's network before it is used.
+    pub payout_address: Address<NetworkUnchecked>,
+    pub deadline_height: u32,
+}
+
+/// The provider found the payment and activated the contract.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PaymentAccepted {
+    pub contract_id: ContractId,
+    pub start_height: u32,
+    pub expiry_height: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -212,8 +223,8 @@ impl Receipt {
     ) -> Vec<u8> {
         let mut m = Vec::with_capacity(128);
         m.extend_from_slice(b"p2pstore/receipt/v1");
-        m.extend_from_slice(contract_id);
-        m.extend_from_slice(shard_id);
+        m.extend_from_slice(contract_id.as_bytes());
+        m.extend_from_slice(shard_id.as_bytes());
         m.extend_from_slice(&size.to_be_bytes());
         m.extend_from_slice(&stored_at.to_be_bytes());
         m.extend_from_slice(client);
@@ -280,6 +291,21 @@ impl Receipt {
     }
 }
 
+/// Bounds a peer's free text (error messages) before it reaches our logs
+/// or an RPC caller: control characters go, and so does length.
+pub fn sanitize(text: &str) -> String {
+    const MAX_CHARS: usize = 200;
+    let mut out: String = text
+        .chars()
+        .take(MAX_CHARS)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().count() > MAX_CHARS {
+        out.push('…');
+    }
+    out
+}
+
 pub fn providers_key() -> libp2p::kad::RecordKey {
     libp2p::kad::RecordKey::new(&crate::crypto::sha256(PROVIDERS_KEY_LABEL))
 }
@@ -304,14 +330,95 @@ mod tests {
     fn receipt_verifies_only_what_was_signed() {
         let provider = Keypair::generate_ed25519();
         let client = PeerId::random();
-        let r = Receipt::sign(&provider, [1; 32], [2; 32], 100, &client, 5).unwrap();
+        let (c, s) = (
+            ContractId::from_bytes([1; 32]),
+            ShardId::from_bytes([2; 32]),
+        );
+        let r = Receipt::sign(&provider, c, s, 100, &client, 5).unwrap();
         let pid = provider.public().to_peer_id();
-        assert!(r.verify(&pid, &client, &[1; 32], &[2; 32], 100));
-        assert!(!r.verify(&pid, &client, &[1; 32], &[2; 32], 101));
-        assert!(!r.verify(&pid, &PeerId::random(), &[1; 32], &[2; 32], 100));
-        assert!(!r.verify(&PeerId::random(), &client, &[1; 32], &[2; 32], 100));
+        assert!(r.verify(&pid, &client, &c, &s, 100));
+        assert!(!r.verify(&pid, &client, &c, &s, 101));
+        assert!(!r.verify(&pid, &PeerId::random(), &c, &s, 100));
+        assert!(!r.verify(&PeerId::random(), &client, &c, &s, 100));
         let mut forged = r.clone();
         forged.signature[0] ^= 1;
-        assert!(!forged.verify(&pid, &client, &[1; 32], &[2; 32], 100));
+        assert!(!forged.verify(&pid, &client, &c, &s, 100));
+    }
+
+    fn cbor_len<T: Serialize>(msg: &T) -> u64 {
+        cbor4ii::serde::to_vec(Vec::new(), msg).unwrap().len() as u64
+    }
+
+    /// The largest message of every kind the limits allow is encoded and
+    /// must fit its protocol's size limit, so the constants tell the truth.
+    #[test]
+    fn largest_messages_fit_their_limits() {
+        let id = |i: usize| {
+            let mut b = [0xff; 32];
+            b[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            b
+        };
+        let ids: Vec<ShardId> = (0..MAX_SHARDS_PER_CONTRACT)
+            .map(|i| ShardId::from_bytes(id(i)))
+            .collect();
+        let contract_id = ContractId::from_bytes([0xff; 32]);
+        let proposal = ControlRequest::Propose(Proposal {
+            contract_id,
+            shards: ids
+                .iter()
+                .map(|&id| ShardSpec {
+                    id,
+                    size: MAX_SHARD_BYTES,
+                })
+                .collect(),
+            term_blocks: u32::MAX,
+            price_sat_per_gib_month: u64::MAX,
+            amount_sat: u64::MAX,
+        });
+        let requests = [
+            proposal,
+            ControlRequest::Delete {
+                contract_id,
+                shard_ids: ids.clone(),
+            },
+            ControlRequest::Check {
+                contract_id,
+                shard_ids: ids.clone(),
+            },
+        ];
+        for r in &requests {
+            let len = cbor_len(r);
+            assert!(len <= MAX_CONTROL_MESSAGE, "{len} bytes: {r:?}");
+        }
+        // An id is a 34-byte CBOR byte string, not 32 integers.
+        assert!(cbor_len(&requests[2]) < 34 * MAX_SHARDS_PER_CONTRACT as u64 + 200);
+        let checked = ControlResponse::Checked {
+            valid: vec![true; MAX_SHARDS_PER_CONTRACT],
+        };
+        assert!(cbor_len(&checked) <= MAX_CONTROL_MESSAGE);
+        let shard = vec![0xffu8; MAX_SHARD_BYTES as usize];
+        let store = ShardRequest::Store {
+            contract_id,
+            shard_id: ids[0],
+            data: shard.clone(),
+        };
+        assert!(cbor_len(&store) <= MAX_SHARD_MESSAGE);
+        assert!(cbor_len(&ShardResponse::Data(shard)) <= MAX_SHARD_MESSAGE);
+        let receipt = Receipt::sign(
+            &Keypair::generate_ed25519(),
+            contract_id,
+            ids[0],
+            MAX_SHARD_BYTES,
+            &PeerId::random(),
+            u64::MAX,
+        )
+        .unwrap();
+        assert!(cbor_len(&ShardResponse::Stored(receipt)) <= MAX_CONTROL_MESSAGE);
+    }
+
+    #[test]
+    fn peer_text_is_sanitized() {
+        assert_eq!(sanitize("bad\x1b[31m\nthing"), "bad?[31m?thing");
+        assert_eq!(sanitize(&"x".repeat(500)).chars().count(), 201);
     }
 }

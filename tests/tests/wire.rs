@@ -8,8 +8,17 @@ use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use p2pstore_rpc::P2pstoreApiClient;
 use p2pstore_tests::*;
-use p2pstored::network::{self, NetworkConfig, Timeouts};
+use p2pstored::ids::{ContractId, ShardId};
+use p2pstored::network::{self, NetworkConfig, PeerError, Timeouts};
 use p2pstored::protocol::*;
+
+/// The kind of a provider's refusal; panics on anything else.
+fn refusal<T: std::fmt::Debug>(res: Result<T, PeerError>) -> WireErrorKind {
+    match res {
+        Err(PeerError::Refused(e)) => e.kind,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
 
 async fn attacker(bootstrap: &str) -> network::Client {
     let cfg = NetworkConfig {
@@ -48,21 +57,13 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
     // No contract, no upload.
     let data = vec![1u8; 1000];
     let resp = evil
-        .shard(
-            provider,
-            ShardRequest::Store {
-                contract_id: [0; 32],
-                shard_id: sha(&data),
-                data,
-            },
-        )
-        .await
-        .unwrap();
-    assert!(matches!(resp, ShardResponse::Error(e) if e.kind == WireErrorKind::UnknownContract));
+        .store(provider, ContractId::default(), sha(&data), data)
+        .await;
+    assert!(matches!(resp, Err(PeerError::Refused(e)) if e.kind == WireErrorKind::UnknownContract));
 
     // A contract for a shard id, then bytes that do not hash to it.
-    let contract_id = [7u8; 32];
-    let claimed = [9u8; 32];
+    let contract_id = ContractId::from_bytes([7u8; 32]);
+    let claimed = ShardId::from_bytes([9u8; 32]);
     let proposal = Proposal {
         contract_id,
         shards: vec![ShardSpec {
@@ -73,79 +74,44 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
         price_sat_per_gib_month: 1001,
         amount_sat: MIN_CONTRACT_SAT,
     };
-    match evil
-        .control(provider, ControlRequest::Propose(proposal))
-        .await
-        .unwrap()
-    {
-        ControlResponse::Accepted { .. } => {}
+    match evil.propose(provider, proposal).await {
+        Ok(_) => {}
         other => panic!("proposal refused: {other:?}"),
     }
     let resp = evil
-        .shard(
-            provider,
-            ShardRequest::Store {
-                contract_id,
-                shard_id: claimed,
-                data: vec![1u8; 1000],
-            },
-        )
-        .await
-        .unwrap();
-    match resp {
-        ShardResponse::Error(e) => assert_eq!(e.kind, WireErrorKind::HashMismatch),
-        other => panic!("expected HashMismatch, got {other:?}"),
-    }
+        .store(provider, contract_id, claimed, vec![1u8; 1000])
+        .await;
+    assert_eq!(refusal(resp), WireErrorKind::HashMismatch);
 
     // A contract can never name a shard over the limit.
     let big = Proposal {
-        contract_id: [8u8; 32],
+        contract_id: ContractId::from_bytes([8u8; 32]),
         shards: vec![ShardSpec {
-            id: [1; 32],
+            id: ShardId::from_bytes([1; 32]),
             size: MAX_SHARD_BYTES + 1,
         }],
         term_blocks: 4320,
         price_sat_per_gib_month: 1001,
         amount_sat: 1_000_000,
     };
-    match evil
-        .control(provider, ControlRequest::Propose(big))
-        .await
-        .unwrap()
-    {
-        ControlResponse::Error(e) => assert_eq!(e.kind, WireErrorKind::TooLarge),
-        other => panic!("expected TooLarge, got {other:?}"),
-    }
+    assert_eq!(
+        refusal(evil.propose(provider, big).await),
+        WireErrorKind::TooLarge
+    );
 
     // Far over the message limit: the provider drops the stream unread.
     let data = vec![3u8; 3 * MAX_SHARD_BYTES as usize];
     let shard_id = sha(&data);
-    let res = evil
-        .shard(
-            provider,
-            ShardRequest::Store {
-                contract_id,
-                shard_id,
-                data,
-            },
-        )
-        .await;
-    assert!(
-        res.is_err() || matches!(res, Ok(ShardResponse::Error(_))),
-        "oversized message was accepted"
-    );
+    let res = evil.store(provider, contract_id, shard_id, data).await;
+    assert!(res.is_err(), "oversized message was accepted");
 
     // Payment notices: for a contract that does not exist, and with a txid
     // that does not pay the contract's address.
-    let notice = ControlRequest::PaymentNotice {
-        contract_id: [5; 32],
-        txid: "00".repeat(32),
-        vout: 0,
-    };
-    match evil.control(provider, notice).await.unwrap() {
-        ControlResponse::Error(e) => assert_eq!(e.kind, WireErrorKind::UnknownContract),
-        other => panic!("expected UnknownContract, got {other:?}"),
-    }
+    let no_tx = "00".repeat(32).parse().unwrap();
+    let notice = evil
+        .payment_notice(provider, ContractId::from_bytes([5; 32]), no_tx, 0)
+        .await;
+    assert_eq!(refusal(notice), WireErrorKind::UnknownContract);
     let unrelated = net
         .client
         .rpc()
@@ -155,20 +121,15 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
         )
         .await
         .unwrap();
-    let notice = ControlRequest::PaymentNotice {
-        contract_id,
-        txid: unrelated.txid,
-        vout: 0,
-    };
-    match evil.control(provider, notice).await.unwrap() {
-        ControlResponse::Error(e) => assert_eq!(e.kind, WireErrorKind::PaymentNotFound),
-        other => panic!("expected PaymentNotFound, got {other:?}"),
-    }
+    let notice = evil
+        .payment_notice(provider, contract_id, unrelated.txid.parse().unwrap(), 0)
+        .await;
+    assert_eq!(refusal(notice), WireErrorKind::PaymentNotFound);
     let contract = net.providers[0].rpc().contracts().await.unwrap();
     assert_eq!(
         contract
             .iter()
-            .find(|c| c.contract_id == hex::encode(contract_id))
+            .find(|c| c.contract_id == contract_id.to_string())
             .unwrap()
             .state,
         "accepted"
@@ -205,19 +166,15 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
         .next()
         .unwrap()
         .file_name();
-    let mut id = [0u8; 32];
-    hex::decode_to_slice(name.to_string_lossy().as_bytes(), &mut id).unwrap();
-    match evil
-        .shard(provider, ShardRequest::Fetch { shard_id: id })
-        .await
-        .unwrap()
-    {
-        ShardResponse::Error(e) => assert_eq!(e.kind, WireErrorKind::NotFound),
-        other => panic!("a stranger fetched a shard: {other:?}"),
-    }
+    let id: ShardId = name.to_string_lossy().parse().unwrap();
+    assert_eq!(
+        refusal(evil.fetch(provider, id).await),
+        WireErrorKind::NotFound,
+        "a stranger fetched a shard"
+    );
 }
 
-fn sha(data: &[u8]) -> [u8; 32] {
+fn sha(data: &[u8]) -> ShardId {
     use sha2::Digest;
-    sha2::Sha256::digest(data).into()
+    ShardId::from_bytes(sha2::Sha256::digest(data).into())
 }

@@ -13,40 +13,41 @@ use std::time::Instant;
 
 use futures::stream::FuturesUnordered;
 
-use super::manifest::{Manifest, Segment, ShardRef, parse_file_id};
-use super::put::{PIPELINE, short};
+use super::ClientService;
+use super::manifest::{Manifest, Segment, ShardRef};
+use super::put::PIPELINE;
 use super::reliability::Reliability;
-use super::{ClientService, peer_from_str};
 use crate::crypto::{FileKey, random_bytes, sha256};
 use crate::error::{Error, Result};
-use crate::network::Client as NetClient;
+use crate::ids::FileId;
+use crate::network::{Client as NetClient, PeerError};
 use crate::progress::Op;
-use crate::protocol::*;
 
 impl ClientService {
+    /// Fetches, verifies and decrypts a file into `dest` (a file path, or
+    /// a directory to put it in under its stored name).
     pub async fn get(
         &self,
-        file_id: &str,
-        dest: &str,
+        id: FileId,
+        dest: &Path,
         op_id: Option<String>,
     ) -> Result<p2pstore_rpc::GetResult> {
-        let id = parse_file_id(file_id)?;
         let manifest = self.manifests.get(&id)?;
         manifest.validate()?;
-        let dest = resolve_dest(Path::new(dest), &manifest.name)?;
+        let dest = resolve_dest(dest, &manifest.name)?;
         let parent = dest
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         let tmp = parent.join(format!(
             ".p2pstore-{}-{}.part",
-            short(&id),
+            id.short(),
             hex::encode(random_bytes::<4>()?)
         ));
         let file = std::fs::File::create(&tmp).map_err(|e| {
             Error::InvalidPath(format!("cannot write in {}: {e}", parent.display()))
         })?;
-        let span = info_span!("get", file_id = %short(&id));
+        let span = info_span!("get", file_id = %id.short());
         let job = Arc::new(DownloadJob {
             key: FileKey::derive(&self.keys.file_master, &id),
             manifest,
@@ -77,7 +78,7 @@ impl ClientService {
         }
         info!(parent: &span, "get finished");
         Ok(p2pstore_rpc::GetResult {
-            file_id: hex::encode(id),
+            file_id: id.to_string(),
             path: dest.to_string_lossy().into_owned(),
             size: job.manifest.size,
         })
@@ -152,45 +153,30 @@ pub(super) struct Fetcher {
 impl Fetcher {
     /// One shard's bytes, only if they hash to the id in the manifest.
     pub async fn shard(&self, shard: &ShardRef) -> Result<Vec<u8>> {
-        let peer = peer_from_str(&shard.provider)?;
-        let sid = short(&shard.shard_id);
+        let peer = shard.provider;
+        let sid = shard.shard_id.short();
         let started = Instant::now();
-        let result = match self
-            .net
-            .shard(
-                peer,
-                ShardRequest::Fetch {
-                    shard_id: shard.shard_id,
-                },
-            )
-            .await
-        {
-            Ok(ShardResponse::Data(d)) => {
-                let expected = shard.shard_id;
+        let result = match self.net.fetch(peer, shard.shard_id).await {
+            Ok(d) => {
+                let expected = *shard.shard_id.as_bytes();
                 // Hash before anything else: bytes that are not exactly
                 // what we stored are never fed to the decoder or cipher.
                 let ok = tokio::task::spawn_blocking(move || (sha256(&d) == expected).then_some(d))
-                    .await
-                    .map_err(|e| Error::Internal(e.to_string()))?;
+                    .await?;
                 ok.ok_or_else(|| {
                     Error::Integrity(format!(
                         "shard {sid} from provider {peer} does not match its hash"
                     ))
                 })
             }
-            Ok(ShardResponse::Error(e)) => Err(Error::ProviderRejected {
-                peer: peer.to_string(),
-                reason: format!("shard {sid}: {}", e.message),
-            }),
-            Ok(ShardResponse::Stored(_)) => Err(Error::ProviderRejected {
-                peer: peer.to_string(),
-                reason: "unexpected response".into(),
-            }),
-            Err(Error::ProviderUnreachable { peer, reason }) => Err(Error::ProviderUnreachable {
+            Err(PeerError::Unreachable(reason)) => Err(Error::ProviderUnreachable {
                 peer,
                 reason: format!("shard {sid}: {reason}"),
             }),
-            Err(e) => Err(e),
+            Err(e) => Err(Error::ProviderRejected {
+                peer,
+                reason: format!("shard {sid}: {e}"),
+            }),
         };
         match &result {
             Ok(_) => self.reliability.success(&peer, started.elapsed()),
@@ -202,12 +188,7 @@ impl Fetcher {
     /// Shards of a segment, most reliable providers first.
     fn ranked<'a>(&self, seg: &'a Segment) -> Vec<&'a ShardRef> {
         let mut refs: Vec<&ShardRef> = seg.shards.iter().collect();
-        let score = |r: &ShardRef| {
-            r.provider
-                .parse()
-                .map(|p| self.reliability.get(&p))
-                .unwrap_or_default()
-        };
+        let score = |r: &ShardRef| self.reliability.get(&r.provider);
         refs.sort_by(|a, b| {
             let (sa, sb) = (score(a), score(b));
             sb.score()

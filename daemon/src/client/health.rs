@@ -8,7 +8,6 @@
 //! leaves either the old manifest or the new one, never a mix.
 
 use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
 use std::time::Duration;
 
 use libp2p::PeerId;
@@ -16,45 +15,53 @@ use p2pstore_rpc::{FileEntry, FileStat, Health, RepairResult, SegmentHealth};
 use tracing::{info, warn};
 
 use super::ClientService;
-use super::manifest::{Manifest, ShardRef, parse_file_id};
-use super::put::{Target, contract_for, pick_distinct, short, store_shard};
+use super::manifest::{Manifest, ShardRef};
+use super::put::{Target, contract_for, pick_distinct, store_shard};
 use crate::contracts::State;
 use crate::crypto::sha256;
 use crate::error::{Error, Result};
+use crate::ids::{ContractId, FileId, ShardId};
 use crate::protocol::*;
+
+/// What a repair covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairScope {
+    /// An explicit repair: restore every missing shard, of one file or
+    /// (None) of every file.
+    Full(Option<FileId>),
+    /// The background check: every file, but only segments whose valid
+    /// shards fell below K + margin, so a flaky provider causes no churn.
+    BelowMargin,
+}
 
 impl ClientService {
     /// For each segment, which of its shards a provider vouches for now.
     /// A provider that cannot be reached vouches for nothing.
     async fn check(&self, m: &Manifest) -> Vec<Vec<bool>> {
-        let mut groups: HashMap<(String, ContractId), Vec<ShardId>> = HashMap::new();
+        let mut groups: HashMap<(PeerId, ContractId), Vec<ShardId>> = HashMap::new();
         for r in m.segments.iter().flat_map(|s| &s.shards) {
             groups
-                .entry((r.provider.clone(), r.contract_id))
+                .entry((r.provider, r.contract_id))
                 .or_default()
                 .push(r.shard_id);
         }
         let asks = groups
             .into_iter()
-            .map(|((provider, contract_id), ids)| async move {
-                let Ok(peer) = PeerId::from_str(&provider) else {
-                    return vec![];
-                };
-                let req = ControlRequest::Check {
-                    contract_id,
-                    shard_ids: ids.clone(),
-                };
-                match self.net.control(peer, req).await {
-                    Ok(ControlResponse::Checked { valid }) if valid.len() == ids.len() => ids
+            .map(|((peer, contract_id), ids)| async move {
+                match self.net.check(peer, contract_id, ids.clone()).await {
+                    Ok(valid) => ids
                         .into_iter()
                         .zip(valid)
                         .filter(|(_, ok)| *ok)
-                        .map(|(id, _)| (provider.clone(), id))
+                        .map(|(id, _)| (peer, id))
                         .collect(),
-                    _ => vec![],
+                    Err(e) => {
+                        warn!(%peer, "check failed: {e}");
+                        vec![]
+                    }
                 }
             });
-        let good: HashSet<(String, ShardId)> = futures::future::join_all(asks)
+        let good: HashSet<(PeerId, ShardId)> = futures::future::join_all(asks)
             .await
             .into_iter()
             .flatten()
@@ -64,7 +71,7 @@ impl ClientService {
             .map(|s| {
                 s.shards
                     .iter()
-                    .map(|r| good.contains(&(r.provider.clone(), r.shard_id)))
+                    .map(|r| good.contains(&(r.provider, r.shard_id)))
                     .collect()
             })
             .collect()
@@ -94,17 +101,17 @@ impl ClientService {
         }
     }
 
-    pub async fn stat(&self, file_id: &str) -> Result<FileStat> {
-        let m = self.manifests.get(&parse_file_id(file_id)?)?;
+    pub async fn stat(&self, file_id: FileId) -> Result<FileStat> {
+        let m = self.manifests.get(&file_id)?;
         m.validate()?;
         let segments = Self::segment_health(&m, &self.check(&m).await);
         Ok(FileStat {
-            file_id: hex::encode(m.file_id),
+            file_id: m.file_id.to_string(),
             name: m.name.clone(),
             size: m.size,
             created_at: m.created_at,
             redundancy: m.scheme.label(),
-            providers: m.providers(),
+            providers: m.providers().iter().map(|p| p.to_string()).collect(),
             health: Self::worst(&m, &segments),
             segments,
         })
@@ -117,8 +124,8 @@ impl ClientService {
             .iter()
             .zip(checks)
             .map(|(m, c)| FileEntry {
-                file_id: hex::encode(m.file_id),
-                providers: m.providers(),
+                file_id: m.file_id.to_string(),
+                providers: m.providers().iter().map(|p| p.to_string()).collect(),
                 name: m.name.clone(),
                 size: m.size,
                 created_at: m.created_at,
@@ -129,22 +136,25 @@ impl ClientService {
             .collect())
     }
 
-    /// Repairs one file, or every file when `file_id` is None. An explicit
-    /// repair (`full`) restores every missing shard; the background check
-    /// acts only below K + margin, so a flaky provider does not cause churn.
-    pub async fn repair(&self, file_id: Option<&str>, full: bool) -> Result<RepairResult> {
+    /// Repairs what `scope` covers. A one-file repair reports its error;
+    /// a repair of every file goes on past a file it cannot repair.
+    pub async fn repair(&self, scope: RepairScope) -> Result<RepairResult> {
         let _guard = self.repair_lock.lock().await;
-        let manifests = match file_id {
-            Some(id) => vec![self.manifests.get(&parse_file_id(id)?)?],
+        let (one, full) = match scope {
+            RepairScope::Full(one) => (one, true),
+            RepairScope::BelowMargin => (None, false),
+        };
+        let manifests = match one {
+            Some(id) => vec![self.manifests.get(&id)?],
             None => self.manifests.list()?,
         };
         let mut result = RepairResult::default();
         for m in manifests {
             result.files_checked += 1;
-            let id = short(&m.file_id);
+            let id = m.file_id;
             if let Err(e) = self.repair_file(m, full, &mut result).await {
-                warn!(file_id = %id, "repair failed: {e}");
-                if file_id.is_some() {
+                warn!(file_id = %id.short(), "repair failed: {e}");
+                if one.is_some() {
                     return Err(e);
                 }
             }
@@ -169,7 +179,7 @@ impl ClientService {
             }
             if good < k {
                 result.unrecoverable_segments += 1;
-                warn!(file_id = %short(&m.file_id), segment = i, good, k, "segment cannot be rebuilt");
+                warn!(file_id = %m.file_id.short(), segment = i, good, k, "segment cannot be rebuilt");
                 continue;
             }
             todo.push((
@@ -184,7 +194,7 @@ impl ClientService {
         if todo.is_empty() {
             return Ok(());
         }
-        info!(file_id = %short(&m.file_id), segments = todo.len(), "repairing");
+        info!(file_id = %m.file_id.short(), segments = todo.len(), "repairing");
 
         // Rebuild the missing shards and pick a new home for each: a
         // provider that holds no shard of that segment, good or lost.
@@ -205,11 +215,7 @@ impl ClientService {
             })
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
-            let holders: Vec<PeerId> = seg
-                .shards
-                .iter()
-                .filter_map(|r| r.provider.parse().ok())
-                .collect();
+            let holders: Vec<PeerId> = seg.shards.iter().map(|r| r.provider).collect();
             let size = seg.shards[bad[0]].size;
             let chosen =
                 pick_distinct(&cands, &free, size, bad.len(), &holders).ok_or_else(|| {
@@ -221,10 +227,10 @@ impl ClientService {
             for (&p, c) in bad.iter().zip(chosen) {
                 let r = &seg.shards[p];
                 let bytes = all[r.index as usize].clone();
-                if sha256(&bytes) != r.shard_id {
+                if sha256(&bytes) != *r.shard_id.as_bytes() {
                     return Err(Error::Integrity(format!(
                         "rebuilt shard {} does not match its id",
-                        short(&r.shard_id)
+                        r.shard_id.short()
                     )));
                 }
                 free[c] -= size;
@@ -266,7 +272,7 @@ impl ClientService {
                         *i,
                         *p,
                         ShardRef {
-                            provider: peer.to_string(),
+                            provider: peer,
                             contract_id: t.contract_id,
                             receipt,
                             ..old.clone()
@@ -289,9 +295,7 @@ impl ClientService {
         for (i, p, r) in replacements {
             let old = std::mem::replace(&mut next.segments[i].shards[p], r);
             lost.insert(old.contract_id);
-            if let Ok(peer) = old.provider.parse::<PeerId>() {
-                self.reliability.failure(&peer);
-            }
+            self.reliability.failure(&old.provider);
         }
         next.validate()?;
         // The swap: one write replaces the whole manifest, before paying, as
@@ -316,15 +320,17 @@ impl ClientService {
         result.segments_repaired += todo.len() as u64;
         result.shards_rebuilt += rebuilt.len() as u64;
         for c in &contracts {
-            if !result.new_providers.contains(&c.peer) {
-                result.new_providers.push(c.peer.clone());
+            let peer = c.peer.to_string();
+            if !result.new_providers.contains(&peer) {
+                result.new_providers.push(peer);
             }
         }
         result.txid = self
             .contracts
             .get(&contracts[0].contract_id)?
-            .and_then(|c| c.txid);
-        info!(file_id = %short(&m.file_id), shards = rebuilt.len(), "repaired");
+            .and_then(|c| c.txid)
+            .map(|t| t.to_string());
+        info!(file_id = %m.file_id.short(), shards = rebuilt.len(), "repaired");
         Ok(())
     }
 
@@ -335,7 +341,7 @@ impl ClientService {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                match this.repair(None, false).await {
+                match this.repair(RepairScope::BelowMargin).await {
                     Ok(r) if r.shards_rebuilt > 0 || r.unrecoverable_segments > 0 => {
                         info!(
                             rebuilt = r.shards_rebuilt,

@@ -3,14 +3,15 @@
 //! A segment holds a list of shards so that erasure coding can later spread
 //! one segment over several providers without changing the format.
 
+use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::TAG_LEN;
-use crate::crypto::{Hash, NONCE_LEN};
+use crate::crypto::{NONCE_LEN, TAG_LEN};
+use crate::db::{Tree, trees};
 use crate::erasure::{MAX_SHARDS, Scheme};
 use crate::error::{Error, Result};
-use crate::protocol::SEGMENT_SIZE;
-use crate::protocol::{ContractId, Receipt, ShardId};
+use crate::ids::{ContractId, FileId, ShardId, as_text};
+use crate::protocol::{Receipt, SEGMENT_SIZE};
 
 pub const MANIFEST_VERSION: u32 = 2;
 
@@ -18,11 +19,10 @@ pub const MANIFEST_VERSION: u32 = 2;
 pub struct ShardRef {
     /// Position in the segment's erasure code: 0..k data, k..n parity.
     pub index: u16,
-    #[serde(with = "hex::serde")]
     pub shard_id: ShardId,
     pub size: u64,
-    pub provider: String,
-    #[serde(with = "hex::serde")]
+    #[serde(with = "as_text")]
+    pub provider: PeerId,
     pub contract_id: ContractId,
     pub receipt: Receipt,
 }
@@ -41,8 +41,7 @@ pub struct Segment {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Manifest {
     pub version: u32,
-    #[serde(with = "hex::serde")]
-    pub file_id: Hash,
+    pub file_id: FileId,
     pub name: String,
     pub size: u64,
     pub created_at: u64,
@@ -53,11 +52,11 @@ pub struct Manifest {
 
 impl Manifest {
     /// Distinct providers holding this file, in first-use order.
-    pub fn providers(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
+    pub fn providers(&self) -> Vec<PeerId> {
+        let mut out: Vec<PeerId> = Vec::new();
         for s in self.segments.iter().flat_map(|s| &s.shards) {
             if !out.contains(&s.provider) {
-                out.push(s.provider.clone());
+                out.push(s.provider);
             }
         }
         out
@@ -65,12 +64,7 @@ impl Manifest {
 
     /// Checks the internal consistency a get relies on.
     pub fn validate(&self) -> Result<()> {
-        let bad = || {
-            Error::Internal(format!(
-                "manifest of {} is inconsistent",
-                hex::encode(self.file_id)
-            ))
-        };
+        let bad = || Error::CorruptManifest(self.file_id);
         let s = self.scheme;
         if self.version != MANIFEST_VERSION
             || s.k == 0
@@ -106,50 +100,33 @@ impl Manifest {
 /// Manifests keyed by file id in the client's sled database.
 #[derive(Clone)]
 pub struct ManifestStore {
-    tree: sled::Tree,
-}
-
-pub fn parse_file_id(s: &str) -> Result<Hash> {
-    let mut id = [0u8; 32];
-    hex::decode_to_slice(s.trim(), &mut id)
-        .map_err(|_| Error::FileNotFound(format!("{s} (not a file id)")))?;
-    Ok(id)
+    tree: Tree<FileId, Manifest>,
 }
 
 impl ManifestStore {
     pub fn open(db: &sled::Db) -> Result<Self> {
         Ok(ManifestStore {
-            tree: db.open_tree("manifests")?,
+            tree: Tree::open(db, trees::MANIFESTS)?,
         })
     }
 
     /// Durable before it returns: a put is not reported done otherwise.
     pub fn insert(&self, m: &Manifest) -> Result<()> {
-        self.tree.insert(m.file_id, serde_json::to_vec(m)?)?;
-        self.tree.flush()?;
-        Ok(())
+        self.tree.insert(&m.file_id, m)
     }
 
-    pub fn get(&self, id: &Hash) -> Result<Manifest> {
-        let bytes = self
-            .tree
+    pub fn get(&self, id: &FileId) -> Result<Manifest> {
+        self.tree
             .get(id)?
-            .ok_or_else(|| Error::FileNotFound(hex::encode(id)))?;
-        Ok(serde_json::from_slice(&bytes)?)
+            .ok_or_else(|| Error::FileNotFound(id.to_string()))
     }
 
-    pub fn remove(&self, id: &Hash) -> Result<()> {
-        self.tree.remove(id)?;
-        self.tree.flush()?;
-        Ok(())
+    pub fn remove(&self, id: &FileId) -> Result<()> {
+        self.tree.remove(id)
     }
 
     pub fn list(&self) -> Result<Vec<Manifest>> {
-        let mut out = Vec::new();
-        for item in self.tree.iter() {
-            let (_, v) = item?;
-            out.push(serde_json::from_slice(&v)?);
-        }
+        let mut out = self.tree.values()?;
         out.sort_by_key(|m: &Manifest| m.created_at);
         Ok(out)
     }
@@ -166,15 +143,18 @@ impl ManifestStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use libp2p::PeerId;
     use libp2p::identity::Keypair;
 
     fn sample() -> Manifest {
         let provider = Keypair::generate_ed25519();
-        let receipt = Receipt::sign(&provider, [3; 32], [4; 32], 20, &PeerId::random(), 1).unwrap();
+        let (contract, shard) = (
+            ContractId::from_bytes([3; 32]),
+            ShardId::from_bytes([4; 32]),
+        );
+        let receipt = Receipt::sign(&provider, contract, shard, 20, &PeerId::random(), 1).unwrap();
         Manifest {
             version: MANIFEST_VERSION,
-            file_id: [1; 32],
+            file_id: FileId::from_bytes([1; 32]),
             name: "a.bin".into(),
             size: 10,
             created_at: 5,
@@ -186,10 +166,10 @@ mod tests {
                 cipher_len: 26,
                 shards: vec![ShardRef {
                     index: 0,
-                    shard_id: [4; 32],
+                    shard_id: shard,
                     size: 26,
-                    provider: provider.public().to_peer_id().to_string(),
-                    contract_id: [3; 32],
+                    provider: provider.public().to_peer_id(),
+                    contract_id: contract,
                     receipt,
                 }],
             }],
@@ -212,7 +192,5 @@ mod tests {
         let mut bad = m.clone();
         bad.size = 11;
         assert!(bad.validate().is_err());
-        assert!(parse_file_id("zz").is_err());
-        assert_eq!(parse_file_id(&hex::encode([1u8; 32])).unwrap(), [1u8; 32]);
     }
 }

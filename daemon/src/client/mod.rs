@@ -8,22 +8,35 @@ mod payment;
 mod put;
 pub mod reliability;
 
-use std::str::FromStr;
 use std::sync::Arc;
 
 use libp2p::{Multiaddr, PeerId};
 use tracing::warn;
 
 use crate::contracts::{ContractStore, Role, State};
+use crate::db::{Tree, trees};
 use crate::erasure::Scheme;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::ids::{ContractId, FileId, ShardId};
 use crate::keys::AccountKeys;
 use crate::network::Client as NetClient;
 use crate::progress;
 use crate::protocol::*;
 use crate::wallet::WalletService;
-use manifest::{ManifestStore, parse_file_id};
+use manifest::ManifestStore;
+use payment::PaymentIntent;
 use reliability::Reliability;
+
+pub use health::RepairScope;
+
+/// A provider found in the DHT, with the offer it just gave and the
+/// addresses we know for it.
+#[derive(Debug, Clone)]
+pub struct FoundProvider {
+    pub peer: PeerId,
+    pub offer: Offer,
+    pub addrs: Vec<Multiaddr>,
+}
 
 /// What the client asks of providers, from config.
 #[derive(Clone, Debug)]
@@ -42,8 +55,10 @@ pub struct ClientService {
     keys: Arc<AccountKeys>,
     manifests: ManifestStore,
     pub contracts: ContractStore,
-    payments: sled::Tree,
-    peers: sled::Tree,
+    payments: Tree<bdk_wallet::bitcoin::Txid, PaymentIntent>,
+    /// Where each provider was last seen, as text (a peer's multiaddr may
+    /// use protocols a later version no longer parses).
+    peers: Tree<PeerId, Vec<String>>,
     progress: progress::Registry,
     wallet: WalletService,
     max_price_sat_per_gib_month: u64,
@@ -58,10 +73,6 @@ pub struct ClientService {
     pay_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
-fn peer_from_str(s: &str) -> Result<PeerId> {
-    PeerId::from_str(s).map_err(|_| Error::Internal(format!("bad peer id {s} in manifest")))
-}
-
 impl ClientService {
     pub async fn new(
         db: &sled::Db,
@@ -71,15 +82,12 @@ impl ClientService {
         terms: ClientTerms,
         progress: progress::Registry,
     ) -> Result<Self> {
-        let peers = db.open_tree("peers")?;
+        let peers: Tree<PeerId, Vec<String>> = Tree::open(db, trees::PEERS)?;
         // Known provider addresses let a restarted client reach its
-        // providers before the DHT has been walked again.
+        // providers before the DHT has been walked again. The book is
+        // advisory: an entry that does not decode is skipped.
         for item in peers.iter() {
-            let (k, v) = item?;
-            let (Ok(peer), Ok(addrs)) = (
-                PeerId::from_bytes(&k),
-                serde_json::from_slice::<Vec<String>>(&v),
-            ) else {
+            let Ok((peer, addrs)) = item else {
                 continue;
             };
             let addrs = addrs
@@ -93,7 +101,7 @@ impl ClientService {
             keys,
             manifests: ManifestStore::open(db)?,
             contracts: ContractStore::open(db, Role::Client)?,
-            payments: db.open_tree("payments")?,
+            payments: Tree::open(db, trees::PAYMENTS)?,
             peers,
             progress,
             wallet,
@@ -127,14 +135,12 @@ impl ClientService {
             return;
         }
         let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-        if let Ok(v) = serde_json::to_vec(&addrs) {
-            let _ = self.peers.insert(peer.to_bytes(), v);
-        }
+        let _ = self.peers.insert_lazy(&peer, &addrs);
     }
 
     /// Providers in the DHT right now, each with the offer it just gave,
     /// cheapest first. Silent or misbehaving providers are left out.
-    pub async fn discover_offers(&self) -> Result<Vec<(PeerId, Offer, Vec<Multiaddr>)>> {
+    pub async fn discover_offers(&self) -> Result<Vec<FoundProvider>> {
         let me = self.net.local_peer_id();
         let peers: Vec<PeerId> = self
             .net
@@ -144,13 +150,12 @@ impl ClientService {
             .filter(|p| *p != me)
             .collect();
         let asks = peers.into_iter().map(|peer| async move {
-            match self.net.control(peer, ControlRequest::GetOffer).await {
-                Ok(ControlResponse::Offer(offer)) => {
+            match self.net.offer(peer).await {
+                Ok(offer) => {
                     self.remember_addresses(peer).await;
                     let addrs = self.net.peer_addresses(peer).await.unwrap_or_default();
-                    Some((peer, offer, addrs))
+                    Some(FoundProvider { peer, offer, addrs })
                 }
-                Ok(_) => None,
                 Err(e) => {
                     warn!(%peer, "no offer: {e}");
                     None
@@ -162,17 +167,22 @@ impl ClientService {
             .into_iter()
             .flatten()
             .collect();
-        offers.sort_by_key(|(p, o, _)| (o.price_sat_per_gib_month, u64::MAX - o.free_bytes, *p));
+        offers.sort_by_key(|f| {
+            (
+                f.offer.price_sat_per_gib_month,
+                u64::MAX - f.offer.free_bytes,
+                f.peer,
+            )
+        });
         Ok(offers)
     }
 
-    pub async fn rm(&self, file_id: &str) -> Result<p2pstore_rpc::RmResult> {
-        let id = parse_file_id(file_id)?;
+    pub async fn rm(&self, id: FileId) -> Result<p2pstore_rpc::RmResult> {
         let manifest = self.manifests.get(&id)?;
         manifest.validate()?;
-        let mut groups: Vec<((String, ContractId), Vec<ShardId>)> = Vec::new();
+        let mut groups: Vec<((PeerId, ContractId), Vec<ShardId>)> = Vec::new();
         for s in manifest.segments.iter().flat_map(|s| &s.shards) {
-            let key = (s.provider.clone(), s.contract_id);
+            let key = (s.provider, s.contract_id);
             match groups.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, ids)) => ids.push(s.shard_id),
                 None => groups.push((key, vec![s.shard_id])),
@@ -180,28 +190,20 @@ impl ClientService {
         }
         let mut deleted = 0;
         let mut unreachable = Vec::new();
-        for ((provider, contract_id), shard_ids) in groups {
-            let peer = peer_from_str(&provider)?;
-            match self
-                .net
-                .control(
-                    peer,
-                    ControlRequest::Delete {
-                        contract_id,
-                        shard_ids,
-                    },
-                )
-                .await
-            {
-                Ok(ControlResponse::Deleted { count }) => deleted += count,
-                Ok(_) | Err(_) => unreachable.push(provider),
+        for ((peer, contract_id), shard_ids) in groups {
+            match self.net.delete(peer, contract_id, shard_ids).await {
+                Ok(count) => deleted += count,
+                Err(e) => {
+                    warn!(%peer, "delete failed: {e}");
+                    unreachable.push(peer.to_string());
+                }
             }
             self.contracts
                 .update(&contract_id, |c| c.state = State::Deleted)?;
         }
         self.manifests.remove(&id)?;
         Ok(p2pstore_rpc::RmResult {
-            file_id: hex::encode(id),
+            file_id: id.to_string(),
             deleted_shards: deleted,
             unreachable_providers: unreachable,
         })

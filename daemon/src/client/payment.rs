@@ -6,7 +6,6 @@
 //! in the wallet or rebroadcasts the very same bytes; it never builds a new
 //! transaction for a contract that already has one.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use bdk_wallet::bitcoin::consensus::encode::{deserialize_hex, serialize_hex};
@@ -17,9 +16,10 @@ use tracing::{info, warn};
 
 use super::ClientService;
 use crate::contracts::{Contract, State};
-use crate::crypto::Hash;
 use crate::error::{Error, Result};
 use crate::failpoint;
+use crate::ids::{ContractId, FileId, as_text};
+use crate::network::PeerError;
 use crate::protocol::*;
 use crate::wallet::WalletError;
 
@@ -36,25 +36,24 @@ pub enum IntentState {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PaymentIntent {
-    pub txid: String,
+    #[serde(with = "as_text")]
+    pub txid: Txid,
     pub tx_hex: String,
-    #[serde(with = "hex::serde")]
-    pub file_id: Hash,
+    pub file_id: FileId,
     /// (contract id, output index) for every contract this tx pays.
-    pub outputs: Vec<(String, u32)>,
+    pub outputs: Vec<(ContractId, u32)>,
     pub state: IntentState,
 }
 
 /// How often a provider is asked to confirm a payment before the notice is
 /// left to the periodic reconciliation.
 const NOTICE_ATTEMPTS: u32 = 5;
+/// Pause between payment notice attempts.
+const NOTICE_RETRY: Duration = Duration::from_secs(1);
 
 impl ClientService {
     fn save_intent(&self, intent: &PaymentIntent) -> Result<()> {
-        self.payments
-            .insert(intent.txid.as_bytes(), serde_json::to_vec(intent)?)?;
-        self.payments.flush()?;
-        Ok(())
+        self.payments.insert(&intent.txid, intent)
     }
 
     fn set_intent_state(&self, intent: &mut PaymentIntent, state: IntentState) -> Result<()> {
@@ -64,7 +63,7 @@ impl ClientService {
 
     /// Pays every contract of one put in one transaction and notifies the
     /// providers. Contracts must be accepted and their shards uploaded.
-    pub(super) async fn pay(&self, file_id: Hash, contracts: &[Contract]) -> Result<()> {
+    pub(super) async fn pay(&self, file_id: FileId, contracts: &[Contract]) -> Result<()> {
         // One payment at a time, so concurrent puts never pick the same coins.
         let _guard = self.pay_lock.lock().await;
         // Paying after a deadline pays for shards the provider has deleted.
@@ -75,14 +74,12 @@ impl ClientService {
             .unwrap_or(u32::MAX);
         let tip = self.wallet.tip_height();
         if tip >= deadline {
-            return Err(Error::Wallet(format!(
-                "the providers' payment deadline (height {deadline}) passed before payment (tip {tip}); nothing was paid"
-            )));
+            return Err(Error::PaymentDeadlinePassed { deadline, tip });
         }
-        let mut outputs = Vec::with_capacity(contracts.len());
-        for c in contracts {
-            outputs.push((self.wallet.parse_address(&c.payout_address)?, c.amount_sat));
-        }
+        let outputs: Vec<_> = contracts
+            .iter()
+            .map(|c| (c.payout_address.clone(), c.amount_sat))
+            .collect();
         let tx = self.wallet.build_signed_tx(&outputs, self.fee_rate())?;
         let mut vouts = Vec::with_capacity(contracts.len());
         for (c, (addr, amount)) in contracts.iter().zip(&outputs) {
@@ -94,11 +91,11 @@ impl ClientService {
                 .ok_or_else(|| {
                     Error::Internal("payment output missing from the built transaction".into())
                 })?;
-            vouts.push((hex::encode(c.contract_id), vout as u32));
+            vouts.push((c.contract_id, vout as u32));
         }
-        let txid = tx.compute_txid().to_string();
+        let txid = tx.compute_txid();
         let mut intent = PaymentIntent {
-            txid: txid.clone(),
+            txid,
             tx_hex: serialize_hex(&tx),
             file_id,
             outputs: vouts,
@@ -106,9 +103,8 @@ impl ClientService {
         };
         self.save_intent(&intent)?;
         for (id, vout) in &intent.outputs {
-            let id = parse_contract_id(id)?;
-            self.contracts.update(&id, |c| {
-                c.txid = Some(txid.clone());
+            self.contracts.update(id, |c| {
+                c.txid = Some(txid);
                 c.vout = Some(*vout);
             })?;
         }
@@ -123,7 +119,7 @@ impl ClientService {
             }
             Err(e) => {
                 self.wallet.cancel_tx(&tx);
-                self.payments.remove(txid.as_bytes())?;
+                self.payments.remove(&txid)?;
                 return Err(e.into());
             }
         }
@@ -136,8 +132,8 @@ impl ClientService {
     fn mark_broadcast(&self, intent: &mut PaymentIntent) -> Result<()> {
         self.set_intent_state(intent, IntentState::Broadcast)?;
         for (id, vout) in &intent.outputs {
-            self.contracts.update(&parse_contract_id(id)?, |c| {
-                c.txid = Some(intent.txid.clone());
+            self.contracts.update(id, |c| {
+                c.txid = Some(intent.txid);
                 c.vout = Some(*vout);
                 if c.state == State::Accepted {
                     c.state = State::Paid;
@@ -153,20 +149,15 @@ impl ClientService {
     async fn notify(&self, intent: &mut PaymentIntent) -> Result<()> {
         let mut pending = false;
         let mut refused = None;
-        for (id, vout) in intent.outputs.clone() {
-            let contract_id = parse_contract_id(&id)?;
+        for (contract_id, vout) in intent.outputs.clone() {
             let Some(c) = self.contracts.get(&contract_id)? else {
                 continue;
             };
             if c.state != State::Paid {
                 continue;
             }
-            let peer = PeerId::from_str(&c.peer)
-                .map_err(|_| Error::Internal("bad peer id in contract".into()))?;
-            match self
-                .send_notice(peer, contract_id, &intent.txid, vout)
-                .await
-            {
+            let peer = c.peer;
+            match self.send_notice(peer, contract_id, intent.txid, vout).await {
                 Notice::Accepted(start) => {
                     self.contracts.update(&contract_id, |c| {
                         c.state = State::Active;
@@ -177,10 +168,7 @@ impl ClientService {
                     warn!(%peer, txid = %intent.txid, "payment refused: {reason}");
                     self.contracts
                         .update(&contract_id, |c| c.state = State::Rejected)?;
-                    refused = Some(Error::PaymentRejected {
-                        peer: peer.to_string(),
-                        reason,
-                    });
+                    refused = Some(Error::PaymentRejected { peer, reason });
                 }
                 Notice::Later => pending = true,
             }
@@ -195,30 +183,23 @@ impl ClientService {
         &self,
         peer: PeerId,
         contract_id: ContractId,
-        txid: &str,
+        txid: Txid,
         vout: u32,
     ) -> Notice {
         for attempt in 0..NOTICE_ATTEMPTS {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(NOTICE_RETRY).await;
             }
-            let req = ControlRequest::PaymentNotice {
-                contract_id,
-                txid: txid.to_string(),
-                vout,
-            };
-            match self.net.control(peer, req).await {
-                Ok(ControlResponse::PaymentAccepted { start_height, .. }) => {
-                    return Notice::Accepted(start_height);
-                }
-                Ok(ControlResponse::Error(e))
+            match self.net.payment_notice(peer, contract_id, txid, vout).await {
+                Ok(accepted) => return Notice::Accepted(accepted.start_height),
+                // Not seen yet, or the provider's bitcoind is down: later.
+                Err(PeerError::Unreachable(_)) => {}
+                Err(e)
                     if matches!(
-                        e.kind,
-                        WireErrorKind::PaymentNotFound | WireErrorKind::Unavailable
+                        e.refusal(),
+                        Some(WireErrorKind::PaymentNotFound | WireErrorKind::Unavailable)
                     ) => {}
-                Ok(ControlResponse::Error(e)) => return Notice::Refused(e.message),
-                Ok(_) => return Notice::Refused("unexpected response".into()),
-                Err(_) => {}
+                Err(e) => return Notice::Refused(e.to_string()),
             }
         }
         Notice::Later
@@ -229,27 +210,24 @@ impl ClientService {
     pub async fn reconcile_payments(&self) -> Result<()> {
         let _guard = self.pay_lock.lock().await;
         let mut intents = Vec::new();
-        for item in self.payments.iter() {
-            let (_, v) = item?;
-            let intent: PaymentIntent = serde_json::from_slice(&v)?;
+        for intent in self.payments.values()? {
             if intent.state != IntentState::Done {
                 intents.push(intent);
             }
         }
         for mut intent in intents {
             if intent.state == IntentState::Signed {
-                let txid =
-                    Txid::from_str(&intent.txid).map_err(|e| Error::Internal(e.to_string()))?;
+                let txid = intent.txid;
                 if self.wallet.find_tx(txid).is_none() && self.intent_expired(&intent)? {
                     // Never broadcast, and too late now: the providers have
                     // dropped the shards. Give up on it rather than pay.
                     warn!(txid = %intent.txid, "payment deadline passed before broadcast; abandoning the payment");
                     self.wallet.cancel_tx(
                         &deserialize_hex(&intent.tx_hex)
-                            .map_err(|e| Error::Internal(format!("stored tx: {e}")))?,
+                            .map_err(|e| Error::CorruptRecord(format!("stored tx: {e}")))?,
                     );
                     for (id, _) in &intent.outputs {
-                        self.contracts.update(&parse_contract_id(id)?, |c| {
+                        self.contracts.update(id, |c| {
                             c.txid = None;
                             c.vout = None;
                         })?;
@@ -259,7 +237,7 @@ impl ClientService {
                 }
                 if self.wallet.find_tx(txid).is_none() {
                     let tx: Transaction = deserialize_hex(&intent.tx_hex)
-                        .map_err(|e| Error::Internal(format!("stored tx: {e}")))?;
+                        .map_err(|e| Error::CorruptRecord(format!("stored tx: {e}")))?;
                     if let Err(e) = self.wallet.broadcast(&tx).await {
                         warn!(txid = %intent.txid, "rebroadcast failed, will retry: {e}");
                         continue;
@@ -281,7 +259,7 @@ impl ClientService {
     fn intent_expired(&self, intent: &PaymentIntent) -> Result<bool> {
         let tip = self.wallet.tip_height();
         for (id, _) in &intent.outputs {
-            if let Some(c) = self.contracts.get(&parse_contract_id(id)?)?
+            if let Some(c) = self.contracts.get(id)?
                 && tip >= c.deadline_height
             {
                 return Ok(true);
@@ -313,7 +291,7 @@ impl ClientService {
                 all_expired &= state == Some(State::ExpiredUnpaid);
             }
             if all_expired {
-                warn!(file_id = %hex::encode(file_id), "put was never paid; forgetting the file");
+                warn!(file_id = %file_id.short(), "put was never paid; forgetting the file");
                 self.manifests.remove(&file_id)?;
             }
         }
@@ -346,11 +324,4 @@ enum Notice {
     Accepted(u32),
     Refused(String),
     Later,
-}
-
-pub fn parse_contract_id(s: &str) -> Result<ContractId> {
-    let mut id = [0u8; 32];
-    hex::decode_to_slice(s, &mut id)
-        .map_err(|_| Error::Internal(format!("bad contract id {s}")))?;
-    Ok(id)
 }

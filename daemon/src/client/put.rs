@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -22,13 +22,14 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::ClientService;
 use super::manifest::{MANIFEST_VERSION, Manifest, Segment, ShardRef};
 use super::reliability::Reliability;
+use super::{ClientService, FoundProvider};
 use crate::contracts::{Contract, Role};
-use crate::crypto::{FileKey, Hash, NONCE_LEN, TAG_LEN, random_bytes, sha256};
+use crate::crypto::{FileKey, Hash, NONCE_LEN, TAG_LEN, sha256};
 use crate::erasure::Scheme;
 use crate::error::{Error, Result};
+use crate::ids::{ContractId, FileId, ShardId};
 use crate::network::Client as NetClient;
 use crate::progress::Op;
 use crate::protocol::*;
@@ -37,10 +38,6 @@ use crate::provider::store::now_secs;
 /// Segments in flight per transfer: enough to overlap disk, crypto and
 /// network, few enough to bound memory (each holds a segment and its shards).
 pub(super) const PIPELINE: usize = 4;
-
-pub(super) fn short(id: &Hash) -> String {
-    hex::encode(&id[..8])
-}
 
 #[derive(Clone)]
 pub(super) struct Planned {
@@ -85,16 +82,15 @@ pub(super) struct Target {
 }
 
 impl ClientService {
+    /// Stores the file at `path` at `scheme` (the configured default when
+    /// None), and pays for it.
     pub async fn put(
         &self,
-        path: &str,
-        redundancy: Option<&str>,
+        path: &Path,
+        scheme: Option<Scheme>,
         op_id: Option<String>,
     ) -> Result<p2pstore_rpc::PutResult> {
-        let scheme = match redundancy {
-            Some(r) => Scheme::parse(r)?,
-            None => self.default_scheme,
-        };
+        let scheme = scheme.unwrap_or(self.default_scheme);
         let (file, name, size) = open_source(path)?;
         // Fail fast: without bitcoind nothing could be paid for.
         self.wallet.check_bitcoind().await?;
@@ -128,8 +124,8 @@ impl ClientService {
                 candidates.len()
             )));
         }
-        let file_id: Hash = random_bytes()?;
-        let span = info_span!("put", file_id = %short(&file_id), scheme = %scheme.label());
+        let file_id = FileId::random()?;
+        let span = info_span!("put", file_id = %file_id.short(), scheme = %scheme.label());
         let job = Arc::new(UploadJob {
             file,
             key: FileKey::derive(&self.keys.file_master, &file_id),
@@ -231,7 +227,10 @@ impl ClientService {
         if let Err(e) = self.pay(job.file_id, contracts).await {
             if matches!(
                 e,
-                Error::InsufficientFunds { .. } | Error::Wallet(_) | Error::InvalidAddress(_)
+                Error::InsufficientFunds { .. }
+                    | Error::Wallet(_)
+                    | Error::PaymentDeadlinePassed { .. }
+                    | Error::InvalidAddress(_)
             ) {
                 self.manifests.remove(&job.file_id)?;
             }
@@ -239,12 +238,12 @@ impl ClientService {
         }
         info!(size = job.size, providers = contracts.len(), "put finished");
         Ok(p2pstore_rpc::PutResult {
-            file_id: hex::encode(job.file_id),
+            file_id: job.file_id.to_string(),
             name,
             size: job.size,
             segments: job.count,
             redundancy: job.scheme.label(),
-            providers: manifest.providers(),
+            providers: manifest.providers().iter().map(|p| p.to_string()).collect(),
         })
     }
 
@@ -252,7 +251,7 @@ impl ClientService {
     pub(super) fn check_funds(&self, contracts: &[Contract]) -> Result<()> {
         let mut outputs = Vec::new();
         for c in contracts {
-            outputs.push((self.wallet.parse_address(&c.payout_address)?, c.amount_sat));
+            outputs.push((c.payout_address.clone(), c.amount_sat));
         }
         let probe = self.wallet.build_signed_tx(&outputs, self.fee_rate())?;
         self.wallet.cancel_tx(&probe);
@@ -265,11 +264,11 @@ impl ClientService {
         let offers = self.affordable(self.discover_offers().await?)?;
         let mut out: Vec<Candidate> = offers
             .into_iter()
-            .map(|(peer, offer, addrs)| Candidate {
-                ip: first_ip(&addrs),
-                score: self.reliability.get(&peer).score(),
-                peer,
-                offer,
+            .map(|f| Candidate {
+                ip: first_ip(&f.addrs),
+                score: self.reliability.get(&f.peer).score(),
+                peer: f.peer,
+                offer: f.offer,
             })
             .collect();
         out.sort_by(|a, b| {
@@ -282,22 +281,21 @@ impl ClientService {
     }
 
     /// Offers the client accepts: its protocol, its term, its price cap.
-    fn affordable(
-        &self,
-        offers: Vec<(PeerId, Offer, Vec<Multiaddr>)>,
-    ) -> Result<Vec<(PeerId, Offer, Vec<Multiaddr>)>> {
+    fn affordable(&self, offers: Vec<FoundProvider>) -> Result<Vec<FoundProvider>> {
         if offers.is_empty() {
             return Err(Error::NoProvider("no providers found in the DHT".into()));
         }
         let term = self.term_blocks;
         let usable: Vec<_> = offers
             .iter()
-            .filter(|(_, o, _)| {
+            .map(|f| &f.offer)
+            .zip(&offers)
+            .filter(|(o, _)| {
                 o.protocol_version == PROTOCOL_VERSION
                     && o.max_shard_bytes >= MAX_SHARD_BYTES
                     && (o.min_term_blocks..=o.max_term_blocks).contains(&term)
             })
-            .cloned()
+            .map(|(_, f)| f.clone())
             .collect();
         if usable.is_empty() {
             return Err(Error::NoProvider(format!(
@@ -308,13 +306,13 @@ impl ClientService {
         let max = self.max_price_sat_per_gib_month;
         let cheap: Vec<_> = usable
             .iter()
-            .filter(|(_, o, _)| o.price_sat_per_gib_month <= max)
+            .filter(|f| f.offer.price_sat_per_gib_month <= max)
             .cloned()
             .collect();
         if cheap.is_empty() {
             let lowest = usable
                 .iter()
-                .map(|(_, o, _)| o.price_sat_per_gib_month)
+                .map(|f| f.offer.price_sat_per_gib_month)
                 .min()
                 .unwrap_or(0);
             return Err(Error::PriceTooHigh(format!(
@@ -328,7 +326,7 @@ impl ClientService {
     /// nothing; results are in the order of `groups`.
     pub(super) async fn propose_all(
         &self,
-        file_id: Hash,
+        file_id: FileId,
         groups: &[(PeerId, Offer, Vec<ShardSpec>)],
     ) -> Result<Vec<Contract>> {
         let term = self.term_blocks;
@@ -336,26 +334,43 @@ impl ClientService {
             let peer = *peer;
             let bytes = shards.iter().map(|s| s.size).sum();
             let price = offer.price_sat_per_gib_month;
-            let amount = contract_amount(price, bytes, term).ok_or_else(|| Error::InvalidParams("amount overflows".into()))?;
-            let contract_id: ContractId = random_bytes()?;
-            let proposal =
-                Proposal { contract_id, shards: shards.clone(), term_blocks: term, price_sat_per_gib_month: price, amount_sat: amount };
-            let rejected = |reason: String| Error::ProviderRejected { peer: peer.to_string(), reason };
-            match self.net.control(peer, ControlRequest::Propose(proposal.clone())).await? {
-                ControlResponse::Accepted { contract_id: id, payout_address, deadline_height } if id == contract_id => {
-                    let address = self
-                        .wallet
-                        .parse_address(&payout_address)
-                        .map_err(|_| rejected(format!("payout address {payout_address} is not valid here")))?;
-                    let contract =
-                        Contract::accepted(Role::Client, peer.to_string(), Some(file_id), &proposal, address.to_string(), deadline_height);
-                    self.contracts.put(&contract)?;
-                    info!(%peer, contract = %short(&contract_id), bytes, amount_sat = amount, "contract accepted");
-                    Ok(contract)
+            let amount = contract_amount(price, bytes, term).ok_or_else(|| {
+                Error::ProviderRejected {
+                    peer,
+                    reason: format!("its price of {price} sat/GiB/month overflows the amount"),
                 }
-                ControlResponse::Error(e) => Err(rejected(e.message)),
-                _ => Err(rejected("unexpected response to proposal".into())),
-            }
+            })?;
+            let contract_id = ContractId::random()?;
+            let proposal = Proposal {
+                contract_id,
+                shards: shards.clone(),
+                term_blocks: term,
+                price_sat_per_gib_month: price,
+                amount_sat: amount,
+            };
+            let accepted = self
+                .net
+                .propose(peer, proposal.clone())
+                .await
+                .map_err(|e| e.at(peer))?;
+            let address = self
+                .wallet
+                .check_network(accepted.payout_address)
+                .map_err(|e| Error::ProviderRejected {
+                    peer,
+                    reason: format!("payout address: {e}"),
+                })?;
+            let contract = Contract::accepted(
+                Role::Client,
+                peer,
+                Some(file_id),
+                &proposal,
+                address,
+                accepted.deadline_height,
+            );
+            self.contracts.put(&contract)?;
+            info!(%peer, contract = %contract_id.short(), bytes, amount_sat = amount, "contract accepted");
+            Ok::<_, Error>(contract)
         });
         let results = futures::future::join_all(asks).await;
         let mut contracts = Vec::new();
@@ -384,19 +399,10 @@ impl ClientService {
                 .filter(|(cid, _)| *cid == c.contract_id)
                 .map(|(_, s)| *s)
                 .collect();
-            if let Ok(peer) = c.peer.parse::<PeerId>()
-                && !ids.is_empty()
+            if !ids.is_empty()
+                && let Err(e) = self.net.delete(c.peer, c.contract_id, ids).await
             {
-                let _ = self
-                    .net
-                    .control(
-                        peer,
-                        ControlRequest::Delete {
-                            contract_id: c.contract_id,
-                            shard_ids: ids,
-                        },
-                    )
-                    .await;
+                warn!(peer = %c.peer, contract = %c.contract_id.short(), "cleanup delete failed: {e}");
             }
             let _ = self.contracts.remove(&c.contract_id);
         }
@@ -414,9 +420,8 @@ impl ClientService {
     }
 }
 
-fn open_source(path: &str) -> Result<(std::fs::File, String, u64)> {
-    let path = PathBuf::from(path);
-    let meta = std::fs::metadata(&path)
+fn open_source(path: &Path) -> Result<(std::fs::File, String, u64)> {
+    let meta = std::fs::metadata(path)
         .map_err(|e| Error::InvalidPath(format!("cannot read {}: {e}", path.display())))?;
     if meta.is_dir() {
         return Err(Error::InvalidPath(format!(
@@ -430,7 +435,7 @@ fn open_source(path: &str) -> Result<(std::fs::File, String, u64)> {
             path.display()
         )));
     }
-    let file = std::fs::File::open(&path)
+    let file = std::fs::File::open(path)
         .map_err(|e| Error::InvalidPath(format!("cannot open {}: {e}", path.display())))?;
     let name = path
         .file_name()
@@ -506,7 +511,7 @@ fn place(plan: &[Planned], cands: &[Candidate], scheme: Scheme) -> Result<Vec<Ve
 struct UploadJob {
     file: std::fs::File,
     key: FileKey,
-    file_id: Hash,
+    file_id: FileId,
     size: u64,
     count: u64,
     scheme: Scheme,
@@ -554,7 +559,7 @@ impl UploadJob {
                             shards: shards
                                 .iter()
                                 .map(|s| ShardSpec {
-                                    id: sha256(s),
+                                    id: ShardId::from_bytes(sha256(s)),
                                     size: s.len() as u64,
                                 })
                                 .collect(),
@@ -583,8 +588,8 @@ impl UploadJob {
         let shards = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>> {
             let mut buf = job.read_segment(i)?;
             if sha256(&buf) != plain_hash {
-                return Err(Error::InvalidPath(format!(
-                    "segment {i} changed during put; nothing was sent for it"
+                return Err(Error::SourceChanged(format!(
+                    "segment {i} of the file (nothing was sent for it)"
                 )));
             }
             job.key
@@ -611,7 +616,7 @@ impl UploadJob {
                         index: j as u16,
                         shard_id: spec.id,
                         size: spec.size,
-                        provider: t.peer.to_string(),
+                        provider: t.peer,
                         contract_id: t.contract_id,
                         receipt,
                     })
@@ -652,30 +657,14 @@ pub(super) async fn store_shard(
     data: Vec<u8>,
 ) -> Result<Receipt> {
     let peer = t.peer;
-    let request = ShardRequest::Store {
-        contract_id: t.contract_id,
-        shard_id: spec.id,
-        data,
-    };
-    let receipt = match net.shard(peer, request).await? {
-        ShardResponse::Stored(r) => r,
-        ShardResponse::Error(e) => {
-            return Err(Error::ProviderRejected {
-                peer: peer.to_string(),
-                reason: e.message,
-            });
-        }
-        ShardResponse::Data(_) => {
-            return Err(Error::ProviderRejected {
-                peer: peer.to_string(),
-                reason: "unexpected response".into(),
-            });
-        }
-    };
+    let receipt = net
+        .store(peer, t.contract_id, spec.id, data)
+        .await
+        .map_err(|e| e.at(peer))?;
     if !receipt.verify(&peer, &client, &t.contract_id, &spec.id, spec.size) {
         return Err(Error::Integrity(format!(
             "provider {peer} sent an invalid receipt for shard {}",
-            short(&spec.id)
+            spec.id.short()
         )));
     }
     Ok(receipt)
@@ -707,7 +696,12 @@ mod tests {
             plain_hash: [0; 32],
             plain_len: 1,
             cipher_len: 17,
-            shards: (0..n).map(|_| ShardSpec { id: [0; 32], size }).collect(),
+            shards: (0..n)
+                .map(|_| ShardSpec {
+                    id: ShardId::default(),
+                    size,
+                })
+                .collect(),
         }
     }
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
+use crate::db::{Tree, trees};
+
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct PeerStats {
     pub ok: u64,
@@ -25,35 +27,24 @@ impl PeerStats {
 
 #[derive(Clone)]
 pub struct Reliability {
-    tree: sled::Tree,
+    tree: Tree<PeerId, PeerStats>,
 }
 
 impl Reliability {
     pub fn open(db: &sled::Db) -> crate::Result<Self> {
         Ok(Reliability {
-            tree: db.open_tree("reliability")?,
+            tree: Tree::open(db, trees::RELIABILITY)?,
         })
     }
 
     pub fn get(&self, peer: &PeerId) -> PeerStats {
-        self.tree
-            .get(peer.to_bytes())
-            .ok()
-            .flatten()
-            .and_then(|v| serde_json::from_slice(&v).ok())
-            .unwrap_or_default()
+        self.tree.get(peer).ok().flatten().unwrap_or_default()
     }
 
     /// Statistics are advisory: a failure to record one is not worth
     /// failing a transfer over, and sled flushes them in the background.
     fn update(&self, peer: &PeerId, f: impl Fn(&mut PeerStats)) {
-        let _ = self.tree.fetch_and_update(peer.to_bytes(), |old| {
-            let mut s: PeerStats = old
-                .and_then(|v| serde_json::from_slice(v).ok())
-                .unwrap_or_default();
-            f(&mut s);
-            serde_json::to_vec(&s).ok()
-        });
+        let _ = self.tree.upsert_lazy(peer, f);
     }
 
     pub fn success(&self, peer: &PeerId, took: Duration) {

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::behaviour::{Behaviour, BehaviourEvent, build_swarm};
-use super::{Command, Inbound, NetStatus, NetworkConfig};
+use super::{Command, Inbound, NetStatus, NetworkConfig, PeerError};
 use crate::error::{Error, Result};
 use crate::protocol::*;
 
@@ -90,9 +90,10 @@ impl EventLoop {
     ) -> Result<Self> {
         let mut swarm = build_swarm(key, cfg.rendezvous_server, &cfg.timeouts)?;
         for addr in &cfg.listen {
-            swarm
-                .listen_on(addr.clone())
-                .map_err(|e| Error::Network(format!("cannot listen on {addr}: {e}")))?;
+            swarm.listen_on(addr.clone()).map_err(|e| Error::Bind {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
         }
         for addr in &cfg.external {
             swarm.add_external_address(addr.clone());
@@ -113,7 +114,7 @@ impl EventLoop {
         };
         for addr in &cfg.bootstrap {
             let Some((peer, base)) = split_p2p(addr) else {
-                return Err(Error::InvalidParams(format!(
+                return Err(Error::Config(format!(
                     "bootstrap address {addr} must end in /p2p/<peer id>"
                 )));
             };
@@ -240,7 +241,7 @@ impl EventLoop {
                     .behaviour_mut()
                     .control
                     .send_request_with_addresses(&peer, request, addrs);
-                self.pending_control.insert(id, (peer, reply));
+                self.pending_control.insert(id, reply);
             }
             Command::Shard {
                 peer,
@@ -253,7 +254,7 @@ impl EventLoop {
                     .behaviour_mut()
                     .shard
                     .send_request_with_addresses(&peer, request, addrs);
-                self.pending_shard.insert(id, (peer, reply));
+                self.pending_shard.insert(id, reply);
             }
             Command::RespondControl { channel, response } => {
                 if self
@@ -456,7 +457,7 @@ impl EventLoop {
     }
 }
 
-type Pending<Resp> = HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Resp>>)>;
+type Pending<Resp> = HashMap<OutboundRequestId, oneshot::Sender<Result<Resp, PeerError>>>;
 
 /// One request-response event of either protocol: replies to our pending
 /// requests, and returns a peer's request for the caller to forward.
@@ -483,18 +484,15 @@ fn on_request_response<Req, Resp>(
                 },
             ..
         } => {
-            if let Some((_, reply)) = pending.remove(&request_id) {
+            if let Some(reply) = pending.remove(&request_id) {
                 let _ = reply.send(Ok(response));
             }
         }
         Event::OutboundFailure {
-            request_id,
-            error,
-            peer,
-            ..
+            request_id, error, ..
         } => {
-            if let Some((_, reply)) = pending.remove(&request_id) {
-                let _ = reply.send(Err(unreachable(peer, error)));
+            if let Some(reply) = pending.remove(&request_id) {
+                let _ = reply.send(Err(PeerError::Unreachable(error.to_string())));
             }
         }
         Event::InboundFailure { peer, error, .. } => {
@@ -503,11 +501,4 @@ fn on_request_response<Req, Resp>(
         Event::ResponseSent { .. } => {}
     }
     None
-}
-
-fn unreachable(peer: PeerId, error: request_response::OutboundFailure) -> Error {
-    Error::ProviderUnreachable {
-        peer: peer.to_string(),
-        reason: error.to_string(),
-    }
 }

@@ -5,6 +5,7 @@
 
 mod behaviour;
 mod event_loop;
+mod peer_api;
 
 use std::collections::HashSet;
 
@@ -14,6 +15,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 pub use behaviour::Timeouts;
+pub use peer_api::PeerError;
 
 use crate::error::{Error, Result};
 use crate::protocol::*;
@@ -57,12 +59,12 @@ enum Command {
     Control {
         peer: PeerId,
         request: ControlRequest,
-        reply: oneshot::Sender<Result<ControlResponse>>,
+        reply: oneshot::Sender<Result<ControlResponse, PeerError>>,
     },
     Shard {
         peer: PeerId,
         request: ShardRequest,
-        reply: oneshot::Sender<Result<ShardResponse>>,
+        reply: oneshot::Sender<Result<ShardResponse, PeerError>>,
     },
     RespondControl {
         channel: ResponseChannel<ControlResponse>,
@@ -123,22 +125,30 @@ impl Client {
         self.call(|reply| Command::GetProviders { reply }).await
     }
 
-    pub async fn control(&self, peer: PeerId, request: ControlRequest) -> Result<ControlResponse> {
+    /// A raw control request: only the typed API in [`peer_api`] uses it.
+    async fn control(
+        &self,
+        peer: PeerId,
+        request: ControlRequest,
+    ) -> Result<ControlResponse, PeerError> {
         self.call(|reply| Command::Control {
             peer,
             request,
             reply,
         })
-        .await?
+        .await
+        .map_err(|e| PeerError::Unreachable(e.to_string()))?
     }
 
-    pub async fn shard(&self, peer: PeerId, request: ShardRequest) -> Result<ShardResponse> {
+    /// A raw shard request: only the typed API in [`peer_api`] uses it.
+    async fn shard(&self, peer: PeerId, request: ShardRequest) -> Result<ShardResponse, PeerError> {
         self.call(|reply| Command::Shard {
             peer,
             request,
             reply,
         })
-        .await?
+        .await
+        .map_err(|e| PeerError::Unreachable(e.to_string()))?
     }
 
     pub async fn respond_control(

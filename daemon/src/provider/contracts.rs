@@ -2,7 +2,6 @@
 //! fresh payout address, verifying payment notices against its own wallet,
 //! and deleting the shards of contracts left unpaid past their deadline.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use bdk_wallet::bitcoin::Txid;
@@ -11,6 +10,7 @@ use tracing::{info, warn};
 
 use super::ProviderService;
 use crate::contracts::{Contract, Role, State};
+use crate::ids::{ContractId, ShardId};
 use crate::protocol::*;
 
 const MAX_UNPAID_PER_PEER: usize = 32;
@@ -82,7 +82,7 @@ impl ProviderService {
                 .collect::<Vec<_>>(),
             Err(e) => return err(WireErrorKind::Internal, e.to_string()),
         };
-        let mine = pending.iter().filter(|p| **p == peer.to_string()).count();
+        let mine = pending.iter().filter(|p| **p == peer).count();
         if mine >= MAX_UNPAID_PER_PEER || pending.len() >= MAX_UNPAID_TOTAL {
             return err(
                 WireErrorKind::BadTerms,
@@ -111,13 +111,13 @@ impl ProviderService {
             }
         };
         let address = match wallet.new_address() {
-            Ok(a) => a.to_string(),
+            Ok(a) => a,
             Err(e) => return err(WireErrorKind::Internal, e.to_string()),
         };
         let deadline_height = tip.saturating_add(self.payment_window_blocks);
         let contract = Contract::accepted(
             Role::Provider,
-            peer.to_string(),
+            peer,
             None,
             &p,
             address.clone(),
@@ -126,12 +126,12 @@ impl ProviderService {
         if let Err(e) = self.contracts.put(&contract) {
             return err(WireErrorKind::Internal, e.to_string());
         }
-        info!(contract = %hex::encode(&p.contract_id[..8]), bytes, amount_sat = p.amount_sat, deadline_height, "contract accepted");
-        ControlResponse::Accepted {
+        info!(contract = %p.contract_id.short(), bytes, amount_sat = p.amount_sat, deadline_height, "contract accepted");
+        ControlResponse::Accepted(Accepted {
             contract_id: p.contract_id,
-            payout_address: address,
+            payout_address: address.as_unchecked().clone(),
             deadline_height,
-        }
+        })
     }
 
     /// Whether `peer` may upload this shard: it must be listed, with this
@@ -154,7 +154,7 @@ impl ProviderService {
             .get(contract_id)
             .map_err(|e| WireError::new(WireErrorKind::Internal, e.to_string()))?
             .ok_or_else(unknown)?;
-        if c.peer != peer.to_string() {
+        if c.peer != *peer {
             return Err(unknown());
         }
         if !matches!(c.state, State::Accepted | State::Paid | State::Active) {
@@ -176,7 +176,7 @@ impl ProviderService {
         &self,
         peer: PeerId,
         contract_id: ContractId,
-        txid: String,
+        txid: Txid,
         vout: u32,
     ) -> ControlResponse {
         let Some(wallet) = &self.wallet else {
@@ -186,7 +186,7 @@ impl ProviderService {
             );
         };
         let contract = match self.contracts.get(&contract_id) {
-            Ok(Some(c)) if c.peer == peer.to_string() => c,
+            Ok(Some(c)) if c.peer == peer => c,
             Ok(_) => {
                 return err(
                     WireErrorKind::UnknownContract,
@@ -196,7 +196,7 @@ impl ProviderService {
             Err(e) => return err(WireErrorKind::Internal, e.to_string()),
         };
         if contract.state == State::Active
-            && contract.txid.as_deref() == Some(txid.as_str())
+            && contract.txid == Some(txid)
             && contract.vout == Some(vout)
         {
             return self.payment_accepted(&contract);
@@ -207,13 +207,8 @@ impl ProviderService {
                 format!("contract is {}", contract.state.as_str()),
             );
         }
-        let Ok(parsed) = Txid::from_str(&txid) else {
-            return err(WireErrorKind::PaymentNotFound, "malformed txid");
-        };
-        let Ok(address) = wallet.parse_address(&contract.payout_address) else {
-            return err(WireErrorKind::Internal, "stored payout address is invalid");
-        };
-        let mut seen = wallet.received_at(parsed, vout, &address);
+        let address = &contract.payout_address;
+        let mut seen = wallet.received_at(txid, vout, address);
         if seen.is_none() {
             // The notice can beat our mempool poll; look once more now.
             if wallet.sync_now().await.is_err() {
@@ -222,7 +217,7 @@ impl ProviderService {
                     "provider's bitcoind is unreachable; try later",
                 );
             }
-            seen = wallet.received_at(parsed, vout, &address);
+            seen = wallet.received_at(txid, vout, address);
         }
         let Some((value, _height)) = seen else {
             return err(
@@ -245,7 +240,7 @@ impl ProviderService {
         let updated = self.contracts.update(&contract_id, |c| {
             if c.state == State::Accepted {
                 c.state = State::Active;
-                c.txid = Some(txid.clone());
+                c.txid = Some(txid);
                 c.vout = Some(vout);
                 c.start_height = Some(start);
             }
@@ -256,7 +251,7 @@ impl ProviderService {
                 format!("contract is {}", c.state.as_str()),
             ),
             Ok(Some(c)) => {
-                info!(contract = %hex::encode(&contract_id[..8]), %txid, value, "contract paid and active");
+                info!(contract = %contract_id.short(), %txid, value, "contract paid and active");
                 self.payment_accepted(&c)
             }
             Ok(None) => err(WireErrorKind::UnknownContract, "contract vanished"),
@@ -266,11 +261,11 @@ impl ProviderService {
 
     fn payment_accepted(&self, c: &Contract) -> ControlResponse {
         let start_height = c.start_height.unwrap_or(0);
-        ControlResponse::PaymentAccepted {
+        ControlResponse::PaymentAccepted(PaymentAccepted {
             contract_id: c.contract_id,
             start_height,
             expiry_height: start_height.saturating_add(c.term_blocks),
-        }
+        })
     }
 
     /// Deletes the shards of contracts unpaid past their deadline. Before
@@ -289,28 +284,25 @@ impl ProviderService {
             if tip <= c.deadline_height || !matches!(c.state, State::Accepted | State::Active) {
                 continue;
             }
-            let Ok(address) = wallet.parse_address(&c.payout_address) else {
-                continue;
-            };
+            let address = &c.payout_address;
             if c.state == State::Active {
-                let still_paid = match (&c.txid, c.vout) {
-                    (Some(txid), Some(vout)) => Txid::from_str(txid)
-                        .is_ok_and(|t| wallet.received_at(t, vout, &address).is_some()),
+                let still_paid = match (c.txid, c.vout) {
+                    (Some(txid), Some(vout)) => wallet.received_at(txid, vout, address).is_some(),
                     _ => false,
                 };
                 if still_paid {
                     continue;
                 }
-            } else if let Some((txid, vout, value)) = wallet.largest_payment_to(&address)
+            } else if let Some((txid, vout, value)) = wallet.largest_payment_to(address)
                 && value >= c.amount_sat
             {
                 self.contracts.update(&c.contract_id, |c| {
                     c.state = State::Active;
-                    c.txid = Some(txid.to_string());
+                    c.txid = Some(txid);
                     c.vout = Some(vout);
                     c.start_height = Some(tip);
                 })?;
-                info!(contract = %hex::encode(&c.contract_id[..8]), %txid, "found the payment of a contract without notice; active");
+                info!(contract = %c.contract_id.short(), %txid, "found the payment of a contract without notice; active");
                 continue;
             }
             // Mark first, then delete: a notice racing with us now sees the
@@ -327,14 +319,11 @@ impl ProviderService {
             if was != Some(c.state) {
                 continue;
             }
-            let Ok(owner) = PeerId::from_str(&c.peer) else {
-                continue;
-            };
             let ids: Vec<ShardId> = c.shards.iter().map(|s| s.id).collect();
             let freed = store
-                .delete(&owner, &c.contract_id, &ids)
+                .delete(&c.peer, &c.contract_id, &ids)
                 .map_err(|e| crate::Error::Internal(e.message))?;
-            info!(contract = %hex::encode(&c.contract_id[..8]), shards = freed, deadline = c.deadline_height, tip, "unpaid contract expired; shards deleted");
+            info!(contract = %c.contract_id.short(), shards = freed, deadline = c.deadline_height, tip, "unpaid contract expired; shards deleted");
             expired += 1;
         }
         Ok(expired)

@@ -112,7 +112,6 @@ impl ProviderService {
     pub fn offer(&self) -> Option<Offer> {
         let store = self.store.as_ref()?;
         self.wallet.as_ref()?;
-        self.wallet.as_ref()?;
         Some(Offer {
             protocol_version: PROTOCOL_VERSION,
             free_bytes: store.free(),
@@ -142,7 +141,7 @@ impl ProviderService {
                 contract_id,
                 shard_ids,
             } => {
-                let contract = hex::encode(contract_id);
+                let contract = contract_id.short();
                 let res = tokio::task::spawn_blocking(move || {
                     store.delete(&peer, &contract_id, &shard_ids)
                 })
@@ -197,7 +196,8 @@ impl ProviderService {
                 if let Err(e) = self.may_store(&peer, &contract_id, &shard_id, data.len() as u64) {
                     return ShardResponse::Error(e);
                 }
-                let span = info_span!("store", shard = %hex::encode(&shard_id[..8]), contract = %hex::encode(&contract_id[..8]));
+                let span =
+                    info_span!("store", shard = %shard_id.short(), contract = %contract_id.short());
                 let res = tokio::task::spawn_blocking(move || {
                     store.store(&peer, contract_id, shard_id, &data)
                 })

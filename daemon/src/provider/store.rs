@@ -13,21 +13,24 @@ use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{random_bytes, sha256};
+use crate::db::{Tree, trees};
 use crate::error::{Error, Result};
-use crate::protocol::{ContractId, MAX_SHARD_BYTES, ShardId, WireError, WireErrorKind};
+use crate::ids::{ContractId, ShardId, as_text};
+use crate::protocol::{MAX_SHARD_BYTES, WireError, WireErrorKind};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ShardMeta {
     pub contract_id: ContractId,
-    /// Peer id bytes of the client that stored it: the only peer served.
-    pub owner: Vec<u8>,
+    /// The client that stored it: the only peer served.
+    #[serde(with = "as_text")]
+    pub owner: PeerId,
     pub size: u64,
     pub stored_at: u64,
 }
 
 pub struct ShardStore {
     dir: PathBuf,
-    index: sled::Tree,
+    index: Tree<ShardId, ShardMeta>,
     capacity: u64,
     /// Bytes stored or reserved by uploads in progress.
     used: Mutex<u64>,
@@ -55,7 +58,7 @@ impl ShardStore {
         for entry in fs::read_dir(dir.join("tmp"))? {
             let _ = fs::remove_file(entry?.path());
         }
-        let index = db.open_tree("shards")?;
+        let index = Tree::open(db, trees::SHARDS)?;
         let store = ShardStore {
             dir: dir.to_path_buf(),
             index,
@@ -82,9 +85,14 @@ impl ShardStore {
             }
             for f in fs::read_dir(sub.path())? {
                 let f = f?;
-                let mut id = [0u8; 32];
-                let known = hex::decode_to_slice(f.file_name().as_encoded_bytes(), &mut id).is_ok()
-                    && self.index.contains_key(id)?;
+                let id = f
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<ShardId>().ok());
+                let known = match id {
+                    Some(id) => self.index.contains(&id)?,
+                    None => false,
+                };
                 if !known {
                     tracing::warn!(file = %f.path().display(), "removing a shard file the index does not know");
                     let _ = fs::remove_file(f.path());
@@ -93,12 +101,10 @@ impl ShardStore {
         }
         let mut used = 0u64;
         for item in self.index.iter() {
-            let (k, v) = item?;
-            let meta: ShardMeta = serde_json::from_slice(&v)?;
-            let on_disk = <[u8; 32]>::try_from(k.as_ref()).is_ok_and(|id| self.path(&id).exists());
-            if !on_disk {
-                tracing::warn!(shard = %hex::encode(&k), "index entry without its file; dropping it");
-                self.index.remove(&k)?;
+            let (id, meta) = item?;
+            if !self.path(&id).exists() {
+                tracing::warn!(shard = %id, "index entry without its file; dropping it");
+                self.index.remove_lazy(&id)?;
                 continue;
             }
             used = used.saturating_add(meta.size);
@@ -108,7 +114,7 @@ impl ShardStore {
     }
 
     pub fn path(&self, id: &ShardId) -> PathBuf {
-        let hex = hex::encode(id);
+        let hex = id.to_string();
         self.dir.join(&hex[..2]).join(hex)
     }
 
@@ -125,10 +131,7 @@ impl ShardStore {
     }
 
     pub fn meta(&self, id: &ShardId) -> Result<Option<ShardMeta>> {
-        match self.index.get(id)? {
-            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
-            None => Ok(None),
-        }
+        self.index.get(id)
     }
 
     fn reserve(&self, size: u64) -> Result<(), WireError> {
@@ -171,14 +174,14 @@ impl ShardStore {
                 format!("shard of {size} bytes exceeds {MAX_SHARD_BYTES}"),
             ));
         }
-        if sha256(data) != shard_id {
+        if sha256(data) != *shard_id.as_bytes() {
             return Err(wire(
                 WireErrorKind::HashMismatch,
                 "shard bytes do not match the shard id",
             ));
         }
         if let Some(existing) = self.meta(&shard_id).map_err(internal)? {
-            if existing.owner != owner.to_bytes() {
+            if existing.owner != *owner {
                 return Err(wire(
                     WireErrorKind::Forbidden,
                     "shard id already held for another client",
@@ -187,7 +190,7 @@ impl ShardStore {
             // The same client again (a retry, or a repair re-placing a shard
             // here under a new contract): a receipt must still mean the
             // bytes are on disk, under the contract it names.
-            let intact = fs::read(self.path(&shard_id)).is_ok_and(|d| sha256(&d) == shard_id);
+            let intact = self.intact(&shard_id);
             if intact && existing.contract_id == contract_id {
                 return Ok(existing);
             }
@@ -206,7 +209,7 @@ impl ShardStore {
         self.reserve(size)?;
         let meta = ShardMeta {
             contract_id,
-            owner: owner.to_bytes(),
+            owner: *owner,
             size,
             stored_at: now_secs(),
         };
@@ -240,25 +243,18 @@ impl ShardStore {
     }
 
     fn put_meta(&self, shard_id: &ShardId, meta: &ShardMeta) -> Result<()> {
-        self.index.insert(shard_id, serde_json::to_vec(meta)?)?;
-        self.index.flush()?;
-        Ok(())
+        self.index.insert(shard_id, meta)
     }
 
     /// Returns a shard's bytes, only to the client that stored it. Other
     /// peers get NotFound, so shard ids leak nothing about who stores what.
     pub fn fetch(&self, requester: &PeerId, shard_id: &ShardId) -> Result<Vec<u8>, WireError> {
-        let not_found = || {
-            wire(
-                WireErrorKind::NotFound,
-                format!("no shard {}", hex::encode(shard_id)),
-            )
-        };
+        let not_found = || wire(WireErrorKind::NotFound, format!("no shard {shard_id}"));
         let meta = self
             .meta(shard_id)
             .map_err(internal)?
             .ok_or_else(not_found)?;
-        if meta.owner != requester.to_bytes() {
+        if meta.owner != *requester {
             return Err(not_found());
         }
         fs::read(self.path(shard_id)).map_err(|e| match e.kind() {
@@ -281,10 +277,10 @@ impl ShardStore {
             let Some(meta) = self.meta(id).map_err(internal)? else {
                 continue;
             };
-            if meta.owner != requester.to_bytes() || meta.contract_id != *contract_id {
+            if meta.owner != *requester || meta.contract_id != *contract_id {
                 continue;
             }
-            self.index.remove(id).map_err(internal)?;
+            self.index.remove_lazy(id).map_err(internal)?;
             gone.push((*id, meta.size));
         }
         self.index.flush().map_err(internal)?;
@@ -310,16 +306,29 @@ impl ShardStore {
         shard_ids
             .iter()
             .map(|id| {
-                matches!(self.meta(id), Ok(Some(m)) if m.owner == requester.to_bytes() && m.contract_id == *contract_id)
-                    && fs::read(self.path(id)).is_ok_and(|data| sha256(&data) == *id)
+                matches!(self.meta(id), Ok(Some(m)) if m.owner == *requester && m.contract_id == *contract_id)
+                    && self.intact(id)
             })
             .collect()
+    }
+
+    /// Whether the shard's file is present and still hashes to its id.
+    fn intact(&self, id: &ShardId) -> bool {
+        fs::read(self.path(id)).is_ok_and(|data| sha256(&data) == *id.as_bytes())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cid(n: u8) -> ContractId {
+        ContractId::from_bytes([n; 32])
+    }
+
+    fn sid(data: &[u8]) -> ShardId {
+        ShardId::from_bytes(sha256(data))
+    }
 
     fn store(capacity: u64) -> (tempfile::TempDir, ShardStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -333,12 +342,12 @@ mod tests {
         let (_d, s) = store(1000);
         let owner = PeerId::random();
         let data = b"ciphertext".to_vec();
-        let id = sha256(&data);
-        s.store(&owner, [1; 32], id, &data).unwrap();
+        let id = sid(&data);
+        s.store(&owner, cid(1), id, &data).unwrap();
         assert_eq!(s.used(), data.len() as u64);
         assert_eq!(s.fetch(&owner, &id).unwrap(), data);
         // Idempotent retry does not double-count.
-        s.store(&owner, [1; 32], id, &data).unwrap();
+        s.store(&owner, cid(1), id, &data).unwrap();
         assert_eq!(s.used(), data.len() as u64);
         // Another peer can neither read nor delete it.
         let other = PeerId::random();
@@ -346,9 +355,9 @@ mod tests {
             s.fetch(&other, &id).unwrap_err().kind,
             WireErrorKind::NotFound
         );
-        assert_eq!(s.delete(&other, &[1; 32], &[id]).unwrap(), 0);
-        assert_eq!(s.delete(&owner, &[2; 32], &[id]).unwrap(), 0);
-        assert_eq!(s.delete(&owner, &[1; 32], &[id]).unwrap(), 1);
+        assert_eq!(s.delete(&other, &cid(1), &[id]).unwrap(), 0);
+        assert_eq!(s.delete(&owner, &cid(2), &[id]).unwrap(), 0);
+        assert_eq!(s.delete(&owner, &cid(1), &[id]).unwrap(), 1);
         assert_eq!(s.used(), 0);
         assert!(!s.path(&id).exists());
     }
@@ -357,20 +366,18 @@ mod tests {
     fn rejects_bad_hash_oversize_and_over_quota() {
         let (_d, s) = store(10);
         let owner = PeerId::random();
-        let e = s.store(&owner, [0; 32], [0; 32], b"abc").unwrap_err();
+        let e = s
+            .store(&owner, cid(0), ShardId::from_bytes([0; 32]), b"abc")
+            .unwrap_err();
         assert_eq!(e.kind, WireErrorKind::HashMismatch);
         let big = vec![0u8; MAX_SHARD_BYTES as usize + 1];
         assert_eq!(
-            s.store(&owner, [0; 32], sha256(&big), &big)
-                .unwrap_err()
-                .kind,
+            s.store(&owner, cid(0), sid(&big), &big).unwrap_err().kind,
             WireErrorKind::TooLarge
         );
         let data = vec![7u8; 11];
         assert_eq!(
-            s.store(&owner, [0; 32], sha256(&data), &data)
-                .unwrap_err()
-                .kind,
+            s.store(&owner, cid(0), sid(&data), &data).unwrap_err().kind,
             WireErrorKind::NoSpace
         );
         assert_eq!(s.used(), 0);
@@ -384,21 +391,21 @@ mod tests {
         {
             let db = sled::open(dir.path().join("db")).unwrap();
             let s = ShardStore::open(&db, &dir.path().join("shards"), 1000).unwrap();
-            s.store(&owner, [0; 32], sha256(&a), &a).unwrap();
-            s.store(&owner, [0; 32], sha256(&b), &b).unwrap();
+            s.store(&owner, cid(0), sid(&a), &a).unwrap();
+            s.store(&owner, cid(0), sid(&b), &b).unwrap();
             // As after a crash: a file the index never recorded, and an
             // entry whose file is gone.
-            let orphan = s.path(&[0xab; 32]);
+            let orphan = s.path(&ShardId::from_bytes([0xab; 32]));
             std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
             std::fs::write(&orphan, b"x").unwrap();
-            std::fs::remove_file(s.path(&sha256(&b))).unwrap();
+            std::fs::remove_file(s.path(&sid(&b))).unwrap();
         }
         let db = sled::open(dir.path().join("db")).unwrap();
         let s = ShardStore::open(&db, &dir.path().join("shards"), 1000).unwrap();
         assert_eq!(s.used(), 100);
-        assert!(!s.path(&[0xab; 32]).exists());
-        assert!(s.meta(&sha256(&b)).unwrap().is_none());
-        assert_eq!(s.fetch(&owner, &sha256(&a)).unwrap(), a);
+        assert!(!s.path(&ShardId::from_bytes([0xab; 32])).exists());
+        assert!(s.meta(&sid(&b)).unwrap().is_none());
+        assert_eq!(s.fetch(&owner, &sid(&a)).unwrap(), a);
     }
 
     #[test]
@@ -409,11 +416,11 @@ mod tests {
         {
             let db = sled::open(dir.path().join("db")).unwrap();
             let s = ShardStore::open(&db, &dir.path().join("shards"), 1000).unwrap();
-            s.store(&owner, [0; 32], sha256(&data), &data).unwrap();
+            s.store(&owner, cid(0), sid(&data), &data).unwrap();
         }
         let db = sled::open(dir.path().join("db")).unwrap();
         let s = ShardStore::open(&db, &dir.path().join("shards"), 1000).unwrap();
         assert_eq!(s.used(), 100);
-        assert_eq!(s.fetch(&owner, &sha256(&data)).unwrap(), data);
+        assert_eq!(s.fetch(&owner, &sid(&data)).unwrap(), data);
     }
 }

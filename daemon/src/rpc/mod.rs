@@ -1,17 +1,45 @@
 //! The JSON-RPC server: the `P2pstoreApi` trait implemented over the node,
 //! on one port for HTTP and WebSocket, behind bearer-token auth.
+//!
+//! This is the one place where a caller's text becomes typed values (file
+//! ids, paths, schemes, addresses); the services below take only types.
 
 pub mod auth;
+pub mod error;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use jsonrpsee::core::{RpcResult, async_trait};
 use jsonrpsee::server::{Server, ServerConfig, ServerHandle};
 use p2pstore_rpc::*;
 use zeroize::Zeroizing;
 
+use crate::client::RepairScope;
+use crate::erasure::Scheme;
 use crate::error::{Error, Result};
+use crate::ids::FileId;
 use crate::node::Node;
+
+/// Largest JSON-RPC request body: calls are small; files go by path.
+const MAX_REQUEST_BODY: u32 = 1024 * 1024;
+/// Bitcoin's 21 million coins, the largest amount anyone can send.
+const MAX_MONEY_SAT: u64 = 21_000_000 * 100_000_000;
+
+/// A file id from a caller. Text that is no id names no file.
+fn file_id(text: &str) -> Result<FileId> {
+    text.trim()
+        .parse()
+        .map_err(|_| Error::FileNotFound(format!("{text} (not a file id)")))
+}
+
+/// A path on the daemon's machine, from a caller.
+fn path(text: &str) -> Result<PathBuf> {
+    if text.is_empty() {
+        return Err(Error::InvalidPath("the path is empty".into()));
+    }
+    Ok(PathBuf::from(text))
+}
 
 pub struct RpcImpl {
     node: Node,
@@ -48,25 +76,19 @@ impl P2pstoreApiServer for RpcImpl {
         redundancy: Option<String>,
         op_id: Option<String>,
     ) -> RpcResult<PutResult> {
-        Ok(self
-            .node
-            .client()
-            .await?
-            .put(&path, redundancy.as_deref(), op_id)
-            .await?)
+        let scheme = redundancy.as_deref().map(Scheme::parse).transpose()?;
+        let path = self::path(&path)?;
+        Ok(self.node.client().await?.put(&path, scheme, op_id).await?)
     }
 
     async fn stat(&self, file_id: String) -> RpcResult<FileStat> {
-        Ok(self.node.client().await?.stat(&file_id).await?)
+        let id = self::file_id(&file_id)?;
+        Ok(self.node.client().await?.stat(id).await?)
     }
 
     async fn repair(&self, file_id: Option<String>) -> RpcResult<RepairResult> {
-        Ok(self
-            .node
-            .client()
-            .await?
-            .repair(file_id.as_deref(), true)
-            .await?)
+        let scope = RepairScope::Full(file_id.as_deref().map(self::file_id).transpose()?);
+        Ok(self.node.client().await?.repair(scope).await?)
     }
 
     async fn get(
@@ -75,12 +97,9 @@ impl P2pstoreApiServer for RpcImpl {
         dest: String,
         op_id: Option<String>,
     ) -> RpcResult<GetResult> {
-        Ok(self
-            .node
-            .client()
-            .await?
-            .get(&file_id, &dest, op_id)
-            .await?)
+        let id = self::file_id(&file_id)?;
+        let dest = self::path(&dest)?;
+        Ok(self.node.client().await?.get(id, &dest, op_id).await?)
     }
 
     async fn ls(&self) -> RpcResult<Vec<FileEntry>> {
@@ -88,7 +107,8 @@ impl P2pstoreApiServer for RpcImpl {
     }
 
     async fn rm(&self, file_id: String) -> RpcResult<RmResult> {
-        Ok(self.node.client().await?.rm(&file_id).await?)
+        let id = self::file_id(&file_id)?;
+        Ok(self.node.client().await?.rm(id).await?)
     }
 
     async fn status(&self) -> RpcResult<Status> {
@@ -99,14 +119,14 @@ impl P2pstoreApiServer for RpcImpl {
         let offers = self.node.client().await?.discover_offers().await?;
         Ok(offers
             .into_iter()
-            .map(|(peer, o, addrs)| ProviderInfo {
-                peer_id: peer.to_string(),
-                addrs: addrs.iter().map(|a| a.to_string()).collect(),
-                free_bytes: o.free_bytes,
-                price_sat_per_gib_month: o.price_sat_per_gib_month,
-                min_term_blocks: o.min_term_blocks,
-                max_term_blocks: o.max_term_blocks,
-                protocol_version: o.protocol_version,
+            .map(|f| ProviderInfo {
+                peer_id: f.peer.to_string(),
+                addrs: f.addrs.iter().map(|a| a.to_string()).collect(),
+                free_bytes: f.offer.free_bytes,
+                price_sat_per_gib_month: f.offer.price_sat_per_gib_month,
+                min_term_blocks: f.offer.min_term_blocks,
+                max_term_blocks: f.offer.max_term_blocks,
+                protocol_version: f.offer.protocol_version,
             })
             .collect())
     }
@@ -128,18 +148,16 @@ impl P2pstoreApiServer for RpcImpl {
     }
 
     async fn wallet_send(&self, address: String, amount_sat: u64) -> RpcResult<SendResult> {
-        const MAX_MONEY_SAT: u64 = 21_000_000 * 100_000_000;
         if amount_sat == 0 || amount_sat > MAX_MONEY_SAT {
             return Err(Error::InvalidParams(format!(
                 "amount {amount_sat} sat is not a valid amount"
             ))
             .into());
         }
-        let txid = self
-            .node
-            .wallet()
-            .await?
-            .send(&address, amount_sat, None)
+        let wallet = self.node.wallet().await?;
+        let address = wallet.parse_address(&address).map_err(Error::from)?;
+        let txid = wallet
+            .send_to(&address, amount_sat, None)
             .await
             .map_err(Error::from)?;
         Ok(SendResult {
@@ -180,13 +198,16 @@ pub async fn start(
     let server = Server::builder()
         .set_config(
             ServerConfig::builder()
-                .max_request_body_size(1024 * 1024)
+                .max_request_body_size(MAX_REQUEST_BODY)
                 .build(),
         )
         .set_http_middleware(http)
         .build(bind)
         .await
-        .map_err(|e| Error::InvalidParams(format!("cannot bind RPC on {bind}: {e}")))?;
+        .map_err(|e| Error::Bind {
+            addr: bind.to_string(),
+            reason: e.to_string(),
+        })?;
     let addr = server
         .local_addr()
         .map_err(|e| Error::Internal(e.to_string()))?;

@@ -22,6 +22,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bdk_bitcoind_rpc::bitcoincore_rpc::{self, RpcApi};
+use bdk_wallet::bitcoin::address::NetworkUnchecked;
 use bdk_wallet::bitcoin::secp256k1::Secp256k1;
 use bdk_wallet::bitcoin::{Address, Amount, FeeRate, Network, OutPoint, Transaction, Txid};
 use bdk_wallet::chain::ChainPosition;
@@ -353,13 +354,22 @@ impl WalletService {
 
     /// Parses user input as an address of this wallet's network.
     pub fn parse_address(&self, address: &str) -> Result<Address, WalletError> {
+        let unchecked = Address::from_str(address.trim())
+            .map_err(|e| WalletError::InvalidAddress(format!("{address}: {e}")))?;
+        self.check_network(unchecked)
+    }
+
+    /// An address from elsewhere (a peer, a caller), if it is for this
+    /// wallet's network.
+    pub fn check_network(
+        &self,
+        address: Address<NetworkUnchecked>,
+    ) -> Result<Address, WalletError> {
         let network = self.inner.network;
-        Address::from_str(address.trim())
-            .map_err(|e| WalletError::InvalidAddress(format!("{address}: {e}")))?
+        let text = address.assume_checked_ref().to_string();
+        address
             .require_network(network)
-            .map_err(|_| {
-                WalletError::InvalidAddress(format!("{address} is not a {network} address"))
-            })
+            .map_err(|_| WalletError::InvalidAddress(format!("{text} is not a {network} address")))
     }
 
     /// Pays `amount_sat` to `address`; `None` fee rate asks bitcoind.
@@ -370,7 +380,17 @@ impl WalletService {
         fee_rate_sat_vb: Option<u64>,
     ) -> Result<Txid, WalletError> {
         let address = self.parse_address(address)?;
-        self.pay_many(&[(address, amount_sat)], fee_rate_sat_vb)
+        self.send_to(&address, amount_sat, fee_rate_sat_vb).await
+    }
+
+    /// Pays `amount_sat` to a checked `address`; `None` fee rate asks bitcoind.
+    pub async fn send_to(
+        &self,
+        address: &Address,
+        amount_sat: u64,
+        fee_rate_sat_vb: Option<u64>,
+    ) -> Result<Txid, WalletError> {
+        self.pay_many(&[(address.clone(), amount_sat)], fee_rate_sat_vb)
             .await
     }
 

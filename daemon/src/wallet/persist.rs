@@ -10,7 +10,7 @@ use bdk_wallet::chain::Merge;
 use bdk_wallet::{ChangeSet, WalletPersister};
 
 /// The sled tree that holds the wallet; no other module may use it.
-pub const TREE_NAME: &str = "wallet";
+pub const TREE_NAME: &str = crate::db::trees::WALLET;
 const CHANGESET_KEY: &[u8] = b"changeset";
 
 #[derive(Debug, thiserror::Error)]

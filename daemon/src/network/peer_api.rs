@@ -1,0 +1,158 @@
+//! The typed peer API: one method per request a client sends a provider,
+//! each returning its own result type or a [`PeerError`]. The raw
+//! request/response enums are matched here and nowhere else, so an answer
+//! that does not fit its question is caught in one place.
+
+use bdk_wallet::bitcoin::Txid;
+use libp2p::PeerId;
+
+use super::Client;
+use crate::error::Error;
+use crate::ids::{ContractId, ShardId};
+use crate::protocol::*;
+
+/// Why a request to a peer did not get the answer it asked for.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PeerError {
+    /// No answer: dial failure, timeout, reset stream, or our network task
+    /// is gone.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The peer answered with a refusal.
+    #[error("{}", sanitize(&.0.message))]
+    Refused(WireError),
+    /// The peer answered with something that is not an answer to this
+    /// request.
+    #[error("unexpected answer to {0}")]
+    Unexpected(&'static str),
+}
+
+impl PeerError {
+    /// The refusal's kind, if the peer refused.
+    pub fn refusal(&self) -> Option<WireErrorKind> {
+        match self {
+            PeerError::Refused(e) => Some(e.kind),
+            _ => None,
+        }
+    }
+
+    /// The library error for a failed request to `peer`: its text is
+    /// sanitized, since a peer wrote it.
+    pub fn at(self, peer: PeerId) -> Error {
+        match self {
+            PeerError::Unreachable(reason) => Error::ProviderUnreachable { peer, reason },
+            other => Error::ProviderRejected {
+                peer,
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Unwraps the one response variant a request expects.
+macro_rules! expect {
+    ($resp:expr, $what:literal, $ok:pat => $val:expr, $err:path) => {
+        match $resp? {
+            $ok => Ok($val),
+            $err(e) => Err(PeerError::Refused(e)),
+            #[allow(unreachable_patterns)]
+            _ => Err(PeerError::Unexpected($what)),
+        }
+    };
+}
+
+impl Client {
+    /// What a provider offers now.
+    pub async fn offer(&self, peer: PeerId) -> Result<Offer, PeerError> {
+        expect!(self.control(peer, ControlRequest::GetOffer).await, "an offer request",
+            ControlResponse::Offer(o) => o, ControlResponse::Error)
+    }
+
+    /// Proposes a contract; the answer must name the proposed contract.
+    pub async fn propose(&self, peer: PeerId, p: Proposal) -> Result<Accepted, PeerError> {
+        let id = p.contract_id;
+        let accepted = expect!(self.control(peer, ControlRequest::Propose(p)).await, "a proposal",
+            ControlResponse::Accepted(a) => a, ControlResponse::Error)?;
+        if accepted.contract_id != id {
+            return Err(PeerError::Unexpected("a proposal (another contract id)"));
+        }
+        Ok(accepted)
+    }
+
+    /// Tells a provider that output `vout` of `txid` pays the contract.
+    pub async fn payment_notice(
+        &self,
+        peer: PeerId,
+        contract_id: ContractId,
+        txid: Txid,
+        vout: u32,
+    ) -> Result<PaymentAccepted, PeerError> {
+        let req = ControlRequest::PaymentNotice {
+            contract_id,
+            txid,
+            vout,
+        };
+        expect!(self.control(peer, req).await, "a payment notice",
+            ControlResponse::PaymentAccepted(a) => a, ControlResponse::Error)
+    }
+
+    /// Deletes shards of a contract; returns how many the provider deleted.
+    pub async fn delete(
+        &self,
+        peer: PeerId,
+        contract_id: ContractId,
+        shard_ids: Vec<ShardId>,
+    ) -> Result<u64, PeerError> {
+        let req = ControlRequest::Delete {
+            contract_id,
+            shard_ids,
+        };
+        expect!(self.control(peer, req).await, "a delete",
+            ControlResponse::Deleted { count } => count, ControlResponse::Error)
+    }
+
+    /// Which of these shards the provider holds intact: one flag per id,
+    /// in order.
+    pub async fn check(
+        &self,
+        peer: PeerId,
+        contract_id: ContractId,
+        shard_ids: Vec<ShardId>,
+    ) -> Result<Vec<bool>, PeerError> {
+        let n = shard_ids.len();
+        let req = ControlRequest::Check {
+            contract_id,
+            shard_ids,
+        };
+        let valid = expect!(self.control(peer, req).await, "a check",
+            ControlResponse::Checked { valid } => valid, ControlResponse::Error)?;
+        if valid.len() != n {
+            return Err(PeerError::Unexpected("a check (wrong number of flags)"));
+        }
+        Ok(valid)
+    }
+
+    /// Stores one shard under a contract; returns the provider's receipt,
+    /// not yet verified.
+    pub async fn store(
+        &self,
+        peer: PeerId,
+        contract_id: ContractId,
+        shard_id: ShardId,
+        data: Vec<u8>,
+    ) -> Result<Receipt, PeerError> {
+        let req = ShardRequest::Store {
+            contract_id,
+            shard_id,
+            data,
+        };
+        expect!(self.shard(peer, req).await, "a store",
+            ShardResponse::Stored(r) => r, ShardResponse::Error)
+    }
+
+    /// A shard's bytes, not yet checked against its id.
+    pub async fn fetch(&self, peer: PeerId, shard_id: ShardId) -> Result<Vec<u8>, PeerError> {
+        expect!(self.shard(peer, ShardRequest::Fetch { shard_id }).await, "a fetch",
+            ShardResponse::Data(d) => d, ShardResponse::Error)
+    }
+}
