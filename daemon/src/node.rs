@@ -343,7 +343,7 @@ impl Node {
             status.free_bytes = store.free();
         }
         if let Some(c) = &s.client {
-            status.files = c.manifests().len() as u64;
+            status.files = c.manifests().count() as u64;
         }
         if let Some(w) = &s.wallet {
             let sync = w.sync_status();

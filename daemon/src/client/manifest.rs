@@ -131,12 +131,9 @@ impl ManifestStore {
         Ok(out)
     }
 
-    pub fn len(&self) -> usize {
+    /// How many files the client knows.
+    pub fn count(&self) -> usize {
         self.tree.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tree.is_empty()
     }
 }
 
