@@ -290,9 +290,6 @@ mod tests {
         assert_eq!(updated.expiry_height(), Some(160));
         assert!(updated.holds(&[3; 32], 10) && !updated.holds(&[3; 32], 11));
         assert_eq!(store.list().unwrap().len(), 1);
-        assert_eq!(
-            updated.to_rpc().state,
-            p2pstore_rpc::ContractState::Active
-        );
+        assert_eq!(updated.to_rpc().state, p2pstore_rpc::ContractState::Active);
     }
 }

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use libp2p::identity::Keypair;
+use p2pstore_rpc::{NodeRole, NodeState};
 use tokio::sync::RwLock;
 use tracing::info;
-use p2pstore_rpc::{NodeRole, NodeState};
 use zeroize::Zeroizing;
 
 use crate::client::{ClientService, ClientTerms};

@@ -133,7 +133,10 @@ pub fn document() -> Value {
         .iter()
         .map(|(code, name)| {
             let message = name.replace('_', " ").to_lowercase();
-            (name.to_string(), json!({ "code": code, "message": message }))
+            (
+                name.to_string(),
+                json!({ "code": code, "message": message }),
+            )
         })
         .collect();
     json!({

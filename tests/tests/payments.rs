@@ -149,7 +149,10 @@ async fn put_pays_the_quoted_amount_and_wallets_survive_restart() {
     net.client.restart().await;
     net.wait_synced().await;
     assert_eq!(net.client.rpc().wallet_balance().await.unwrap(), balance);
-    assert_eq!(contracts(&net.client, ContractRole::Client).await[0].state, ContractState::Active);
+    assert_eq!(
+        contracts(&net.client, ContractRole::Client).await[0].state,
+        ContractState::Active
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -198,13 +201,23 @@ async fn unpaid_contract_is_collected_after_its_deadline() {
     assert!(provider.rpc().status().await.unwrap().stored_bytes > 0);
 
     net.bitcoind.mine_burn(PAYMENT_WINDOW + 1).await;
-    wait_contract_states(provider, ContractRole::Provider, ContractState::ExpiredUnpaid).await;
+    wait_contract_states(
+        provider,
+        ContractRole::Provider,
+        ContractState::ExpiredUnpaid,
+    )
+    .await;
     assert_eq!(provider.rpc().status().await.unwrap().stored_bytes, 0);
     assert_eq!(total(provider).await, 0);
 
     // The restarted client drops the file it never paid for.
     net.client.start().await;
-    wait_contract_states(&net.client, ContractRole::Client, ContractState::ExpiredUnpaid).await;
+    wait_contract_states(
+        &net.client,
+        ContractRole::Client,
+        ContractState::ExpiredUnpaid,
+    )
+    .await;
     let rpc = net.client.rpc();
     wait_for("the unpaid file to be forgotten", 60, || {
         let rpc = rpc.clone();
@@ -242,7 +255,11 @@ async fn insufficient_funds_uploads_and_pays_nothing() {
     );
     assert!(net.client.rpc().wallet_txs().await.unwrap().is_empty());
     assert!(net.client.rpc().ls().await.unwrap().is_empty());
-    assert!(contracts(&net.client, ContractRole::Client).await.is_empty());
+    assert!(
+        contracts(&net.client, ContractRole::Client)
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -273,12 +290,14 @@ async fn crash_between_broadcast_and_record_never_pays_twice() {
         .filter(|t| t.sent_sat > 0)
         .count();
     assert_eq!(spends, 1, "exactly one payment left the client's wallet");
-    assert_eq!(contracts(provider, ContractRole::Provider).await[0].state, ContractState::Active);
+    assert_eq!(
+        contracts(provider, ContractRole::Provider).await[0].state,
+        ContractState::Active
+    );
 
     let files = net.client.rpc().ls().await.unwrap();
     assert_eq!(files.len(), 1);
-    net.assert_get(&files[0].file_id, digest, "crash.out")
-        .await;
+    net.assert_get(&files[0].file_id, digest, "crash.out").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

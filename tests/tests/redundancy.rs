@@ -82,7 +82,10 @@ async fn medium_survives_lost_providers_and_repairs_onto_new_ones() {
     }
     let client_cs = net.client.rpc().contracts().await.unwrap();
     assert_eq!(
-        client_cs.iter().filter(|c| c.state == ContractState::Lost).count(),
+        client_cs
+            .iter()
+            .filter(|c| c.state == ContractState::Lost)
+            .count(),
         2,
         "lost providers are not renewed"
     );

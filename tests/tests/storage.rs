@@ -94,13 +94,19 @@ async fn put_get_rm_and_restarts() {
     let file_id = put["file_id"].clone();
     spec.call(c, "progress", json!({ "op_id": "spec-put" }))
         .await;
-    let unknown = spec.call(c, "progress", json!({ "op_id": "no-such-op" })).await;
+    let unknown = spec
+        .call(c, "progress", json!({ "op_id": "no-such-op" }))
+        .await;
     assert!(unknown.is_null());
     spec.call(c, "stat", json!({ "file_id": file_id })).await;
     spec.call(c, "ls", json!({})).await;
     let dest = net.dir.path().join("spec.out");
-    spec.call(c, "get", json!({ "file_id": file_id, "dest": dest, "op_id": "spec-get" }))
-        .await;
+    spec.call(
+        c,
+        "get",
+        json!({ "file_id": file_id, "dest": dest, "op_id": "spec-get" }),
+    )
+    .await;
     assert_eq!(file_sha256(&dest), digest);
     spec.call(c, "repair", json!({ "file_id": file_id })).await;
     spec.call(c, "repair", json!({})).await;
@@ -121,10 +127,25 @@ async fn put_get_rm_and_restarts() {
     );
     spec.call(c, "rm", json!({ "file_id": file_id })).await;
     for m in [
-        "status", "ls", "stat", "providers", "contracts", "wallet_balance", "wallet_address",
-        "wallet_txs", "progress", "put", "get", "rm", "repair", "rpc.discover",
+        "status",
+        "ls",
+        "stat",
+        "providers",
+        "contracts",
+        "wallet_balance",
+        "wallet_address",
+        "wallet_txs",
+        "progress",
+        "put",
+        "get",
+        "rm",
+        "repair",
+        "rpc.discover",
     ] {
-        assert!(spec.called.contains(m), "{m} not checked against its schema");
+        assert!(
+            spec.called.contains(m),
+            "{m} not checked against its schema"
+        );
     }
 }
 
