@@ -307,6 +307,8 @@ wire_enum! {
 /// Each method's parameter list is passed to `#[rpc]` as the very tokens
 /// written here: jsonrpsee spots optional params by seeing `Option` in the
 /// type's path, which a type re-emitted from a `$t:ty` fragment would hide.
+/// `&self` is written here, not taken from the input, so that it has the
+/// same hygiene as the `self` that jsonrpsee's generated bodies use.
 macro_rules! api {
     (
         $(#[doc = $tdoc:literal])*
@@ -314,7 +316,7 @@ macro_rules! api {
             $(
                 $(#[doc = $doc:literal])*
                 #[method(name = $name:literal)]
-                async fn $fn:ident $params:tt -> RpcResult<$ret:ty>;
+                async fn $fn:ident(&self $($params:tt)*) -> RpcResult<$ret:ty>;
             )+
         }
     ) => {
@@ -324,7 +326,7 @@ macro_rules! api {
             $(
                 $(#[doc = $doc])*
                 #[method(name = $name)]
-                async fn $fn $params -> RpcResult<$ret>;
+                async fn $fn(&self $($params)*) -> RpcResult<$ret>;
             )+
         }
 
@@ -337,13 +339,13 @@ macro_rules! api {
                 openrpc::Method {
                     name: $name,
                     doc: &[$($doc),*],
-                    params: api!(@params generator $params),
+                    params: api!(@params generator ($($params)*)),
                     result: generator.subschema_for::<$ret>(),
                 }
             ),+]
         }
     };
-    (@params $generator:ident (&self $(, $param:ident : $ty:ty)* $(,)?)) => {
+    (@params $generator:ident ($(, $param:ident : $ty:ty)* $(,)?)) => {
         vec![$(openrpc::Param::of::<$ty>(stringify!($param), $generator)),*]
     };
 }
