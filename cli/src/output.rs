@@ -122,7 +122,8 @@ impl Printer {
         }
         println!("state:        {}", s.state);
         println!("peer id:      {}", s.peer_id.as_deref().unwrap_or("-"));
-        println!("roles:        {}", s.roles.join(", "));
+        let roles: Vec<&str> = s.roles.iter().map(|r| r.as_str()).collect();
+        println!("roles:        {}", roles.join(", "));
         println!("listening:    {}", s.listen_addrs.join(" "));
         println!(
             "peers:        {} connected, {} in DHT",
@@ -138,7 +139,7 @@ impl Printer {
                     .unwrap_or_default()
             );
         }
-        if s.roles.iter().any(|r| r == "provider") {
+        if s.roles.contains(&NodeRole::Provider) {
             println!(
                 "stored:       {} of {} ({} free)",
                 HumanBytes(s.stored_bytes),

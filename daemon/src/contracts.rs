@@ -54,6 +54,19 @@ impl State {
             State::Lost => "lost",
         }
     }
+
+    pub fn to_rpc(self) -> p2pstore_rpc::ContractState {
+        use p2pstore_rpc::ContractState as S;
+        match self {
+            State::Accepted => S::Accepted,
+            State::Paid => S::Paid,
+            State::Active => S::Active,
+            State::Rejected => S::Rejected,
+            State::ExpiredUnpaid => S::ExpiredUnpaid,
+            State::Deleted => S::Deleted,
+            State::Lost => S::Lost,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -124,8 +137,8 @@ impl Contract {
         p2pstore_rpc::ContractInfo {
             contract_id: self.contract_id.to_string(),
             role: match self.role {
-                Role::Client => "client".into(),
-                Role::Provider => "provider".into(),
+                Role::Client => p2pstore_rpc::ContractRole::Client,
+                Role::Provider => p2pstore_rpc::ContractRole::Provider,
             },
             peer_id: self.peer.to_string(),
             file_id: self.file_id.map(|f| f.to_string()),
@@ -137,7 +150,7 @@ impl Contract {
             payout_address: self.payout_address.to_string(),
             txid: self.txid.map(|t| t.to_string()),
             vout: self.vout,
-            state: self.state.as_str().into(),
+            state: self.state.to_rpc(),
             deadline_height: self.deadline_height,
             expiry_height: self.expiry_height(),
         }
@@ -239,6 +252,6 @@ mod tests {
         assert_eq!(updated.expiry_height(), Some(160));
         assert!(updated.holds(&shard, 10) && !updated.holds(&shard, 11));
         assert_eq!(store.list().unwrap().len(), 1);
-        assert_eq!(updated.to_rpc().state, "active");
+        assert_eq!(updated.to_rpc().state, p2pstore_rpc::ContractState::Active);
     }
 }

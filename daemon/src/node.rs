@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use libp2p::identity::Keypair;
+use p2pstore_rpc::{NodeRole, NodeState};
 use tokio::sync::RwLock;
 use tracing::info;
 use zeroize::Zeroizing;
@@ -24,7 +25,7 @@ pub struct Services {
     pub client: Option<ClientService>,
     pub provider: ProviderService,
     pub wallet: Option<WalletService>,
-    pub roles: Vec<String>,
+    pub roles: Vec<NodeRole>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -127,11 +128,11 @@ impl Node {
             .ok_or(Error::NoAccount("account"))
     }
 
-    pub async fn state_name(&self) -> &'static str {
+    pub async fn state_name(&self) -> NodeState {
         match &*self.inner.state.read().await {
-            State::Running(_) => "running",
-            State::Locked => "locked",
-            State::Uninitialized => "uninitialized",
+            State::Running(_) => NodeState::Running,
+            State::Locked => NodeState::Locked,
+            State::Uninitialized => NodeState::Uninitialized,
         }
     }
 
@@ -285,13 +286,13 @@ impl Node {
         };
         let mut roles = Vec::new();
         if cfg.rendezvous_server {
-            roles.push("bootstrap".to_string());
+            roles.push(NodeRole::Bootstrap);
         }
         if client.is_some() {
-            roles.push("client".to_string());
+            roles.push(NodeRole::Client);
         }
         if provide {
-            roles.push("provider".to_string());
+            roles.push(NodeRole::Provider);
         }
         Ok(Arc::new(Services {
             net,
@@ -312,7 +313,7 @@ impl Node {
     }
 
     pub async fn status(&self) -> Result<p2pstore_rpc::Status> {
-        let state = self.state_name().await.to_string();
+        let state = self.state_name().await;
         let mut status = p2pstore_rpc::Status {
             state,
             peer_id: None,

@@ -1,15 +1,19 @@
 //! The JSON-RPC interface of `p2pstored`, defined once.
 //!
 //! The daemon implements [`P2pstoreApiServer`], the CLI (and tests) use
-//! [`P2pstoreApiClient`], and `openrpc.json` documents the same methods; a
-//! test in the daemon checks that the document and the trait agree. Amounts
-//! are integer satoshis in fields ending `_sat`; sizes are bytes.
+//! [`P2pstoreApiClient`], and `openrpc.json` documents the same methods. All
+//! three come from one `api!` invocation below: the OpenRPC document is
+//! generated from it and the types' schemas ([`openrpc::document`]), and a
+//! test fails when the committed file is stale. Amounts are integer
+//! satoshis in fields ending `_sat`; sizes are bytes.
 
 use jsonrpsee::core::RpcResult;
 use jsonrpsee::proc_macros::rpc;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub mod codes;
+pub mod openrpc;
 
 /// The OpenRPC document served by `rpc.discover`.
 pub const OPENRPC_JSON: &str = include_str!("../openrpc.json");
@@ -19,7 +23,7 @@ pub const COOKIE_FILE: &str = ".cookie";
 /// Name of the file in the data dir that holds the RPC listen address.
 pub const RPC_ADDR_FILE: &str = "rpc.addr";
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct InitResult {
     /// The new account's BIP39 mnemonic; `None` when restoring from one.
     /// Shown once: the daemon keeps it only inside the encrypted keystore.
@@ -27,12 +31,12 @@ pub struct InitResult {
     pub peer_id: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct UnlockResult {
     pub peer_id: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct PutResult {
     pub file_id: String,
     pub name: String,
@@ -44,14 +48,14 @@ pub struct PutResult {
 }
 
 /// Shards reachable and valid, against shards needed and stored.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct Health {
     pub good: u32,
     pub needed: u32,
     pub total: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct SegmentHealth {
     pub index: u64,
     pub good: u32,
@@ -59,7 +63,7 @@ pub struct SegmentHealth {
     pub total: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct FileStat {
     pub file_id: String,
     pub name: String,
@@ -73,7 +77,7 @@ pub struct FileStat {
     pub segments: Vec<SegmentHealth>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct RepairResult {
     pub files_checked: u64,
     pub segments_repaired: u64,
@@ -84,14 +88,14 @@ pub struct RepairResult {
     pub txid: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct GetResult {
     pub file_id: String,
     pub path: String,
     pub size: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct FileEntry {
     pub file_id: String,
     pub name: String,
@@ -105,7 +109,7 @@ pub struct FileEntry {
     pub health: Health,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct RmResult {
     pub file_id: String,
     /// Shards the providers confirmed deleting.
@@ -115,15 +119,15 @@ pub struct RmResult {
     pub unreachable_providers: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct Status {
-    /// `locked`, `uninitialized` or `running`.
-    pub state: String,
+    pub state: NodeState,
     pub peer_id: Option<String>,
     pub listen_addrs: Vec<String>,
     pub dht_peers: u64,
     pub connected_peers: u64,
-    pub roles: Vec<String>,
+    /// What this node does, in a fixed order: bootstrap, client, provider.
+    pub roles: Vec<NodeRole>,
     pub stored_bytes: u64,
     pub capacity_bytes: u64,
     pub free_bytes: u64,
@@ -137,7 +141,7 @@ pub struct Status {
 }
 
 /// What a provider offers, as last answered over the network.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct ProviderInfo {
     pub peer_id: String,
     pub addrs: Vec<String>,
@@ -148,24 +152,24 @@ pub struct ProviderInfo {
     pub protocol_version: u32,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct WalletBalance {
     pub confirmed_sat: u64,
     pub unconfirmed_sat: u64,
     pub immature_sat: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct AddressResult {
     pub address: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct SendResult {
     pub txid: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct WalletTx {
     pub txid: String,
     pub received_sat: u64,
@@ -176,11 +180,11 @@ pub struct WalletTx {
 }
 
 /// A storage contract as one side of it sees it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct ContractInfo {
     pub contract_id: String,
-    /// `client` or `provider`: which side this node is on.
-    pub role: String,
+    /// Which side of the contract this node is on.
+    pub role: ContractRole,
     /// The other side.
     pub peer_id: String,
     pub file_id: Option<String>,
@@ -192,92 +196,250 @@ pub struct ContractInfo {
     pub payout_address: String,
     pub txid: Option<String>,
     pub vout: Option<u32>,
-    /// accepted, paid, active, rejected, expired_unpaid, deleted or lost.
-    pub state: String,
+    pub state: ContractState,
     pub deadline_height: u32,
     pub expiry_height: Option<u32>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct Progress {
     pub done_bytes: u64,
     pub total_bytes: u64,
     pub finished: bool,
 }
 
-#[rpc(server, client)]
-pub trait P2pstoreApi {
-    /// Create the account: a new mnemonic, or `mnemonic` to restore one.
-    #[method(name = "init")]
-    async fn init(&self, password: String, mnemonic: Option<String>) -> RpcResult<InitResult>;
+/// Defines a fieldless enum whose JSON form is its snake_case variant name,
+/// with `as_str` and `Display` giving that same name, so the CLI prints
+/// exactly what the wire carries.
+macro_rules! wire_enum {
+    (
+        $(#[doc = $doc:literal])*
+        pub enum $name:ident {
+            $( $(#[doc = $vdoc:literal])* $variant:ident => $wire:literal, )+
+        }
+    ) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $( $(#[doc = $vdoc])* $variant, )+
+        }
 
-    /// Decrypt the keystore and start the node.
-    #[method(name = "unlock")]
-    async fn unlock(&self, password: String) -> RpcResult<UnlockResult>;
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
-    /// Store the file at `path` (on the daemon's machine) at a redundancy
-    /// level (`low`, `medium`, `high` or `K/N`; default from config).
-    /// `op_id`, when given, lets `progress` report on this transfer.
-    #[method(name = "put")]
-    async fn put(
-        &self,
-        path: String,
-        redundancy: Option<String>,
-        op_id: Option<String>,
-    ) -> RpcResult<PutResult>;
+            /// The JSON wire form.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $wire,)+
+                }
+            }
+        }
 
-    /// Fetch, verify and decrypt a file into `dest`.
-    #[method(name = "get")]
-    async fn get(
-        &self,
-        file_id: String,
-        dest: String,
-        op_id: Option<String>,
-    ) -> RpcResult<GetResult>;
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                // `pad`, not `write_str`: the CLI aligns these in columns.
+                f.pad(self.as_str())
+            }
+        }
+    };
+}
 
-    #[method(name = "ls")]
-    async fn ls(&self) -> RpcResult<Vec<FileEntry>>;
+wire_enum! {
+    /// Where the node is in its life cycle.
+    pub enum NodeState {
+        /// No keystore yet: call `init`.
+        Uninitialized => "uninitialized",
+        /// A keystore exists but is encrypted: call `unlock`.
+        Locked => "locked",
+        /// Unlocked and serving.
+        Running => "running",
+    }
+}
 
-    /// A file's health, segment by segment, worst first.
-    #[method(name = "stat")]
-    async fn stat(&self, file_id: String) -> RpcResult<FileStat>;
+wire_enum! {
+    /// A job this node does on the network.
+    pub enum NodeRole {
+        /// A rendezvous point other nodes use to find peers.
+        Bootstrap => "bootstrap",
+        /// Stores files with providers and pays them.
+        Client => "client",
+        /// Stores other clients' shards for pay.
+        Provider => "provider",
+    }
+}
 
-    /// Rebuild lost shards of one file, or of every file.
-    #[method(name = "repair")]
-    async fn repair(&self, file_id: Option<String>) -> RpcResult<RepairResult>;
+wire_enum! {
+    /// Which side of a storage contract this node is on.
+    pub enum ContractRole {
+        /// This node pays for the storage.
+        Client => "client",
+        /// This node stores the shards and is paid.
+        Provider => "provider",
+    }
+}
 
-    #[method(name = "rm")]
-    async fn rm(&self, file_id: String) -> RpcResult<RmResult>;
+wire_enum! {
+    /// Where a storage contract is in its life cycle.
+    pub enum ContractState {
+        /// Offered and accepted; waiting for payment until the deadline.
+        Accepted => "accepted",
+        /// The client broadcast the payment; the provider has not confirmed it.
+        Paid => "paid",
+        /// The provider verified the payment.
+        Active => "active",
+        /// The provider refused the payment notice.
+        Rejected => "rejected",
+        /// Unpaid past its deadline: the provider deleted the shards.
+        ExpiredUnpaid => "expired_unpaid",
+        /// The client deleted the file.
+        Deleted => "deleted",
+        /// The provider lost shards; they were rebuilt elsewhere.
+        Lost => "lost",
+    }
+}
 
-    #[method(name = "status")]
-    async fn status(&self) -> RpcResult<Status>;
+/// Writes the API once: expands to the jsonrpsee trait (server and client)
+/// and to [`openrpc::methods`], the table `openrpc.json` is generated from.
+/// jsonrpsee's macro keeps no metadata we could read back, hence this.
+///
+/// Each method's parameter list is passed to `#[rpc]` as the very tokens
+/// written here: jsonrpsee spots optional params by seeing `Option` in the
+/// type's path, which a type re-emitted from a `$t:ty` fragment would hide.
+/// `&self` is written here, not taken from the input, so that it has the
+/// same hygiene as the `self` that jsonrpsee's generated bodies use.
+macro_rules! api {
+    (
+        $(#[doc = $tdoc:literal])*
+        pub trait $trait:ident {
+            $(
+                $(#[doc = $doc:literal])*
+                #[method(name = $name:literal)]
+                async fn $fn:ident(&self $($params:tt)*) -> RpcResult<$ret:ty>;
+            )+
+        }
+    ) => {
+        $(#[doc = $tdoc])*
+        #[rpc(server, client)]
+        pub trait $trait {
+            $(
+                $(#[doc = $doc])*
+                #[method(name = $name)]
+                async fn $fn(&self $($params)*) -> RpcResult<$ret>;
+            )+
+        }
 
-    /// Providers the DHT knows now, each with a fresh offer.
-    #[method(name = "providers")]
-    async fn providers(&self) -> RpcResult<Vec<ProviderInfo>>;
+        /// Every method of the API as the OpenRPC document lists it, with
+        /// param and result schemas registered in `generator`.
+        pub(crate) fn api_methods(
+            generator: &mut schemars::SchemaGenerator,
+        ) -> Vec<openrpc::Method> {
+            vec![$(
+                openrpc::Method {
+                    name: $name,
+                    doc: &[$($doc),*],
+                    params: api!(@params generator ($($params)*)),
+                    result: generator.subschema_for::<$ret>(),
+                }
+            ),+]
+        }
+    };
+    (@params $generator:ident ($(, $param:ident : $ty:ty)* $(,)?)) => {
+        vec![$(openrpc::Param::of::<$ty>(stringify!($param), $generator)),*]
+    };
+}
 
-    /// Progress of a put or get started with `op_id`.
-    #[method(name = "progress")]
-    async fn progress(&self, op_id: String) -> RpcResult<Option<Progress>>;
+api! {
+    /// The daemon's control API. Every method answers errors with a code
+    /// from [`codes`].
+    pub trait P2pstoreApi {
+        /// Create the account keystore: a new BIP39 mnemonic (returned once),
+        /// or restore `mnemonic`.
+        #[method(name = "init")]
+        async fn init(&self, password: String, mnemonic: Option<String>) -> RpcResult<InitResult>;
 
-    #[method(name = "wallet_balance")]
-    async fn wallet_balance(&self) -> RpcResult<WalletBalance>;
+        /// Decrypt the keystore with `password` and start the node.
+        #[method(name = "unlock")]
+        async fn unlock(&self, password: String) -> RpcResult<UnlockResult>;
 
-    /// A fresh receive address of this node's wallet.
-    #[method(name = "wallet_address")]
-    async fn wallet_address(&self) -> RpcResult<AddressResult>;
+        /// Encrypt, erasure-code and store the file at `path` (a path on the
+        /// daemon's machine) with providers found in the DHT, and pay them in
+        /// one transaction. `redundancy` is `low` (1 copy), `medium` (2-of-4),
+        /// `high` (3-of-9) or `K/N`; the default comes from the config.
+        /// `op_id`, a caller-chosen id, lets `progress` report on this put
+        /// while it runs.
+        #[method(name = "put")]
+        async fn put(
+            &self,
+            path: String,
+            redundancy: Option<String>,
+            op_id: Option<String>,
+        ) -> RpcResult<PutResult>;
 
-    #[method(name = "wallet_send")]
-    async fn wallet_send(&self, address: String, amount_sat: u64) -> RpcResult<SendResult>;
+        /// Fetch, verify and decrypt a file into `dest`; nothing is written
+        /// at `dest` unless every byte verified. `op_id` as for `put`.
+        #[method(name = "get")]
+        async fn get(
+            &self,
+            file_id: String,
+            dest: String,
+            op_id: Option<String>,
+        ) -> RpcResult<GetResult>;
 
-    #[method(name = "wallet_txs")]
-    async fn wallet_txs(&self) -> RpcResult<Vec<WalletTx>>;
+        /// Files this account has stored, with their health.
+        #[method(name = "ls")]
+        async fn ls(&self) -> RpcResult<Vec<FileEntry>>;
 
-    /// Contracts on both sides: as client and as provider.
-    #[method(name = "contracts")]
-    async fn contracts(&self) -> RpcResult<Vec<ContractInfo>>;
+        /// A file's health: valid shards over needed shards, every segment,
+        /// worst first.
+        #[method(name = "stat")]
+        async fn stat(&self, file_id: String) -> RpcResult<FileStat>;
 
-    /// The OpenRPC document of this API.
-    #[method(name = "rpc.discover")]
-    async fn discover(&self) -> RpcResult<serde_json::Value>;
+        /// Rebuild lost or corrupt shards at new providers under new paid
+        /// contracts; one file, or every file when `file_id` is absent.
+        #[method(name = "repair")]
+        async fn repair(&self, file_id: Option<String>) -> RpcResult<RepairResult>;
+
+        /// Delete a file's shards at its providers, then forget the file.
+        #[method(name = "rm")]
+        async fn rm(&self, file_id: String) -> RpcResult<RmResult>;
+
+        /// Node identity, network and storage state.
+        #[method(name = "status")]
+        async fn status(&self) -> RpcResult<Status>;
+
+        /// Providers the DHT knows now, each with the offer it just gave.
+        #[method(name = "providers")]
+        async fn providers(&self) -> RpcResult<Vec<ProviderInfo>>;
+
+        /// Progress of a put or get started with `op_id`; null when unknown.
+        #[method(name = "progress")]
+        async fn progress(&self, op_id: String) -> RpcResult<Option<Progress>>;
+
+        /// Wallet balance in sats.
+        #[method(name = "wallet_balance")]
+        async fn wallet_balance(&self) -> RpcResult<WalletBalance>;
+
+        /// A fresh receive address of this node's wallet.
+        #[method(name = "wallet_address")]
+        async fn wallet_address(&self) -> RpcResult<AddressResult>;
+
+        /// Send `amount_sat` to `address`; returns the txid.
+        #[method(name = "wallet_send")]
+        async fn wallet_send(&self, address: String, amount_sat: u64) -> RpcResult<SendResult>;
+
+        /// Wallet transactions, unconfirmed first.
+        #[method(name = "wallet_txs")]
+        async fn wallet_txs(&self) -> RpcResult<Vec<WalletTx>>;
+
+        /// Storage contracts on both sides: as client (what we pay for) and
+        /// as provider (what we are paid for).
+        #[method(name = "contracts")]
+        async fn contracts(&self) -> RpcResult<Vec<ContractInfo>>;
+
+        /// This OpenRPC document.
+        #[method(name = "rpc.discover")]
+        async fn discover(&self) -> RpcResult<serde_json::Value>;
+    }
 }

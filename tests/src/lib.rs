@@ -596,3 +596,75 @@ pub fn rpc_code(e: &jsonrpsee::core::ClientError) -> i32 {
         other => panic!("expected a JSON-RPC error object, got {other}"),
     }
 }
+
+/// Checks live results against the OpenRPC document: each call goes over
+/// raw JSON-RPC (the result stays the JSON the daemon sent, not a typed
+/// value re-serialized here) and its `result` must validate against the
+/// method's declared result schema, `$ref`s resolved in `components`.
+pub struct SpecCheck {
+    doc: serde_json::Value,
+    /// Methods called so far, so a test can assert it covered them.
+    pub called: std::collections::BTreeSet<String>,
+}
+
+impl Default for SpecCheck {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SpecCheck {
+    pub fn new() -> Self {
+        SpecCheck {
+            doc: serde_json::from_str(p2pstore_rpc::OPENRPC_JSON).unwrap(),
+            called: Default::default(),
+        }
+    }
+
+    /// Calls `method` on `d` with named `params` and returns the result,
+    /// after checking it against the method's result schema.
+    pub async fn call(
+        &mut self,
+        d: &Daemon,
+        method: &str,
+        params: serde_json::Value,
+    ) -> serde_json::Value {
+        use jsonrpsee::core::client::ClientT;
+        let mut p = jsonrpsee::core::params::ObjectParams::new();
+        for (k, v) in params.as_object().cloned().unwrap_or_default() {
+            p.insert(&k, v).unwrap();
+        }
+        let result: serde_json::Value = d
+            .rpc()
+            .request(method, p)
+            .await
+            .unwrap_or_else(|e| panic!("{method}: {e}"));
+        let spec = self.doc["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == method)
+            .unwrap_or_else(|| panic!("{method} is not in openrpc.json"));
+        // The result schema is wrapped in a root that carries the
+        // document's components, so `#/components/schemas/...` resolves.
+        let schema = serde_json::json!({
+            "allOf": [spec["result"]["schema"]],
+            "components": self.doc["components"],
+        });
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft7)
+            .offline()
+            .build(&schema)
+            .unwrap_or_else(|e| panic!("{method}: bad result schema: {e}"));
+        let errors: Vec<String> = validator
+            .iter_errors(&result)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method}: result does not match openrpc.json: {errors:#?}\nresult: {result:#}"
+        );
+        self.called.insert(method.to_string());
+        result
+    }
+}

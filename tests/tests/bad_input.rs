@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use p2pstore_rpc::{P2pstoreApiClient, codes};
+use p2pstore_rpc::{NodeState, P2pstoreApiClient, codes};
 use p2pstore_tests::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -124,14 +124,14 @@ async fn rpc_auth_and_keystore_password() {
     net.client.stop();
     net.client.start_with(true).await;
     let rpc = net.client.rpc();
-    assert_eq!(rpc.status().await.unwrap().state, "locked");
+    assert_eq!(rpc.status().await.unwrap().state, NodeState::Locked);
     let e = rpc.ls().await.unwrap_err();
     assert_eq!(rpc_code(&e), codes::KEYSTORE_LOCKED);
     let e = rpc.unlock("wrong password".into()).await.unwrap_err();
     assert_eq!(rpc_code(&e), codes::WRONG_PASSWORD);
-    assert_eq!(rpc.status().await.unwrap().state, "locked");
+    assert_eq!(rpc.status().await.unwrap().state, NodeState::Locked);
     rpc.unlock(PASSWORD.into()).await.unwrap();
-    assert_eq!(rpc.status().await.unwrap().state, "running");
+    assert_eq!(rpc.status().await.unwrap().state, NodeState::Running);
     let e = rpc.init(PASSWORD.into(), None).await.unwrap_err();
     assert_eq!(rpc_code(&e), codes::ALREADY_INITIALIZED);
     // The mnemonic never reaches the log.

@@ -2,7 +2,9 @@
 //! transaction per put, garbage collection of unpaid contracts, and no
 //! double payment across a crash.
 
-use p2pstore_rpc::{ContractInfo, P2pstoreApiClient, codes};
+use p2pstore_rpc::{
+    ContractInfo, ContractRole, ContractState, NodeState, P2pstoreApiClient, codes,
+};
 use p2pstore_tests::*;
 
 /// Restarts the client with a failpoint, starts a put of a new 5 MiB file
@@ -30,7 +32,7 @@ async fn total(d: &Daemon) -> u64 {
     b.confirmed_sat + b.unconfirmed_sat
 }
 
-async fn contracts(d: &Daemon, role: &str) -> Vec<ContractInfo> {
+async fn contracts(d: &Daemon, role: ContractRole) -> Vec<ContractInfo> {
     d.rpc()
         .contracts()
         .await
@@ -60,16 +62,17 @@ async fn wait_balance(d: &Daemon, sat: u64) {
     .await;
 }
 
-async fn wait_contract_states(d: &Daemon, role: &str, state: &str) -> Vec<ContractInfo> {
+async fn wait_contract_states(
+    d: &Daemon,
+    role: ContractRole,
+    state: ContractState,
+) -> Vec<ContractInfo> {
     let rpc = d.rpc();
-    let role = role.to_string();
-    let state = state.to_string();
     wait_for(
         &format!("{}'s {role} contracts to be {state}", d.name),
         90,
         || {
             let rpc = rpc.clone();
-            let (role, state) = (role.clone(), state.clone());
             async move {
                 let cs: Vec<ContractInfo> = rpc
                     .contracts()
@@ -102,10 +105,10 @@ async fn put_pays_the_quoted_amount_and_wallets_survive_restart() {
         .await
         .unwrap();
 
-    let client_side = contracts(&net.client, "client").await;
+    let client_side = contracts(&net.client, ContractRole::Client).await;
     assert_eq!(client_side.len(), 1);
     let c = &client_side[0];
-    assert_eq!(c.state, "active");
+    assert_eq!(c.state, ContractState::Active);
     assert_eq!(c.peer_id, put.providers[0]);
     let txid = c.txid.clone().unwrap();
     // 6 MiB for 4320 blocks at 1001 sat/GiB/month is below the minimum.
@@ -113,10 +116,10 @@ async fn put_pays_the_quoted_amount_and_wallets_survive_restart() {
     assert_eq!(c.term_blocks, 4320);
 
     let holder = &net.providers[net.provider_by_peer(&c.peer_id).await];
-    let provider_side = contracts(holder, "provider").await;
+    let provider_side = contracts(holder, ContractRole::Provider).await;
     assert_eq!(provider_side.len(), 1);
     assert_eq!(provider_side[0].contract_id, c.contract_id);
-    assert_eq!(provider_side[0].state, "active");
+    assert_eq!(provider_side[0].state, ContractState::Active);
     assert_eq!(provider_side[0].amount_sat, c.amount_sat);
     assert_eq!(provider_side[0].txid.as_deref(), Some(txid.as_str()));
     assert!(provider_side[0].expiry_height.is_some());
@@ -146,7 +149,10 @@ async fn put_pays_the_quoted_amount_and_wallets_survive_restart() {
     net.client.restart().await;
     net.wait_synced().await;
     assert_eq!(net.client.rpc().wallet_balance().await.unwrap(), balance);
-    assert_eq!(contracts(&net.client, "client").await[0].state, "active");
+    assert_eq!(
+        contracts(&net.client, ContractRole::Client).await[0].state,
+        ContractState::Active
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -167,9 +173,9 @@ async fn two_providers_paid_by_one_transaction() {
         .await
         .unwrap();
     assert_eq!(put.providers.len(), 2);
-    let cs = contracts(&net.client, "client").await;
+    let cs = contracts(&net.client, ContractRole::Client).await;
     assert_eq!(cs.len(), 2);
-    assert!(cs.iter().all(|c| c.state == "active"));
+    assert!(cs.iter().all(|c| c.state == ContractState::Active));
     assert_eq!(cs[0].txid, cs[1].txid, "one transaction pays both");
     assert_ne!(cs[0].vout, cs[1].vout);
     for c in &cs {
@@ -189,19 +195,29 @@ async fn unpaid_contract_is_collected_after_its_deadline() {
     put_crashing_at(&mut net, "before-pay", "unpaid.bin").await;
 
     let provider = &net.providers[0];
-    let accepted = contracts(provider, "provider").await;
+    let accepted = contracts(provider, ContractRole::Provider).await;
     assert_eq!(accepted.len(), 1);
-    assert_eq!(accepted[0].state, "accepted");
+    assert_eq!(accepted[0].state, ContractState::Accepted);
     assert!(provider.rpc().status().await.unwrap().stored_bytes > 0);
 
     net.bitcoind.mine_burn(PAYMENT_WINDOW + 1).await;
-    wait_contract_states(provider, "provider", "expired_unpaid").await;
+    wait_contract_states(
+        provider,
+        ContractRole::Provider,
+        ContractState::ExpiredUnpaid,
+    )
+    .await;
     assert_eq!(provider.rpc().status().await.unwrap().stored_bytes, 0);
     assert_eq!(total(provider).await, 0);
 
     // The restarted client drops the file it never paid for.
     net.client.start().await;
-    wait_contract_states(&net.client, "client", "expired_unpaid").await;
+    wait_contract_states(
+        &net.client,
+        ContractRole::Client,
+        ContractState::ExpiredUnpaid,
+    )
+    .await;
     let rpc = net.client.rpc();
     wait_for("the unpaid file to be forgotten", 60, || {
         let rpc = rpc.clone();
@@ -239,7 +255,11 @@ async fn insufficient_funds_uploads_and_pays_nothing() {
     );
     assert!(net.client.rpc().wallet_txs().await.unwrap().is_empty());
     assert!(net.client.rpc().ls().await.unwrap().is_empty());
-    assert!(contracts(&net.client, "client").await.is_empty());
+    assert!(
+        contracts(&net.client, ContractRole::Client)
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -252,7 +272,7 @@ async fn crash_between_broadcast_and_record_never_pays_twice() {
     let digest = put_crashing_at(&mut net, "after-broadcast", "crash.bin").await;
 
     net.client.start().await;
-    let cs = wait_contract_states(&net.client, "client", "active").await;
+    let cs = wait_contract_states(&net.client, ContractRole::Client, ContractState::Active).await;
     assert_eq!(cs.len(), 1);
     let provider = &net.providers[0];
     wait_balance(provider, cs[0].amount_sat).await;
@@ -270,7 +290,10 @@ async fn crash_between_broadcast_and_record_never_pays_twice() {
         .filter(|t| t.sent_sat > 0)
         .count();
     assert_eq!(spends, 1, "exactly one payment left the client's wallet");
-    assert_eq!(contracts(provider, "provider").await[0].state, "active");
+    assert_eq!(
+        contracts(provider, ContractRole::Provider).await[0].state,
+        ContractState::Active
+    );
 
     let files = net.client.rpc().ls().await.unwrap();
     assert_eq!(files.len(), 1);
@@ -327,5 +350,5 @@ async fn price_cap_and_bitcoind_outage() {
     );
     net.assert_get(&put.file_id, digest, "a.out").await;
     let st = net.client.rpc().status().await.unwrap();
-    assert!(st.bitcoind_error.is_some() || st.state == "running");
+    assert!(st.bitcoind_error.is_some() || st.state == NodeState::Running);
 }

@@ -1,7 +1,7 @@
 //! Erasure-coded files outlive their providers: reads from any K of N
 //! shards, health, and repair onto new, paid providers.
 
-use p2pstore_rpc::{P2pstoreApiClient, codes};
+use p2pstore_rpc::{ContractState, P2pstoreApiClient, codes};
 use p2pstore_tests::*;
 
 async fn health(net: &Net, file_id: &str) -> (u32, u32) {
@@ -75,14 +75,17 @@ async fn medium_survives_lost_providers_and_repairs_onto_new_ones() {
         let p = &net.providers[s];
         let cs = p.rpc().contracts().await.unwrap();
         assert_eq!(cs.len(), 1);
-        assert_eq!(cs[0].state, "active");
+        assert_eq!(cs[0].state, ContractState::Active);
         assert_eq!(cs[0].txid, r.txid);
         let b = p.rpc().wallet_balance().await.unwrap();
         assert_eq!(b.confirmed_sat + b.unconfirmed_sat, cs[0].amount_sat);
     }
     let client_cs = net.client.rpc().contracts().await.unwrap();
     assert_eq!(
-        client_cs.iter().filter(|c| c.state == "lost").count(),
+        client_cs
+            .iter()
+            .filter(|c| c.state == ContractState::Lost)
+            .count(),
         2,
         "lost providers are not renewed"
     );
@@ -222,7 +225,7 @@ async fn high_on_nine_providers_round_trips() {
     assert_eq!(cs.len(), 9);
     assert!(
         cs.iter()
-            .all(|c| c.state == "active" && c.txid == cs[0].txid),
+            .all(|c| c.state == ContractState::Active && c.txid == cs[0].txid),
         "nine contracts, one transaction"
     );
     net.assert_get(&file_id, digest, "high").await;

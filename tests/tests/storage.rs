@@ -1,7 +1,8 @@
 //! put/get/ls/rm across real daemons, and survival of restarts.
 
-use p2pstore_rpc::P2pstoreApiClient;
+use p2pstore_rpc::{NodeRole, NodeState, P2pstoreApiClient};
 use p2pstore_tests::*;
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn put_get_rm_and_restarts() {
@@ -79,6 +80,73 @@ async fn put_get_rm_and_restarts() {
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), p2pstore_rpc::codes::FILE_NOT_FOUND);
+
+    // Every method's live result, straight off the wire, matches its result
+    // schema in openrpc.json. Here rather than in a test of its own: this
+    // network already has a funded client, a provider and a bootstrap node.
+    let mut spec = SpecCheck::new();
+    let small = net.dir.path().join("spec.bin");
+    let digest = random_file(&small, 100_000);
+    let c = &net.client;
+    let put = spec
+        .call(c, "put", json!({ "path": small, "op_id": "spec-put" }))
+        .await;
+    let file_id = put["file_id"].clone();
+    spec.call(c, "progress", json!({ "op_id": "spec-put" }))
+        .await;
+    let unknown = spec
+        .call(c, "progress", json!({ "op_id": "no-such-op" }))
+        .await;
+    assert!(unknown.is_null());
+    spec.call(c, "stat", json!({ "file_id": file_id })).await;
+    spec.call(c, "ls", json!({})).await;
+    let dest = net.dir.path().join("spec.out");
+    spec.call(
+        c,
+        "get",
+        json!({ "file_id": file_id, "dest": dest, "op_id": "spec-get" }),
+    )
+    .await;
+    assert_eq!(file_sha256(&dest), digest);
+    spec.call(c, "repair", json!({ "file_id": file_id })).await;
+    spec.call(c, "repair", json!({})).await;
+    spec.call(c, "providers", json!({})).await;
+    spec.call(c, "contracts", json!({})).await;
+    spec.call(&net.providers[holder], "contracts", json!({}))
+        .await;
+    for d in [c, &net.providers[holder], &net.bootstrap] {
+        spec.call(d, "status", json!({})).await;
+    }
+    spec.call(c, "wallet_balance", json!({})).await;
+    spec.call(c, "wallet_address", json!({})).await;
+    spec.call(c, "wallet_txs", json!({})).await;
+    let discovered = spec.call(c, "rpc.discover", json!({})).await;
+    assert_eq!(
+        discovered,
+        serde_json::from_str::<serde_json::Value>(p2pstore_rpc::OPENRPC_JSON).unwrap()
+    );
+    spec.call(c, "rm", json!({ "file_id": file_id })).await;
+    for m in [
+        "status",
+        "ls",
+        "stat",
+        "providers",
+        "contracts",
+        "wallet_balance",
+        "wallet_address",
+        "wallet_txs",
+        "progress",
+        "put",
+        "get",
+        "rm",
+        "repair",
+        "rpc.discover",
+    ] {
+        assert!(
+            spec.called.contains(m),
+            "{m} not checked against its schema"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -120,12 +188,12 @@ async fn rpc_discover_and_status() {
         .collect();
     assert!(names.contains(&"put") && names.contains(&"rpc.discover"));
     let st = net.providers[0].rpc().status().await.unwrap();
-    assert_eq!(st.state, "running");
-    assert!(st.roles.contains(&"provider".to_string()));
+    assert_eq!(st.state, NodeState::Running);
+    assert!(st.roles.contains(&NodeRole::Provider));
     assert!(st.dht_peers >= 1);
     assert_eq!(st.capacity_bytes, 1 << 30);
     let boot = net.bootstrap.rpc().status().await.unwrap();
-    assert_eq!(boot.roles, vec!["bootstrap".to_string()]);
+    assert_eq!(boot.roles, vec![NodeRole::Bootstrap]);
     let offers = net.client.rpc().providers().await.unwrap();
     assert_eq!(offers.len(), 1);
     assert_eq!(offers[0].price_sat_per_gib_month, 1001);

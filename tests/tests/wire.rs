@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
-use p2pstore_rpc::P2pstoreApiClient;
+use p2pstore_rpc::{ContractState, P2pstoreApiClient};
 use p2pstore_tests::*;
 use p2pstored::ids::{ContractId, ShardId};
 use p2pstored::network::{self, NetworkConfig, PeerError, Timeouts};
@@ -132,7 +132,7 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
             .find(|c| c.contract_id == contract_id.to_string())
             .unwrap()
             .state,
-        "accepted"
+        ContractState::Accepted
     );
 
     // Nothing was stored, and the provider still serves honest clients.
