@@ -10,6 +10,7 @@ use jsonrpsee::proc_macros::rpc;
 use serde::{Deserialize, Serialize};
 
 pub mod codes;
+pub mod conn;
 
 /// The OpenRPC document served by `rpc.discover`.
 pub const OPENRPC_JSON: &str = include_str!("../openrpc.json");
