@@ -274,8 +274,7 @@ async fn crash_between_broadcast_and_record_never_pays_twice() {
 
     let files = net.client.rpc().ls().await.unwrap();
     assert_eq!(files.len(), 1);
-    net.assert_get(&files[0].file_id, digest, "crash.out")
-        .await;
+    net.assert_get(&files[0].file_id, digest, "crash.out").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
