@@ -60,7 +60,10 @@ struct Inner {
 impl Node {
     /// Opens the node's database and, where the account can be unlocked
     /// without asking (bootstrap role, or a password given), starts it.
-    pub async fn start(cfg: Config) -> Result<Node> {
+    /// With `--init` it creates the account and returns the new recovery
+    /// phrase: showing it is the caller's job, as a library never writes to
+    /// the terminal.
+    pub async fn start(cfg: Config) -> Result<(Node, Option<Zeroizing<String>>)> {
         // Metadata is small; sled's default 1 GiB page cache is not.
         let db = sled::Config::new()
             .path(cfg.datadir.join("db"))
@@ -94,17 +97,11 @@ impl Node {
                 )
             })?;
             let (mnemonic, _) = node.init(pw, None).await?;
-            if let Some(m) = mnemonic {
-                // The only time the phrase is shown; stdout, never the log.
-                println!(
-                    "New account created. Write down this recovery phrase and keep it secret:\n{}",
-                    m.as_str()
-                );
-            }
+            return Ok((node, mnemonic));
         } else {
             info!("no account yet: run `p2pstore-cli init`");
         }
-        Ok(node)
+        Ok((node, None))
     }
 
     pub fn config(&self) -> &Config {
