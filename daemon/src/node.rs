@@ -221,8 +221,8 @@ impl Node {
                 rendezvous_server: cfg.rendezvous_server,
                 provide,
                 timeouts: network::Timeouts {
-                    control: std::time::Duration::from_secs(10),
-                    shard: std::time::Duration::from_secs(60),
+                    control: crate::config::CONTROL_TIMEOUT,
+                    shard: crate::config::SHARD_TIMEOUT,
                 },
             },
         )
@@ -258,7 +258,7 @@ impl Node {
         );
         tasks.push(provider.clone().spawn(inbound));
         if provide {
-            tasks.push(provider.spawn_gc(std::time::Duration::from_secs(5)));
+            tasks.push(provider.spawn_gc(crate::config::PROVIDER_GC_INTERVAL));
         }
         let client = match (account, &wallet) {
             (Some(keys), Some(w)) => {
@@ -278,7 +278,7 @@ impl Node {
                     self.inner.progress.clone(),
                 )
                 .await?;
-                tasks.push(c.spawn_reconciler(std::time::Duration::from_secs(30)));
+                tasks.push(c.spawn_reconciler(crate::config::CLIENT_RECONCILE_INTERVAL));
                 tasks.push(c.spawn_health_check(cfg.health_check));
                 Some(c)
             }
