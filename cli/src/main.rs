@@ -127,8 +127,11 @@ fn absolute(p: &PathBuf) -> Result<String> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let datadir = cli.datadir.clone().unwrap_or_else(conn::default_datadir);
-    let client = conn::connect(&datadir, cli.rpc_addr.as_deref())?;
+    let datadir = cli
+        .datadir
+        .clone()
+        .unwrap_or_else(p2pstore_rpc::conn::default_datadir);
+    let client = p2pstore_rpc::conn::connect(&datadir, cli.rpc_addr.as_deref())?;
     let out = output::Printer { json: cli.json };
     let show_progress = !cli.json && std::io::stdout().is_terminal();
     match cli.cmd {

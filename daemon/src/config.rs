@@ -20,6 +20,54 @@ pub const PID_FILE: &str = "p2pstored.pid";
 pub const DEFAULT_P2P_PORT: u16 = 4710;
 pub const DEFAULT_RPC_PORT: u16 = 4711;
 
+// Every default, defined once: `Config::load` falls back to these, the flag
+// help shows them, and a test checks README's config table against them.
+pub const DEFAULT_CAPACITY: &str = "10GiB";
+pub const DEFAULT_PRICE_SAT_PER_GIB_MONTH: u64 = 1000;
+pub const DEFAULT_MIN_TERM_BLOCKS: u32 = 144;
+pub const DEFAULT_MAX_TERM_BLOCKS: u32 = 52_560;
+pub const DEFAULT_PAYMENT_WINDOW_BLOCKS: u32 = 6;
+/// Regtest, so that nothing spends real coins by accident.
+pub const DEFAULT_NETWORK: &str = "regtest";
+pub const DEFAULT_MAX_PRICE_SAT_PER_GIB_MONTH: u64 = 100_000;
+/// 30 days of blocks.
+pub const DEFAULT_TERM_BLOCKS: u32 = 4320;
+/// Used when bitcoind has no fee estimate; the wallet owns the value.
+pub const DEFAULT_FEE_RATE_SAT_VB: u64 = crate::wallet::DEFAULT_FEE_RATE_SAT_VB;
+pub const DEFAULT_REDUNDANCY: &str = "medium";
+pub const DEFAULT_REPAIR_MARGIN: u16 = 1;
+pub const DEFAULT_HEALTH_CHECK_SECS: u64 = 600;
+pub const DEFAULT_LOG: &str = "info";
+/// How often the wallet polls bitcoind for new blocks.
+pub const BITCOIND_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+// Runtime timeouts and intervals of the node's services (not configurable;
+// here so that they are named and found in one place).
+/// Longest wait for a peer's answer to a control message (offer, contract).
+pub const CONTROL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest wait for one shard upload or download.
+pub const SHARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often a provider collects expired and unpaid contracts' shards.
+pub const PROVIDER_GC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often a client retries unfinished payments and contract records.
+pub const CLIENT_RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// TCP and QUIC on [`DEFAULT_P2P_PORT`], all interfaces.
+pub fn default_listen() -> Vec<String> {
+    vec![
+        format!("/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}"),
+        format!("/ip4/0.0.0.0/udp/{DEFAULT_P2P_PORT}/quic-v1"),
+    ]
+}
+
+pub fn default_rpc_bind() -> String {
+    format!("127.0.0.1:{DEFAULT_RPC_PORT}")
+}
+
+// Flags with a default are `Option`s so that a value from the config file is
+// not overridden by a flag the user never gave; clap's `default_value_t`
+// would make them always present. So the default goes into the help text
+// as a `help = format!(..)` from the same constant `Config::load` uses.
 #[derive(clap::Parser, Debug, Default, Clone)]
 #[command(
     name = "p2pstored",
@@ -33,8 +81,10 @@ pub struct Args {
     /// Config file [default: <datadir>/p2pstore.toml]
     #[arg(long)]
     pub conf: Option<PathBuf>,
-    /// libp2p listen address (repeatable) [default: /ip4/0.0.0.0/tcp/4710 and /ip4/0.0.0.0/udp/4710/quic-v1]
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "libp2p listen address (repeatable) [default: {}]",
+        default_listen().join(" and ")
+    ))]
     pub listen: Vec<String>,
     /// Address to announce to others (repeatable) [default: the listen addresses]
     #[arg(long = "external-addr")]
@@ -42,26 +92,33 @@ pub struct Args {
     /// Bootstrap/rendezvous node to join, as a multiaddr ending in /p2p/<peer id> (repeatable)
     #[arg(long)]
     pub bootstrap: Vec<String>,
-    /// JSON-RPC listen address (HTTP and WebSocket) [default: 127.0.0.1:4711]
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "JSON-RPC listen address (HTTP and WebSocket) [default: {}]",
+        default_rpc_bind()
+    ))]
     pub rpc_bind: Option<String>,
     /// Offer storage to other nodes
     #[arg(long)]
     pub provider: bool,
-    /// Storage offered as a provider, e.g. 50GiB [default: 10GiB]
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Storage offered as a provider, e.g. 50GiB [default: {DEFAULT_CAPACITY}]"
+    ))]
     pub capacity: Option<String>,
-    /// Provider's price in sat per GiB per 30 days (4320 blocks) [default: 1000]
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Provider's price in sat per GiB per 30 days (4320 blocks) [default: {DEFAULT_PRICE_SAT_PER_GIB_MONTH}]"
+    ))]
     pub price_sat_per_gib_month: Option<u64>,
-    /// Shortest contract a provider accepts, in blocks [default: 144]
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Shortest contract a provider accepts, in blocks [default: {DEFAULT_MIN_TERM_BLOCKS}]"
+    ))]
     pub min_term_blocks: Option<u32>,
-    /// Longest contract a provider accepts, in blocks [default: 52560]
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Longest contract a provider accepts, in blocks [default: {DEFAULT_MAX_TERM_BLOCKS}]"
+    ))]
     pub max_term_blocks: Option<u32>,
-    /// Bitcoin network of the wallet: regtest, signet, testnet or bitcoin [default: regtest]
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Bitcoin network of the wallet: regtest, signet, testnet or bitcoin [default: {DEFAULT_NETWORK}]"
+    ))]
     pub network: Option<String>,
     /// bitcoind JSON-RPC URL [default: http://127.0.0.1:<network's RPC port>]
     #[arg(long)]
@@ -75,26 +132,33 @@ pub struct Args {
     /// bitcoind RPC password (instead of the cookie)
     #[arg(long, requires = "bitcoind_rpc_user")]
     pub bitcoind_rpc_password: Option<String>,
-    /// Client: refuse offers above this price, sat per GiB per 30 days [default: 100000]
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Client: refuse offers above this price, sat per GiB per 30 days [default: {DEFAULT_MAX_PRICE_SAT_PER_GIB_MONTH}]"
+    ))]
     pub max_price_sat_per_gib_month: Option<u64>,
-    /// Client: contract term in blocks [default: 4320, 30 days]
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Client: contract term in blocks [default: {DEFAULT_TERM_BLOCKS}, 30 days]"
+    ))]
     pub term_blocks: Option<u32>,
-    /// Client: fee rate for payments in sat/vB [default: 2]
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Client: fee rate for payments in sat/vB [default: bitcoind's estimate, else {DEFAULT_FEE_RATE_SAT_VB}]"
+    ))]
     pub fee_rate_sat_vb: Option<u64>,
-    /// Client: default redundancy of put: low, medium, high or K/N [default: medium]
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Client: default redundancy of put: low, medium, high or K/N [default: {DEFAULT_REDUNDANCY}]"
+    ))]
     pub redundancy: Option<String>,
-    /// Client: repair a segment when its valid shards fall below K + this [default: 1]
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Client: repair a segment when its valid shards fall below K + this [default: {DEFAULT_REPAIR_MARGIN}]"
+    ))]
     pub repair_margin: Option<u16>,
-    /// Client: seconds between background health checks and repairs [default: 600]
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Client: seconds between background health checks and repairs [default: {DEFAULT_HEALTH_CHECK_SECS}]"
+    ))]
     pub health_check_secs: Option<u64>,
-    /// Provider: blocks a client has to pay after a contract is accepted [default: 6]
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Provider: blocks a client has to pay after a contract is accepted [default: {DEFAULT_PAYMENT_WINDOW_BLOCKS}]"
+    ))]
     pub payment_window_blocks: Option<u32>,
     /// Run as the bootstrap/rendezvous node (persisted identity, no account)
     #[arg(long)]
@@ -105,8 +169,9 @@ pub struct Args {
     /// File whose first line is the keystore password [or env P2PSTORE_PASSWORD]
     #[arg(long)]
     pub password_file: Option<PathBuf>,
-    /// Log filter, e.g. info or p2pstored=debug [or env RUST_LOG]
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Log filter, e.g. info or p2pstored=debug [or env RUST_LOG; default: {DEFAULT_LOG}]"
+    ))]
     pub log: Option<String>,
 }
 
@@ -168,7 +233,7 @@ fn parse_network(s: &str) -> Result<Network> {
         "signet" => Ok(Network::Signet),
         "testnet" => Ok(Network::Testnet),
         "bitcoin" | "mainnet" => Ok(Network::Bitcoin),
-        other => Err(Error::InvalidParams(format!(
+        other => Err(Error::Config(format!(
             "unknown network {other:?} (regtest, signet, testnet, bitcoin)"
         ))),
     }
@@ -184,18 +249,14 @@ fn bitcoind_defaults(network: Network) -> (u16, &'static str) {
     }
 }
 
-pub fn default_datadir() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join(".p2pstore")
-}
+/// `~/.p2pstore`: the same default the CLI looks in.
+pub use p2pstore_rpc::conn::default_datadir;
 
 fn addrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>> {
     list.iter()
         .map(|s| {
             s.parse()
-                .map_err(|e| Error::InvalidParams(format!("{what} {s:?}: {e}")))
+                .map_err(|e| Error::Config(format!("{what} {s:?}: {e}")))
         })
         .collect()
 }
@@ -203,14 +264,14 @@ fn addrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>> {
 pub fn parse_size(s: &str) -> Result<u64> {
     s.parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
-        .map_err(|e| Error::InvalidParams(format!("size {s:?}: {e}")))
+        .map_err(|e| Error::Config(format!("size {s:?}: {e}")))
 }
 
 /// First line of a password file, without its newline.
 pub fn read_password_file(path: &Path) -> Result<Zeroizing<String>> {
     let text = Zeroizing::new(
         std::fs::read_to_string(path)
-            .map_err(|e| Error::InvalidParams(format!("password file {}: {e}", path.display())))?,
+            .map_err(|e| Error::Config(format!("password file {}: {e}", path.display())))?,
     );
     Ok(Zeroizing::new(
         text.lines().next().unwrap_or("").to_string(),
@@ -226,15 +287,12 @@ impl Config {
             .unwrap_or_else(|| datadir.join(CONFIG_FILE));
         let file: FileConfig = match std::fs::read_to_string(&conf_path) {
             Ok(text) => toml::from_str(&text)
-                .map_err(|e| Error::InvalidParams(format!("{}: {e}", conf_path.display())))?,
+                .map_err(|e| Error::Config(format!("{}: {e}", conf_path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && args.conf.is_none() => {
                 FileConfig::default()
             }
             Err(e) => {
-                return Err(Error::InvalidParams(format!(
-                    "{}: {e}",
-                    conf_path.display()
-                )));
+                return Err(Error::Config(format!("{}: {e}", conf_path.display())));
             }
         };
         let pick = |flag: Vec<String>, file: Option<Vec<String>>| {
@@ -246,15 +304,12 @@ impl Config {
         };
         let mut listen = pick(args.listen, file.listen);
         if listen.is_empty() {
-            listen = vec![
-                format!("/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}"),
-                format!("/ip4/0.0.0.0/udp/{DEFAULT_P2P_PORT}/quic-v1"),
-            ];
+            listen = default_listen();
         }
         let rpc_bind = args
             .rpc_bind
             .or(file.rpc_bind)
-            .unwrap_or_else(|| format!("127.0.0.1:{DEFAULT_RPC_PORT}"));
+            .unwrap_or_else(default_rpc_bind);
         let password = match &args.password_file {
             Some(p) => Some(read_password_file(p)?),
             None => std::env::var("P2PSTORE_PASSWORD").ok().map(Zeroizing::new),
@@ -263,15 +318,18 @@ impl Config {
             price_sat_per_gib_month: args
                 .price_sat_per_gib_month
                 .or(file.price_sat_per_gib_month)
-                .unwrap_or(1000),
-            min_term_blocks: args.min_term_blocks.or(file.min_term_blocks).unwrap_or(144),
+                .unwrap_or(DEFAULT_PRICE_SAT_PER_GIB_MONTH),
+            min_term_blocks: args
+                .min_term_blocks
+                .or(file.min_term_blocks)
+                .unwrap_or(DEFAULT_MIN_TERM_BLOCKS),
             max_term_blocks: args
                 .max_term_blocks
                 .or(file.max_term_blocks)
-                .unwrap_or(52_560),
+                .unwrap_or(DEFAULT_MAX_TERM_BLOCKS),
         };
         if terms.min_term_blocks > terms.max_term_blocks {
-            return Err(Error::InvalidParams(
+            return Err(Error::Config(
                 "min_term_blocks is above max_term_blocks".into(),
             ));
         }
@@ -279,7 +337,7 @@ impl Config {
             args.network
                 .or(file.network)
                 .as_deref()
-                .unwrap_or("regtest"),
+                .unwrap_or(DEFAULT_NETWORK),
         )?;
         let (rpc_port, sub) = bitcoind_defaults(network);
         let auth = match (
@@ -306,20 +364,23 @@ impl Config {
                 .or(file.bitcoind_rpc_url)
                 .unwrap_or_else(|| format!("http://127.0.0.1:{rpc_port}")),
             auth,
-            poll_interval: std::time::Duration::from_secs(1),
+            poll_interval: BITCOIND_POLL_INTERVAL,
         };
         Ok(Config {
             redundancy: Scheme::parse(
                 args.redundancy
                     .or(file.redundancy)
                     .as_deref()
-                    .unwrap_or("medium"),
+                    .unwrap_or(DEFAULT_REDUNDANCY),
             )?,
-            repair_margin: args.repair_margin.or(file.repair_margin).unwrap_or(1),
+            repair_margin: args
+                .repair_margin
+                .or(file.repair_margin)
+                .unwrap_or(DEFAULT_REPAIR_MARGIN),
             health_check: std::time::Duration::from_secs(
                 args.health_check_secs
                     .or(file.health_check_secs)
-                    .unwrap_or(600)
+                    .unwrap_or(DEFAULT_HEALTH_CHECK_SECS)
                     .max(1),
             ),
             network,
@@ -327,11 +388,14 @@ impl Config {
             max_price_sat_per_gib_month: args
                 .max_price_sat_per_gib_month
                 .or(file.max_price_sat_per_gib_month)
-                .unwrap_or(100_000),
-            term_blocks: args.term_blocks.or(file.term_blocks).unwrap_or(4320),
+                .unwrap_or(DEFAULT_MAX_PRICE_SAT_PER_GIB_MONTH),
+            term_blocks: args
+                .term_blocks
+                .or(file.term_blocks)
+                .unwrap_or(DEFAULT_TERM_BLOCKS),
             fee_rate_sat_vb: match args.fee_rate_sat_vb.or(file.fee_rate_sat_vb) {
                 Some(r) if r == 0 || r > 10_000 => {
-                    return Err(Error::InvalidParams(format!(
+                    return Err(Error::Config(format!(
                         "fee rate {r} sat/vB is outside 1..=10000"
                     )));
                 }
@@ -340,7 +404,7 @@ impl Config {
             payment_window_blocks: args
                 .payment_window_blocks
                 .or(file.payment_window_blocks)
-                .unwrap_or(6),
+                .unwrap_or(DEFAULT_PAYMENT_WINDOW_BLOCKS),
             listen: addrs(&listen, "listen address")?,
             external: addrs(
                 &pick(args.external_addr, file.external_addrs),
@@ -349,13 +413,13 @@ impl Config {
             bootstrap: addrs(&pick(args.bootstrap, file.bootstrap), "bootstrap address")?,
             rpc_bind: rpc_bind
                 .parse()
-                .map_err(|e| Error::InvalidParams(format!("rpc_bind {rpc_bind:?}: {e}")))?,
+                .map_err(|e| Error::Config(format!("rpc_bind {rpc_bind:?}: {e}")))?,
             provider: args.provider || file.provider.unwrap_or(false),
             capacity: parse_size(
                 args.capacity
                     .or(file.capacity)
                     .as_deref()
-                    .unwrap_or("10GiB"),
+                    .unwrap_or(DEFAULT_CAPACITY),
             )?,
             terms,
             rendezvous_server: args.rendezvous_server || file.rendezvous_server.unwrap_or(false),
@@ -365,7 +429,7 @@ impl Config {
                 .log
                 .or(file.log)
                 .or_else(|| std::env::var("RUST_LOG").ok())
-                .unwrap_or_else(|| "info".into()),
+                .unwrap_or_else(|| DEFAULT_LOG.into()),
             datadir,
         })
     }
@@ -394,5 +458,158 @@ mod tests {
         assert_eq!(cfg.rpc_bind.port(), 7);
         std::fs::write(dir.path().join(CONFIG_FILE), "provder = true\n").unwrap();
         assert!(Config::load(args).is_err());
+    }
+    /// The keys `FileConfig` accepts, from serde itself, so a new key
+    /// cannot be forgotten by the README check below.
+    fn file_config_keys() -> &'static [&'static str] {
+        use serde::de::{Deserializer, Visitor};
+        struct Keys(Option<&'static [&'static str]>);
+        #[derive(Debug)]
+        struct Stop;
+        impl std::fmt::Display for Stop {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("stop")
+            }
+        }
+        impl std::error::Error for Stop {}
+        impl serde::de::Error for Stop {
+            fn custom<T: std::fmt::Display>(_: T) -> Self {
+                Stop
+            }
+        }
+        impl<'de> Deserializer<'de> for &mut Keys {
+            type Error = Stop;
+            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> std::result::Result<V::Value, Stop> {
+                Err(Stop)
+            }
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> std::result::Result<V::Value, Stop> {
+                self.0 = Some(fields);
+                Err(Stop)
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+                bytes byte_buf option unit unit_struct newtype_struct seq tuple
+                tuple_struct map enum identifier ignored_any
+            }
+        }
+        let mut keys = Keys(None);
+        let _ = FileConfig::deserialize(&mut keys);
+        keys.0.expect("FileConfig is a struct")
+    }
+
+    /// README's "Running a node" table: key → default column, with
+    /// backticks and quotes dropped.
+    fn readme_defaults() -> std::collections::BTreeMap<String, String> {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("## Running a node").expect("section")..];
+        let table = &section[section
+            .find("| key | default | meaning |")
+            .expect("config table")..];
+        table
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|row| {
+                let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+                let clean = |c: &str| c.replace(['`', '"'], "");
+                (clean(cells[1]), clean(cells[2]))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn readme_config_table_matches_the_constants() {
+        let documented = readme_defaults();
+        for key in file_config_keys() {
+            let expected = match *key {
+                "listen" => default_listen().join(", "),
+                "external_addrs" => "the listen addresses".into(),
+                "bootstrap" | "bitcoind_rpc_user" | "bitcoind_rpc_password" => "none".into(),
+                "rpc_bind" => default_rpc_bind(),
+                "provider" | "rendezvous_server" => "false".into(),
+                "capacity" => DEFAULT_CAPACITY.into(),
+                "price_sat_per_gib_month" => DEFAULT_PRICE_SAT_PER_GIB_MONTH.to_string(),
+                "min_term_blocks" => DEFAULT_MIN_TERM_BLOCKS.to_string(),
+                "max_term_blocks" => DEFAULT_MAX_TERM_BLOCKS.to_string(),
+                "payment_window_blocks" => DEFAULT_PAYMENT_WINDOW_BLOCKS.to_string(),
+                "network" => DEFAULT_NETWORK.into(),
+                "bitcoind_rpc_url" => "http://127.0.0.1:<network port>".into(),
+                "bitcoind_cookie" => "~/.bitcoin/<network>/.cookie".into(),
+                "max_price_sat_per_gib_month" => DEFAULT_MAX_PRICE_SAT_PER_GIB_MONTH.to_string(),
+                "term_blocks" => DEFAULT_TERM_BLOCKS.to_string(),
+                "fee_rate_sat_vb" => {
+                    format!("bitcoind's estimate, else {DEFAULT_FEE_RATE_SAT_VB}")
+                }
+                "redundancy" => DEFAULT_REDUNDANCY.into(),
+                "repair_margin" => DEFAULT_REPAIR_MARGIN.to_string(),
+                "health_check_secs" => DEFAULT_HEALTH_CHECK_SECS.to_string(),
+                "log" => DEFAULT_LOG.into(),
+                other => panic!(
+                    "config key {other} has no documented default: add it here and to README"
+                ),
+            };
+            assert_eq!(
+                documented.get(*key),
+                Some(&expected),
+                "README.md config table, key `{key}`"
+            );
+        }
+        let keys: std::collections::BTreeSet<&str> = file_config_keys().iter().copied().collect();
+        for key in documented.keys() {
+            assert!(
+                keys.contains(key.as_str()),
+                "README documents unknown key `{key}`"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_apply_without_file_or_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::load(Args {
+            datadir: Some(dir.path().into()),
+            log: Some(DEFAULT_LOG.into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.capacity, parse_size(DEFAULT_CAPACITY).unwrap());
+        assert_eq!(
+            cfg.terms.price_sat_per_gib_month,
+            DEFAULT_PRICE_SAT_PER_GIB_MONTH
+        );
+        assert_eq!(cfg.terms.min_term_blocks, DEFAULT_MIN_TERM_BLOCKS);
+        assert_eq!(cfg.terms.max_term_blocks, DEFAULT_MAX_TERM_BLOCKS);
+        assert_eq!(cfg.payment_window_blocks, DEFAULT_PAYMENT_WINDOW_BLOCKS);
+        assert_eq!(cfg.network, parse_network(DEFAULT_NETWORK).unwrap());
+        assert_eq!(
+            cfg.max_price_sat_per_gib_month,
+            DEFAULT_MAX_PRICE_SAT_PER_GIB_MONTH
+        );
+        assert_eq!(cfg.term_blocks, DEFAULT_TERM_BLOCKS);
+        assert_eq!(cfg.fee_rate_sat_vb, None);
+        assert_eq!(cfg.redundancy, Scheme::parse(DEFAULT_REDUNDANCY).unwrap());
+        assert_eq!(cfg.repair_margin, DEFAULT_REPAIR_MARGIN);
+        assert_eq!(cfg.health_check.as_secs(), DEFAULT_HEALTH_CHECK_SECS);
+        assert_eq!(cfg.rpc_bind.to_string(), default_rpc_bind());
+        assert_eq!(cfg.listen.len(), default_listen().len());
+    }
+
+    #[test]
+    fn flag_help_shows_the_defaults() {
+        use clap::CommandFactory;
+        let help = Args::command().render_long_help().to_string();
+        for shown in [
+            format!("[default: {DEFAULT_CAPACITY}]"),
+            format!("[default: {DEFAULT_HEALTH_CHECK_SECS}]"),
+            format!("[default: {DEFAULT_NETWORK}]"),
+            format!("[default: {DEFAULT_REDUNDANCY}]"),
+        ] {
+            assert!(help.contains(&shown), "help lacks {shown}");
+        }
     }
 }

@@ -51,7 +51,10 @@ fn create_datadir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub async fn run(cfg: Config) -> Result<()> {
+/// Runs the daemon until a signal stops it. `show_new_mnemonic` gets the
+/// recovery phrase of an account created by `--init`, before the RPC opens:
+/// the binary prints it on stdout, never the log.
+pub async fn run(cfg: Config, show_new_mnemonic: impl FnOnce(&str)) -> Result<()> {
     create_datadir(&cfg.datadir)?;
     let pid_path = cfg.datadir.join(PID_FILE);
     claim_pid_file(&pid_path)?;
@@ -62,7 +65,10 @@ pub async fn run(cfg: Config) -> Result<()> {
     };
 
     let bind = cfg.rpc_bind;
-    let node = Node::start(cfg).await?;
+    let (node, mnemonic) = Node::start(cfg).await?;
+    if let Some(m) = mnemonic {
+        show_new_mnemonic(m.as_str());
+    }
     let token = rpc::auth::write_cookie(&cookie_path)?;
     let (handle, addr) = rpc::start(node.clone(), bind, &token).await?;
     // Written last: its presence tells scripts the RPC is ready.

@@ -24,6 +24,8 @@ pub mod progress;
 pub mod protocol;
 pub mod provider;
 pub mod rpc;
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;
 pub mod wallet;
 
 pub use error::{Error, Result};

@@ -30,7 +30,17 @@ async fn main() -> std::process::ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    match p2pstored::daemon::run(cfg).await {
+    if cfg!(feature = "failpoints") {
+        // A test build: P2PSTORE_FAILPOINT can make it abort on purpose.
+        tracing::warn!("built with the failpoints feature: for tests only");
+    }
+    let show_mnemonic = |phrase: &str| {
+        // The only time the phrase is shown; stdout, never the log.
+        println!(
+            "New account created. Write down this recovery phrase and keep it secret:\n{phrase}"
+        );
+    };
+    match p2pstored::daemon::run(cfg, show_mnemonic).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("p2pstored: {e}");

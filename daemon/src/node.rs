@@ -61,7 +61,10 @@ struct Inner {
 impl Node {
     /// Opens the node's database and, where the account can be unlocked
     /// without asking (bootstrap role, or a password given), starts it.
-    pub async fn start(cfg: Config) -> Result<Node> {
+    /// With `--init` it creates the account and returns the new recovery
+    /// phrase: showing it is the caller's job, as a library never writes to
+    /// the terminal.
+    pub async fn start(cfg: Config) -> Result<(Node, Option<Zeroizing<String>>)> {
         let db = crate::db::open(&cfg.datadir.join("db"))?;
         let keystore = Keystore::new(&cfg.datadir);
         let node = Node {
@@ -91,17 +94,11 @@ impl Node {
                 )
             })?;
             let (mnemonic, _) = node.init(pw, None).await?;
-            if let Some(m) = mnemonic {
-                // The only time the phrase is shown; stdout, never the log.
-                println!(
-                    "New account created. Write down this recovery phrase and keep it secret:\n{}",
-                    m.as_str()
-                );
-            }
+            return Ok((node, mnemonic));
         } else {
             info!("no account yet: run `p2pstore-cli init`");
         }
-        Ok(node)
+        Ok((node, None))
     }
 
     pub fn config(&self) -> &Config {
@@ -221,8 +218,8 @@ impl Node {
                 rendezvous_server: cfg.rendezvous_server,
                 provide,
                 timeouts: network::Timeouts {
-                    control: std::time::Duration::from_secs(10),
-                    shard: std::time::Duration::from_secs(60),
+                    control: crate::config::CONTROL_TIMEOUT,
+                    shard: crate::config::SHARD_TIMEOUT,
                 },
             },
         )
@@ -258,7 +255,7 @@ impl Node {
         );
         tasks.push(provider.clone().spawn(inbound));
         if provide {
-            tasks.push(provider.spawn_gc(std::time::Duration::from_secs(5)));
+            tasks.push(provider.spawn_gc(crate::config::PROVIDER_GC_INTERVAL));
         }
         let client = match (account, &wallet) {
             (Some(keys), Some(w)) => {
@@ -278,7 +275,7 @@ impl Node {
                     self.inner.progress.clone(),
                 )
                 .await?;
-                tasks.push(c.spawn_reconciler(std::time::Duration::from_secs(30)));
+                tasks.push(c.spawn_reconciler(crate::config::CLIENT_RECONCILE_INTERVAL));
                 tasks.push(c.spawn_health_check(cfg.health_check));
                 Some(c)
             }

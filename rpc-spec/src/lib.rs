@@ -13,6 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub mod codes;
+pub mod conn;
 pub mod openrpc;
 
 /// The OpenRPC document served by `rpc.discover`.

@@ -2,17 +2,24 @@
 //! ports, talks to them over JSON-RPC, and kills them by pid when dropped.
 //!
 //! Binaries come from the workspace's target dir (build them first with
-//! `cargo build --bins`; scripts/test.sh does), or `P2PSTORE_BIN_DIR`.
+//! `cargo build --workspace --bins`, which compiles this crate's request
+//! for p2pstored's `failpoints` feature into them; scripts/test.sh does),
+//! or `P2PSTORE_BIN_DIR`.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
+use std::sync::{Arc, Mutex};
+
+use jsonrpsee::http_client::HttpClient;
 use p2pstore_rpc::P2pstoreApiClient;
+use p2pstored::testutil;
 
 pub const PASSWORD: &str = "test password";
+
+/// Longest a single RPC call may take in a test.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub fn bin(name: &str) -> PathBuf {
     let dir = match std::env::var_os("P2PSTORE_BIN_DIR") {
@@ -29,19 +36,13 @@ pub fn bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --bins` first (scripts/test.sh does)",
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
         path.display()
     );
     path
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use testutil::free_port;
 
 /// Polls `f` until it returns Some, failing the test after `secs`.
 pub async fn wait_for<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
@@ -169,26 +170,16 @@ impl Daemon {
         self.start().await;
     }
 
+    /// A client of this daemon's RPC, found the way the CLI finds it, with
+    /// a bounded timeout so a hung call fails the test instead of waiting.
     pub fn rpc(&self) -> HttpClient {
-        let addr = std::fs::read_to_string(self.datadir.join(p2pstore_rpc::RPC_ADDR_FILE)).unwrap();
-        let token = std::fs::read_to_string(self.datadir.join(p2pstore_rpc::COOKIE_FILE)).unwrap();
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            http::header::AUTHORIZATION,
-            format!("Bearer {}", token.trim()).parse().unwrap(),
-        );
-        HttpClientBuilder::default()
-            .set_headers(headers)
-            .request_timeout(Duration::from_secs(300))
-            .build(format!("http://{}", addr.trim()))
-            .unwrap()
+        p2pstore_rpc::conn::connect_with_timeout(&self.datadir, None, RPC_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{} RPC: {e}", self.name))
     }
 
     pub fn rpc_addr(&self) -> String {
-        std::fs::read_to_string(self.datadir.join(p2pstore_rpc::RPC_ADDR_FILE))
-            .unwrap()
-            .trim()
-            .to_string()
+        p2pstore_rpc::conn::read_rpc_addr(&self.datadir)
+            .unwrap_or_else(|e| panic!("{} RPC: {e}", self.name))
     }
 
     pub async fn peer_id(&self) -> String {
@@ -238,70 +229,26 @@ impl Default for NetOptions {
 /// Blocks a provider waits for payment in tests.
 pub const PAYMENT_WINDOW: u32 = 3;
 
-/// A regtest bitcoind of its own, on free loopback ports.
+/// A regtest bitcoind of its own, on free loopback ports: the daemon's
+/// launcher (`p2pstored::testutil`, shared with its wallet unit tests),
+/// with async calls run on tokio's blocking threads.
 pub struct Bitcoind {
+    inner: Arc<Mutex<testutil::Bitcoind>>,
     pub rpc_port: u16,
-    datadir: PathBuf,
-    child: Option<Child>,
-}
-
-pub fn bitcoind_exe() -> PathBuf {
-    if let Some(p) = std::env::var_os("BITCOIND_EXE") {
-        return PathBuf::from(p);
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            if dir.join("bitcoind").is_file() {
-                return dir.join("bitcoind");
-            }
-        }
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_default()
-        .join("p2pstore/bitcoind-libbitcoinkernel-sys-0.4.1/bin/bitcoind");
-    assert!(
-        cache.is_file(),
-        "bitcoind not found: run scripts/install-bitcoind.sh (or set BITCOIND_EXE)"
-    );
-    cache
 }
 
 impl Bitcoind {
     pub async fn start(root: &Path) -> Bitcoind {
         let datadir = root.join("bitcoind");
-        std::fs::create_dir_all(&datadir).unwrap();
-        let rpc_port = free_port();
-        let child = Command::new(bitcoind_exe())
-            .arg("-regtest")
-            .arg(format!("-datadir={}", datadir.display()))
-            .arg(format!("-rpcport={rpc_port}"))
-            .arg(format!("-port={}", free_port()))
-            .args([
-                "-listen=0",
-                "-server",
-                "-rpcbind=127.0.0.1",
-                "-rpcallowip=127.0.0.1",
-                "-rpcuser=test",
-                "-rpcpassword=test",
-            ])
-            .args(["-fallbackfee=0.0002", "-txindex=0", "-printtoconsole=0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let b = Bitcoind {
-            rpc_port,
-            datadir,
-            child: Some(child),
-        };
-        wait_for("bitcoind RPC", 60, || async {
-            b.call("getblockcount", serde_json::json!([])).await.ok()
+        let node = tokio::task::spawn_blocking(move || {
+            testutil::Bitcoind::start_in(&datadir, testutil::AuthMode::UserPass)
         })
-        .await;
-        b
+        .await
+        .unwrap();
+        Bitcoind {
+            rpc_port: node.rpc_port(),
+            inner: Arc::new(Mutex::new(node)),
+        }
     }
 
     pub fn daemon_args(&self) -> Vec<String> {
@@ -311,9 +258,9 @@ impl Bitcoind {
             "--bitcoind-rpc-url".into(),
             format!("http://127.0.0.1:{}", self.rpc_port),
             "--bitcoind-rpc-user".into(),
-            "test".into(),
+            testutil::RPC_USER.into(),
             "--bitcoind-rpc-password".into(),
-            "test".into(),
+            testutil::RPC_PASSWORD.into(),
             "--payment-window-blocks".into(),
             PAYMENT_WINDOW.to_string(),
         ]
@@ -324,23 +271,15 @@ impl Bitcoind {
         method: &str,
         params: serde_json::Value,
     ) -> Result<serde_json::Value, String> {
-        use jsonrpsee::core::client::ClientT;
-        let mut headers = http::HeaderMap::new();
-        // base64("test:test")
-        headers.insert(
-            http::header::AUTHORIZATION,
-            "Basic dGVzdDp0ZXN0".parse().unwrap(),
-        );
-        let client = HttpClientBuilder::default()
-            .set_headers(headers)
-            .request_timeout(Duration::from_secs(30))
-            .build(format!("http://127.0.0.1:{}", self.rpc_port))
-            .map_err(|e| e.to_string())?;
-        let mut p = jsonrpsee::core::params::ArrayParams::new();
-        for v in params.as_array().cloned().unwrap_or_default() {
-            p.insert(v).map_err(|e| e.to_string())?;
-        }
-        client.request(method, p).await.map_err(|e| e.to_string())
+        let inner = self.inner.clone();
+        let method = method.to_string();
+        let args = params.as_array().cloned().unwrap_or_default();
+        tokio::task::spawn_blocking(move || {
+            let node = inner.lock().map_err(|e| e.to_string())?;
+            node.call(&method, &args).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     pub async fn mine(&self, n: u32, address: &str) {
@@ -364,20 +303,16 @@ impl Bitcoind {
     }
 
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Ok(mut node) = self.inner.lock() {
+            node.kill();
         }
     }
 
-    pub fn datadir(&self) -> &Path {
-        &self.datadir
-    }
-}
-
-impl Drop for Bitcoind {
-    fn drop(&mut self) {
-        self.kill();
+    pub fn datadir(&self) -> PathBuf {
+        self.inner
+            .lock()
+            .map(|n| n.datadir().to_path_buf())
+            .unwrap_or_default()
     }
 }
 

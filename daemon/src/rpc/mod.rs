@@ -235,7 +235,7 @@ mod tests {
             datadir: Some(dir.path().into()),
             ..Default::default()
         };
-        let node = Node::start(crate::config::Config::load(args).unwrap())
+        let (node, _) = Node::start(crate::config::Config::load(args).unwrap())
             .await
             .unwrap();
         let implemented: BTreeSet<String> = RpcImpl::new(node)

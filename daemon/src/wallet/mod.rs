@@ -13,8 +13,6 @@ pub mod persist;
 pub mod sync;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod testutil;
 
 use std::collections::HashSet;
 use std::fmt;

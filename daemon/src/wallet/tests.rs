@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use bdk_wallet::bitcoin::{Address, Network, Txid};
 
-use super::testutil::{self, AuthMode, Bitcoind};
 use super::{WalletError, WalletService};
+use crate::testutil::{self, AuthMode, Bitcoind};
 
 const COIN: u64 = 100_000_000;
 const SUBSIDY: u64 = 50 * COIN;

@@ -1,6 +1,8 @@
-//! A real regtest bitcoind per test, so wallet tests exercise the same RPC
-//! surface production uses (no mocks). Started on free localhost ports with
-//! its own datadir, killed on drop.
+//! A regtest bitcoind of its own for tests, so they exercise the same RPC
+//! surface production uses (no mocks): the daemon's wallet unit tests and
+//! the end-to-end harness (tests/, through the `testutil` feature) both
+//! start it from here. It runs on free 127.0.0.1 ports with its own datadir,
+//! readiness is awaited with a deadline, and it is killed by pid on drop.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -10,9 +12,12 @@ use std::time::{Duration, Instant};
 use bdk_bitcoind_rpc::bitcoincore_rpc::{Auth, Client, RpcApi};
 use bdk_wallet::bitcoin::{Address, Transaction, Txid};
 
-use super::{BitcoindAuth, BitcoindConfig};
+use crate::wallet::{BitcoindAuth, BitcoindConfig};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Credentials of [`AuthMode::UserPass`].
+pub const RPC_USER: &str = "p2pstore";
+pub const RPC_PASSWORD: &str = "regtest-secret";
 const INSTALL_HINT: &str =
     "bitcoind not found: run scripts/install-bitcoind.sh (or set BITCOIND_EXE)";
 
@@ -61,21 +66,33 @@ pub enum AuthMode {
 
 pub struct Bitcoind {
     child: Child,
-    datadir: tempfile::TempDir,
+    datadir: PathBuf,
+    /// Removes the datadir on drop when the launcher made it.
+    _tempdir: Option<tempfile::TempDir>,
     rpc_port: u16,
     auth: BitcoindAuth,
 }
 
 impl Bitcoind {
+    /// Starts bitcoind in a fresh temporary datadir.
     pub fn start(mode: AuthMode) -> Bitcoind {
+        let tempdir = tempfile::tempdir().expect("tempdir");
+        let mut node = Self::start_in(tempdir.path(), mode);
+        node._tempdir = Some(tempdir);
+        node
+    }
+
+    /// Starts bitcoind with `datadir` (created if missing), which the
+    /// caller owns and may keep for a post-mortem.
+    pub fn start_in(datadir: &Path, mode: AuthMode) -> Bitcoind {
         let exe = bitcoind_exe();
-        let datadir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(datadir).expect("create the bitcoind datadir");
         let rpc_port = free_port();
         let p2p_port = free_port();
         let mut cmd = Command::new(&exe);
         cmd.arg("-regtest")
             .arg("-server")
-            .arg(format!("-datadir={}", datadir.path().display()))
+            .arg(format!("-datadir={}", datadir.display()))
             .arg(format!("-rpcport={rpc_port}"))
             .arg(format!("-port={p2p_port}"))
             .arg("-rpcbind=127.0.0.1")
@@ -88,13 +105,13 @@ impl Bitcoind {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let auth = match mode {
-            AuthMode::Cookie => BitcoindAuth::Cookie(datadir.path().join("regtest/.cookie")),
+            AuthMode::Cookie => BitcoindAuth::Cookie(datadir.join("regtest/.cookie")),
             AuthMode::UserPass => {
-                cmd.arg("-rpcuser=p2pstore")
-                    .arg("-rpcpassword=regtest-secret");
+                cmd.arg(format!("-rpcuser={RPC_USER}"))
+                    .arg(format!("-rpcpassword={RPC_PASSWORD}"));
                 BitcoindAuth::UserPass {
-                    user: "p2pstore".into(),
-                    password: "regtest-secret".into(),
+                    user: RPC_USER.into(),
+                    password: RPC_PASSWORD.into(),
                 }
             }
         };
@@ -103,7 +120,8 @@ impl Bitcoind {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}; {INSTALL_HINT}", exe.display()));
         let mut node = Bitcoind {
             child,
-            datadir,
+            datadir: datadir.to_path_buf(),
+            _tempdir: None,
             rpc_port,
             auth,
         };
@@ -137,6 +155,14 @@ impl Bitcoind {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.rpc_port)
+    }
+
+    pub fn rpc_port(&self) -> u16 {
+        self.rpc_port
+    }
+
+    pub fn auth(&self) -> &BitcoindAuth {
+        &self.auth
     }
 
     pub fn config(&self, poll_interval: Duration) -> BitcoindConfig {
@@ -186,17 +212,30 @@ impl Bitcoind {
             .contains(txid)
     }
 
-    #[allow(dead_code)]
+    /// Any RPC by name, for calls the typed client lacks.
+    pub fn call(
+        &self,
+        method: &str,
+        args: &[serde_json::Value],
+    ) -> Result<serde_json::Value, bdk_bitcoind_rpc::bitcoincore_rpc::Error> {
+        self.try_client()?.call(method, args)
+    }
+
     pub fn datadir(&self) -> &Path {
-        self.datadir.path()
+        &self.datadir
+    }
+
+    /// Kills the process (by its pid) and waits for it; idempotent.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 impl Drop for Bitcoind {
     fn drop(&mut self) {
         // `Child::kill` signals exactly this pid; the datadir goes after.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
