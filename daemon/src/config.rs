@@ -64,10 +64,6 @@ pub fn default_rpc_bind() -> String {
     format!("127.0.0.1:{DEFAULT_RPC_PORT}")
 }
 
-// Flags with a default are `Option`s so that a value from the config file is
-// not overridden by a flag the user never gave; clap's `default_value_t`
-// would make them always present. So the default goes into the help text
-// as a `help = format!(..)` from the same constant `Config::load` uses.
 #[derive(clap::Parser, Debug, Default, Clone)]
 #[command(
     name = "p2pstored",
@@ -81,10 +77,8 @@ pub struct Args {
     /// Config file [default: <datadir>/p2pstore.toml]
     #[arg(long)]
     pub conf: Option<PathBuf>,
-    #[arg(long, help = format!(
-        "libp2p listen address (repeatable) [default: {}]",
-        default_listen().join(" and ")
-    ))]
+    /// libp2p listen address (repeatable)
+    #[arg(long)]
     pub listen: Vec<String>,
     /// Address to announce to others (repeatable) [default: the listen addresses]
     #[arg(long = "external-addr")]
@@ -92,33 +86,26 @@ pub struct Args {
     /// Bootstrap/rendezvous node to join, as a multiaddr ending in /p2p/<peer id> (repeatable)
     #[arg(long)]
     pub bootstrap: Vec<String>,
-    #[arg(long, help = format!(
-        "JSON-RPC listen address (HTTP and WebSocket) [default: {}]",
-        default_rpc_bind()
-    ))]
+    /// JSON-RPC listen address (HTTP and WebSocket)
+    #[arg(long)]
     pub rpc_bind: Option<String>,
     /// Offer storage to other nodes
     #[arg(long)]
     pub provider: bool,
-    #[arg(long, help = format!(
-        "Storage offered as a provider, e.g. 50GiB [default: {DEFAULT_CAPACITY}]"
-    ))]
+    /// Storage offered as a provider, e.g. 50GiB
+    #[arg(long)]
     pub capacity: Option<String>,
-    #[arg(long, help = format!(
-        "Provider's price in sat per GiB per 30 days (4320 blocks) [default: {DEFAULT_PRICE_SAT_PER_GIB_MONTH}]"
-    ))]
+    /// Provider's price in sat per GiB per 30 days (4320 blocks)
+    #[arg(long)]
     pub price_sat_per_gib_month: Option<u64>,
-    #[arg(long, help = format!(
-        "Shortest contract a provider accepts, in blocks [default: {DEFAULT_MIN_TERM_BLOCKS}]"
-    ))]
+    /// Shortest contract a provider accepts, in blocks
+    #[arg(long)]
     pub min_term_blocks: Option<u32>,
-    #[arg(long, help = format!(
-        "Longest contract a provider accepts, in blocks [default: {DEFAULT_MAX_TERM_BLOCKS}]"
-    ))]
+    /// Longest contract a provider accepts, in blocks
+    #[arg(long)]
     pub max_term_blocks: Option<u32>,
-    #[arg(long, help = format!(
-        "Bitcoin network of the wallet: regtest, signet, testnet or bitcoin [default: {DEFAULT_NETWORK}]"
-    ))]
+    /// Bitcoin network of the wallet: regtest, signet, testnet or bitcoin
+    #[arg(long)]
     pub network: Option<String>,
     /// bitcoind JSON-RPC URL [default: http://127.0.0.1:<network's RPC port>]
     #[arg(long)]
@@ -132,33 +119,26 @@ pub struct Args {
     /// bitcoind RPC password (instead of the cookie)
     #[arg(long, requires = "bitcoind_rpc_user")]
     pub bitcoind_rpc_password: Option<String>,
-    #[arg(long, help = format!(
-        "Client: refuse offers above this price, sat per GiB per 30 days [default: {DEFAULT_MAX_PRICE_SAT_PER_GIB_MONTH}]"
-    ))]
+    /// Client: refuse offers above this price, sat per GiB per 30 days
+    #[arg(long)]
     pub max_price_sat_per_gib_month: Option<u64>,
-    #[arg(long, help = format!(
-        "Client: contract term in blocks [default: {DEFAULT_TERM_BLOCKS}, 30 days]"
-    ))]
+    /// Client: contract term in blocks
+    #[arg(long)]
     pub term_blocks: Option<u32>,
-    #[arg(long, help = format!(
-        "Client: fee rate for payments in sat/vB [default: bitcoind's estimate, else {DEFAULT_FEE_RATE_SAT_VB}]"
-    ))]
+    /// Client: fee rate for payments in sat/vB
+    #[arg(long)]
     pub fee_rate_sat_vb: Option<u64>,
-    #[arg(long, help = format!(
-        "Client: default redundancy of put: low, medium, high or K/N [default: {DEFAULT_REDUNDANCY}]"
-    ))]
+    /// Client: default redundancy of put: low, medium, high or K/N
+    #[arg(long)]
     pub redundancy: Option<String>,
-    #[arg(long, help = format!(
-        "Client: repair a segment when its valid shards fall below K + this [default: {DEFAULT_REPAIR_MARGIN}]"
-    ))]
+    /// Client: repair a segment when its valid shards fall below K + this
+    #[arg(long)]
     pub repair_margin: Option<u16>,
-    #[arg(long, help = format!(
-        "Client: seconds between background health checks and repairs [default: {DEFAULT_HEALTH_CHECK_SECS}]"
-    ))]
+    /// Client: seconds between background health checks and repairs
+    #[arg(long)]
     pub health_check_secs: Option<u64>,
-    #[arg(long, help = format!(
-        "Provider: blocks a client has to pay after a contract is accepted [default: {DEFAULT_PAYMENT_WINDOW_BLOCKS}]"
-    ))]
+    /// Provider: blocks a client has to pay after a contract is accepted
+    #[arg(long)]
     pub payment_window_blocks: Option<u32>,
     /// Run as the bootstrap/rendezvous node (persisted identity, no account)
     #[arg(long)]
@@ -169,10 +149,79 @@ pub struct Args {
     /// File whose first line is the keystore password [or env P2PSTORE_PASSWORD]
     #[arg(long)]
     pub password_file: Option<PathBuf>,
-    #[arg(long, help = format!(
-        "Log filter, e.g. info or p2pstored=debug [or env RUST_LOG; default: {DEFAULT_LOG}]"
-    ))]
+    /// Log filter, e.g. info or p2pstored=debug [or env RUST_LOG]
+    #[arg(long)]
     pub log: Option<String>,
+}
+
+/// Every config key with its default as people read it: the flag help
+/// shows these ([`Args::command_with_defaults`]) and a test checks README's
+/// config table against them, so the constants are the one source.
+pub fn documented_defaults() -> Vec<(&'static str, String)> {
+    vec![
+        ("listen", default_listen().join(", ")),
+        ("external_addrs", "the listen addresses".into()),
+        ("bootstrap", "none".into()),
+        ("rpc_bind", default_rpc_bind()),
+        ("provider", "false".into()),
+        ("capacity", DEFAULT_CAPACITY.into()),
+        (
+            "price_sat_per_gib_month",
+            DEFAULT_PRICE_SAT_PER_GIB_MONTH.to_string(),
+        ),
+        ("min_term_blocks", DEFAULT_MIN_TERM_BLOCKS.to_string()),
+        ("max_term_blocks", DEFAULT_MAX_TERM_BLOCKS.to_string()),
+        (
+            "payment_window_blocks",
+            DEFAULT_PAYMENT_WINDOW_BLOCKS.to_string(),
+        ),
+        ("network", DEFAULT_NETWORK.into()),
+        ("bitcoind_rpc_url", "http://127.0.0.1:<network port>".into()),
+        ("bitcoind_cookie", "~/.bitcoin/<network>/.cookie".into()),
+        ("bitcoind_rpc_user", "none".into()),
+        ("bitcoind_rpc_password", "none".into()),
+        (
+            "max_price_sat_per_gib_month",
+            DEFAULT_MAX_PRICE_SAT_PER_GIB_MONTH.to_string(),
+        ),
+        ("term_blocks", DEFAULT_TERM_BLOCKS.to_string()),
+        (
+            "fee_rate_sat_vb",
+            format!("bitcoind's estimate, else {DEFAULT_FEE_RATE_SAT_VB}"),
+        ),
+        ("redundancy", DEFAULT_REDUNDANCY.into()),
+        ("repair_margin", DEFAULT_REPAIR_MARGIN.to_string()),
+        ("health_check_secs", DEFAULT_HEALTH_CHECK_SECS.to_string()),
+        ("rendezvous_server", "false".into()),
+        ("log", DEFAULT_LOG.into()),
+    ]
+}
+
+impl Args {
+    /// The flag parser with each flag's default from
+    /// [`documented_defaults`] appended to its help. Flags are `Option`s so
+    /// that a config-file value is not overridden by a flag the user never
+    /// gave, which rules out clap's `default_value_t`.
+    pub fn command_with_defaults() -> clap::Command {
+        let mut cmd = <Args as clap::CommandFactory>::command();
+        for (key, default) in documented_defaults() {
+            let is_flag = cmd.get_arguments().any(|a| a.get_id() == key);
+            // Booleans are off unless given; "[default: false]" says nothing.
+            if is_flag && default != "false" {
+                cmd = cmd.mut_arg(key, |a| {
+                    let help = a.get_help().map(ToString::to_string).unwrap_or_default();
+                    a.help(format!("{help} [default: {default}]"))
+                });
+            }
+        }
+        cmd
+    }
+
+    /// Parses the process's arguments; exits with clap's message on error.
+    pub fn parse_with_defaults() -> Self {
+        let matches = Self::command_with_defaults().get_matches();
+        <Args as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -525,37 +574,15 @@ mod tests {
     #[test]
     fn readme_config_table_matches_the_constants() {
         let documented = readme_defaults();
+        let defaults: std::collections::BTreeMap<&str, String> =
+            documented_defaults().into_iter().collect();
         for key in file_config_keys() {
-            let expected = match *key {
-                "listen" => default_listen().join(", "),
-                "external_addrs" => "the listen addresses".into(),
-                "bootstrap" | "bitcoind_rpc_user" | "bitcoind_rpc_password" => "none".into(),
-                "rpc_bind" => default_rpc_bind(),
-                "provider" | "rendezvous_server" => "false".into(),
-                "capacity" => DEFAULT_CAPACITY.into(),
-                "price_sat_per_gib_month" => DEFAULT_PRICE_SAT_PER_GIB_MONTH.to_string(),
-                "min_term_blocks" => DEFAULT_MIN_TERM_BLOCKS.to_string(),
-                "max_term_blocks" => DEFAULT_MAX_TERM_BLOCKS.to_string(),
-                "payment_window_blocks" => DEFAULT_PAYMENT_WINDOW_BLOCKS.to_string(),
-                "network" => DEFAULT_NETWORK.into(),
-                "bitcoind_rpc_url" => "http://127.0.0.1:<network port>".into(),
-                "bitcoind_cookie" => "~/.bitcoin/<network>/.cookie".into(),
-                "max_price_sat_per_gib_month" => DEFAULT_MAX_PRICE_SAT_PER_GIB_MONTH.to_string(),
-                "term_blocks" => DEFAULT_TERM_BLOCKS.to_string(),
-                "fee_rate_sat_vb" => {
-                    format!("bitcoind's estimate, else {DEFAULT_FEE_RATE_SAT_VB}")
-                }
-                "redundancy" => DEFAULT_REDUNDANCY.into(),
-                "repair_margin" => DEFAULT_REPAIR_MARGIN.to_string(),
-                "health_check_secs" => DEFAULT_HEALTH_CHECK_SECS.to_string(),
-                "log" => DEFAULT_LOG.into(),
-                other => panic!(
-                    "config key {other} has no documented default: add it here and to README"
-                ),
-            };
+            let expected = defaults.get(key).unwrap_or_else(|| {
+                panic!("config key {key} has no documented default: add it to documented_defaults")
+            });
             assert_eq!(
                 documented.get(*key),
-                Some(&expected),
+                Some(expected),
                 "README.md config table, key `{key}`"
             );
         }
@@ -601,8 +628,7 @@ mod tests {
 
     #[test]
     fn flag_help_shows_the_defaults() {
-        use clap::CommandFactory;
-        let help = Args::command().render_long_help().to_string();
+        let help = Args::command_with_defaults().render_long_help().to_string();
         for shown in [
             format!("[default: {DEFAULT_CAPACITY}]"),
             format!("[default: {DEFAULT_HEALTH_CHECK_SECS}]"),

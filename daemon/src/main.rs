@@ -1,6 +1,5 @@
 //! `p2pstored`: parses flags and runs the daemon from the library.
 
-use clap::Parser;
 use p2pstored::config::{Args, Config};
 
 #[tokio::main]
@@ -13,7 +12,7 @@ async fn main() -> std::process::ExitCode {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-    let args = Args::parse();
+    let args = Args::parse_with_defaults();
     let cfg = match Config::load(args) {
         Ok(c) => c,
         Err(e) => {
