@@ -84,10 +84,14 @@ pub fn open(path: &std::path::Path) -> Result<sled::Db> {
         .open()?)
 }
 
+/// Marks the key and value types without owning either (so a `Tree` is
+/// `Send` and `Sync` whatever they are).
+type Types<K, V> = PhantomData<fn(K, V) -> (K, V)>;
+
 /// One sled tree with typed keys and JSON values.
 pub struct Tree<K, V> {
     tree: sled::Tree,
-    _types: PhantomData<fn(K, V) -> (K, V)>,
+    _types: Types<K, V>,
 }
 
 impl<K, V> Clone for Tree<K, V> {
