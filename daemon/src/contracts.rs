@@ -14,60 +14,9 @@ use crate::error::Result;
 use crate::ids::{ContractId, FileId, ShardId, as_text, checked_address};
 use crate::protocol::{Proposal, ShardSpec};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Client,
-    Provider,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    /// The provider accepted; shards may be uploaded; payment is due by the
-    /// deadline.
-    Accepted,
-    /// The client broadcast the payment; the provider has not confirmed it.
-    Paid,
-    /// The provider verified the payment.
-    Active,
-    /// The provider refused the payment notice.
-    Rejected,
-    /// Unpaid past its deadline: the provider deleted the shards.
-    ExpiredUnpaid,
-    /// The client deleted the file.
-    Deleted,
-    /// The provider lost shards; they were rebuilt elsewhere and this
-    /// contract will not be renewed.
-    Lost,
-}
-
-impl State {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            State::Accepted => "accepted",
-            State::Paid => "paid",
-            State::Active => "active",
-            State::Rejected => "rejected",
-            State::ExpiredUnpaid => "expired_unpaid",
-            State::Deleted => "deleted",
-            State::Lost => "lost",
-        }
-    }
-
-    pub fn to_rpc(self) -> p2pstore_rpc::ContractState {
-        use p2pstore_rpc::ContractState as S;
-        match self {
-            State::Accepted => S::Accepted,
-            State::Paid => S::Paid,
-            State::Active => S::Active,
-            State::Rejected => S::Rejected,
-            State::ExpiredUnpaid => S::ExpiredUnpaid,
-            State::Deleted => S::Deleted,
-            State::Lost => S::Lost,
-        }
-    }
-}
+/// A contract's side and life-cycle state are the RPC's enums, defined once
+/// in `p2pstore-rpc`; sled stores the same snake_case text the API shows.
+pub use p2pstore_rpc::{ContractRole as Role, ContractState as State};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Contract {
@@ -136,10 +85,7 @@ impl Contract {
     pub fn to_rpc(&self) -> p2pstore_rpc::ContractInfo {
         p2pstore_rpc::ContractInfo {
             contract_id: self.contract_id.to_string(),
-            role: match self.role {
-                Role::Client => p2pstore_rpc::ContractRole::Client,
-                Role::Provider => p2pstore_rpc::ContractRole::Provider,
-            },
+            role: self.role,
             peer_id: self.peer.to_string(),
             file_id: self.file_id.map(|f| f.to_string()),
             shards: self.shards.len() as u64,
@@ -150,7 +96,7 @@ impl Contract {
             payout_address: self.payout_address.to_string(),
             txid: self.txid.map(|t| t.to_string()),
             vout: self.vout,
-            state: self.state.to_rpc(),
+            state: self.state,
             deadline_height: self.deadline_height,
             expiry_height: self.expiry_height(),
         }
