@@ -136,8 +136,7 @@ impl DownloadJob {
                 .write_all_at(&buf, i as u64 * job.manifest.segment_size)?;
             Ok(())
         })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+        .await??;
         progress.add(seg.plain_len);
         Ok(())
     }
@@ -261,8 +260,6 @@ impl Fetcher {
         let shards = self.gather(manifest, i, &[]).await?;
         let scheme = manifest.scheme;
         let cipher_len = manifest.segments[i].cipher_len as usize;
-        tokio::task::spawn_blocking(move || scheme.decode(&shards, cipher_len))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?
+        tokio::task::spawn_blocking(move || scheme.decode(&shards, cipher_len)).await?
     }
 }

@@ -213,8 +213,7 @@ impl ClientService {
                     .decode(&shards, cipher_len)
                     .and_then(|c| scheme.encode(&c))
             })
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
+            .await??;
             let holders: Vec<PeerId> = seg.shards.iter().map(|r| r.provider).collect();
             let size = seg.shards[bad[0]].size;
             let chosen =

@@ -565,8 +565,7 @@ impl UploadJob {
                                 .collect(),
                         })
                     })
-                    .await
-                    .map_err(|e| Error::Internal(e.to_string()))?
+                    .await?
                 }
             })
             .buffered(2)
@@ -596,8 +595,7 @@ impl UploadJob {
                 .seal_with_nonce(&job.file_id, i, job.count, &nonce, &mut buf)?;
             job.scheme.encode(&buf)
         })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+        .await??;
         let sends = shards
             .into_iter()
             .zip(targets)
