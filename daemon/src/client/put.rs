@@ -288,14 +288,13 @@ impl ClientService {
         let term = self.term_blocks;
         let usable: Vec<_> = offers
             .iter()
-            .map(|f| &f.offer)
-            .zip(&offers)
-            .filter(|(o, _)| {
+            .filter(|f| {
+                let o = &f.offer;
                 o.protocol_version == PROTOCOL_VERSION
                     && o.max_shard_bytes >= MAX_SHARD_BYTES
                     && (o.min_term_blocks..=o.max_term_blocks).contains(&term)
             })
-            .map(|(_, f)| f.clone())
+            .cloned()
             .collect();
         if usable.is_empty() {
             return Err(Error::NoProvider(format!(
