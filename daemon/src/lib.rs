@@ -18,6 +18,7 @@ pub mod error;
 pub mod failpoint;
 pub mod ids;
 pub mod keys;
+pub mod merkle;
 pub mod network;
 pub mod node;
 pub mod progress;
