@@ -60,8 +60,12 @@ enum Cmd {
     },
     /// A file's health, segment by segment, worst first
     Stat { file_id: String },
-    /// Rebuild lost shards of one file (or of all files) at new providers
+    /// Audit, then rebuild lost shards of one file (or of all files) at new providers
     Repair { file_id: Option<String> },
+    /// Audit every shard of one file (or of all files) now, provider by provider
+    Audit { file_id: Option<String> },
+    /// Audit scores and recent audits of every provider
+    Audits,
     /// Fetch, verify and decrypt a file
     Get {
         file_id: String,
@@ -181,6 +185,8 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Ls => out.ls(&client.ls().await.map_err(conn::describe)?),
         Cmd::Stat { file_id } => out.stat(&client.stat(file_id).await.map_err(conn::describe)?),
+        Cmd::Audit { file_id } => out.audit(&client.audit(file_id).await.map_err(conn::describe)?),
+        Cmd::Audits => out.audits(&client.audits().await.map_err(conn::describe)?),
         Cmd::Repair { file_id } => {
             let r = client.repair(file_id).await.map_err(conn::describe)?;
             let text = format!(

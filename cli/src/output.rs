@@ -26,6 +26,14 @@ fn date(secs: u64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// When the latest audit was, or that there was none yet.
+fn audited(at: Option<u64>) -> String {
+    at.map_or_else(
+        || "not audited yet".into(),
+        |t| format!("audited {}", date(t)),
+    )
+}
+
 impl Printer {
     fn json<T: Serialize>(&self, v: &T) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(v)?);
@@ -76,12 +84,13 @@ impl Printer {
         }
         for f in files {
             println!(
-                "{}  {:>10}  {}  {:<5} health {}  {}  [{}]",
+                "{}  {:>10}  {}  {:<5} health {} ({})  {}  [{}]",
                 f.file_id,
                 HumanBytes(f.size).to_string(),
                 date(f.created_at),
                 f.redundancy,
                 health(&f.health),
+                audited(f.last_audit_at),
                 f.name,
                 f.providers.join(", ")
             );
@@ -104,12 +113,16 @@ impl Printer {
             "redundancy: {} (any {} of {} shards rebuild a segment)",
             s.redundancy, s.health.needed, s.health.total
         );
-        println!("health:     {} (worst segment)", health(&s.health));
+        println!(
+            "health:     {} (worst segment, {})",
+            health(&s.health),
+            audited(s.last_audit_at)
+        );
         println!("providers:  {}", s.providers.join(", "));
         println!("segments (worst first):");
         for seg in &s.segments {
             println!(
-                "  {:>6}  {}/{} valid, {} needed",
+                "  {:>6}  {}/{} good, {} needed",
                 seg.index, seg.good, seg.total, seg.needed
             );
         }
@@ -159,13 +172,67 @@ impl Printer {
         }
         for p in list {
             println!(
-                "{}  free {:>10}  {} sat/GiB/month  terms {}-{} blocks",
+                "{}  free {:>10}  {} sat/GiB/month  terms {}-{} blocks  audit score {:.3}",
                 p.peer_id,
                 HumanBytes(p.free_bytes).to_string(),
                 p.price_sat_per_gib_month,
                 p.min_term_blocks,
-                p.max_term_blocks
+                p.max_term_blocks,
+                p.audit_score
             );
+        }
+        Ok(())
+    }
+
+    pub fn audit(&self, list: &[ProviderAudit]) -> Result<()> {
+        if self.json {
+            return self.json(&list);
+        }
+        if list.is_empty() {
+            println!("nothing to audit");
+        }
+        for p in list {
+            println!(
+                "{}  challenges {:>5}  passed {:>5}  failed {:>5}  unknown {:>5}  score {:.3}",
+                p.peer_id, p.challenges, p.passed, p.failed, p.unknown, p.score
+            );
+        }
+        Ok(())
+    }
+
+    pub fn audits(&self, list: &[ProviderAudits]) -> Result<()> {
+        if self.json {
+            return self.json(&list);
+        }
+        if list.is_empty() {
+            println!("no audits yet");
+        }
+        for p in list {
+            let standing = match (p.eligible, p.offline) {
+                (false, _) => "  BELOW MIN SCORE",
+                (true, true) => "  OFFLINE",
+                (true, false) => "",
+            };
+            println!(
+                "{}  score {:.3}{standing}  passed {}  failed {}  unknown {}  ({})",
+                p.peer_id,
+                p.score,
+                p.passed,
+                p.failed,
+                p.unknown,
+                audited(p.last_audit_at)
+            );
+            for a in &p.history {
+                println!(
+                    "    {}  {:>5} challenges: {} passed, {} failed, {} unknown; score {:.3}",
+                    date(a.at),
+                    a.challenges,
+                    a.passed,
+                    a.failed,
+                    a.unknown,
+                    a.score
+                );
+            }
         }
         Ok(())
     }

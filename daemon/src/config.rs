@@ -37,6 +37,12 @@ pub const DEFAULT_FEE_RATE_SAT_VB: u64 = crate::wallet::DEFAULT_FEE_RATE_SAT_VB;
 pub const DEFAULT_REDUNDANCY: &str = "medium";
 pub const DEFAULT_REPAIR_MARGIN: u16 = 1;
 pub const DEFAULT_HEALTH_CHECK_SECS: u64 = 600;
+/// An hour: README ("Audits") gives the cost and detection odds.
+pub const DEFAULT_AUDIT_INTERVAL_SECS: u64 = 3600;
+pub const DEFAULT_AUDIT_LEAVES_PER_SHARD: u32 = 16;
+/// Five failed shards in a row from a perfect record (0.95^5 ≈ 0.77).
+pub const DEFAULT_MIN_AUDIT_SCORE: f64 = 0.8;
+pub const DEFAULT_AUDIT_OFFLINE_AFTER: u32 = 3;
 pub const DEFAULT_LOG: &str = "info";
 /// How often the wallet polls bitcoind for new blocks.
 pub const BITCOIND_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -137,6 +143,18 @@ pub struct Args {
     /// Client: seconds between background health checks and repairs
     #[arg(long)]
     pub health_check_secs: Option<u64>,
+    /// Client: seconds between background audits of every provider
+    #[arg(long)]
+    pub audit_interval_secs: Option<u64>,
+    /// Client: leaves challenged per audited shard (all of them if fewer)
+    #[arg(long)]
+    pub audit_leaves_per_shard: Option<u32>,
+    /// Client: providers scoring below this (0..1) get no new shards and lose theirs
+    #[arg(long)]
+    pub min_audit_score: Option<f64>,
+    /// Client: unanswered audits in a row that mark a provider offline
+    #[arg(long)]
+    pub audit_offline_after: Option<u32>,
     /// Provider: blocks a client has to pay after a contract is accepted
     #[arg(long)]
     pub payment_window_blocks: Option<u32>,
@@ -192,6 +210,19 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
         ("redundancy", DEFAULT_REDUNDANCY.into()),
         ("repair_margin", DEFAULT_REPAIR_MARGIN.to_string()),
         ("health_check_secs", DEFAULT_HEALTH_CHECK_SECS.to_string()),
+        (
+            "audit_interval_secs",
+            DEFAULT_AUDIT_INTERVAL_SECS.to_string(),
+        ),
+        (
+            "audit_leaves_per_shard",
+            DEFAULT_AUDIT_LEAVES_PER_SHARD.to_string(),
+        ),
+        ("min_audit_score", DEFAULT_MIN_AUDIT_SCORE.to_string()),
+        (
+            "audit_offline_after",
+            DEFAULT_AUDIT_OFFLINE_AFTER.to_string(),
+        ),
         ("rendezvous_server", "false".into()),
         ("log", DEFAULT_LOG.into()),
     ]
@@ -250,6 +281,10 @@ struct FileConfig {
     redundancy: Option<String>,
     repair_margin: Option<u16>,
     health_check_secs: Option<u64>,
+    audit_interval_secs: Option<u64>,
+    audit_leaves_per_shard: Option<u32>,
+    min_audit_score: Option<f64>,
+    audit_offline_after: Option<u32>,
 }
 
 pub struct Config {
@@ -274,6 +309,8 @@ pub struct Config {
     pub redundancy: Scheme,
     pub repair_margin: u16,
     pub health_check: std::time::Duration,
+    pub audit_interval: std::time::Duration,
+    pub audit: crate::client::AuditPolicy,
 }
 
 fn parse_network(s: &str) -> Result<Network> {
@@ -432,6 +469,43 @@ impl Config {
                     .unwrap_or(DEFAULT_HEALTH_CHECK_SECS)
                     .max(1),
             ),
+            audit_interval: std::time::Duration::from_secs(
+                args.audit_interval_secs
+                    .or(file.audit_interval_secs)
+                    .unwrap_or(DEFAULT_AUDIT_INTERVAL_SECS)
+                    .max(1),
+            ),
+            audit: crate::client::AuditPolicy {
+                leaves_per_shard: match args
+                    .audit_leaves_per_shard
+                    .or(file.audit_leaves_per_shard)
+                    .unwrap_or(DEFAULT_AUDIT_LEAVES_PER_SHARD)
+                {
+                    0 => {
+                        return Err(Error::Config(
+                            "audit_leaves_per_shard must be at least 1".into(),
+                        ));
+                    }
+                    n => n,
+                },
+                min_score: match args
+                    .min_audit_score
+                    .or(file.min_audit_score)
+                    .unwrap_or(DEFAULT_MIN_AUDIT_SCORE)
+                {
+                    s if (0.0..=1.0).contains(&s) => s,
+                    s => {
+                        return Err(Error::Config(format!(
+                            "min_audit_score {s} is outside 0..=1"
+                        )));
+                    }
+                },
+                offline_after: args
+                    .audit_offline_after
+                    .or(file.audit_offline_after)
+                    .unwrap_or(DEFAULT_AUDIT_OFFLINE_AFTER)
+                    .max(1),
+            },
             network,
             bitcoind,
             max_price_sat_per_gib_month: args

@@ -30,6 +30,10 @@ pub mod trees {
     pub const PEERS: &str = "peers";
     /// Client: provider peer id → successes, failures, latency.
     pub const RELIABILITY: &str = "reliability";
+    /// Client: provider peer id → audit score, counts and recent history.
+    pub const AUDITS: &str = "audits";
+    /// Client: shard id → the provider that failed an audit of it.
+    pub const FAILED_SHARDS: &str = "failed_shards";
     /// Provider: shard id → who stored it, under which contract.
     pub const SHARDS: &str = "shards";
     /// The BDK wallet's change sets (its own encoding, `wallet::persist`).

@@ -97,7 +97,9 @@ id32!(
     "file id"
 );
 id32!(
-    /// A shard: the SHA-256 of its bytes, so a shard names its content.
+    /// A shard: the root of the Merkle tree over its bytes
+    /// ([`crate::merkle`]), so a shard names its content and a provider
+    /// can prove it holds any leaf of it.
     ShardId,
     "shard id"
 );
@@ -107,6 +109,13 @@ id32!(
     ContractId,
     "contract id"
 );
+
+impl ShardId {
+    /// The id of a shard with these bytes: their Merkle root.
+    pub fn of(shard: &[u8]) -> Self {
+        ShardId(crate::merkle::root(shard))
+    }
+}
 
 fn parse_hex32(s: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];

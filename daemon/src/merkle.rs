@@ -175,7 +175,7 @@ pub fn verify(root: &Hash, size: u64, index: u64, leaf: &[u8], path: &[u8]) -> b
         return false;
     };
     if leaf.len() as u64 != range.end - range.start
-        || path.len() % HASH_LEN != 0
+        || !path.len().is_multiple_of(HASH_LEN)
         || path.len() / HASH_LEN > MAX_PATH_LEN
     {
         return false;

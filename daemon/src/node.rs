@@ -265,6 +265,7 @@ impl Node {
                     fee_rate_sat_vb: cfg.fee_rate_sat_vb,
                     default_scheme: cfg.redundancy,
                     repair_margin: cfg.repair_margin,
+                    audit: cfg.audit,
                 };
                 let c = ClientService::new(
                     db,
@@ -277,6 +278,7 @@ impl Node {
                 .await?;
                 tasks.push(c.spawn_reconciler(crate::config::CLIENT_RECONCILE_INTERVAL));
                 tasks.push(c.spawn_health_check(cfg.health_check));
+                tasks.push(c.spawn_auditor(cfg.audit_interval));
                 Some(c)
             }
             _ => None,

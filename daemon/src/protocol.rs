@@ -13,10 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{ContractId, ShardId};
 
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: shard ids are Merkle roots, and `Audit` replaced `Check`.
+pub const PROTOCOL_VERSION: u32 = 2;
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/kad/1.0.0");
-pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/control/1.0.0");
-pub const SHARD_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/shard/1.0.0");
+pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/control/2.0.0");
+pub const SHARD_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/shard/2.0.0");
 pub const RENDEZVOUS_NAMESPACE: &str = "p2pstore";
 /// The DHT key providers announce themselves under.
 pub const PROVIDERS_KEY_LABEL: &[u8] = b"p2pstore/providers/v1";
@@ -31,8 +32,20 @@ pub const MAX_SHARD_BYTES: u64 = SEGMENT_SIZE as u64 + 4096;
 /// test `largest_messages_fit_their_limits` checks.
 pub const MAX_CONTROL_MESSAGE: u64 = 1024 * 1024;
 /// At most this many shards per contract (an 80 GiB file at one copy), and
-/// ids per `Delete` or `Check` request.
+/// ids per `Delete` request.
 pub const MAX_SHARDS_PER_CONTRACT: usize = 20_000;
+/// At most this many challenges per `Audit`. The answer is then at most
+/// 64 leaves with their paths, about 300 kB, and a provider does at most
+/// 64 positioned reads of one leaf and a few hashes each per request.
+pub const MAX_AUDIT_CHALLENGES: usize = 64;
+/// Audits a peer may send a minute, and at once. A client's background
+/// round sends one per contract it has with a provider, and an explicit
+/// audit of a whole 1 GiB file at 16 leaves per shard 64, which a client
+/// paces to this rate. Past it a peer is refused (`RateLimited`) before its
+/// request is queued, so one peer costs a provider at most 2 × 64 leaf
+/// reads a second and a flood never crowds out other peers.
+pub const AUDITS_PER_MINUTE: std::num::NonZeroU32 = std::num::NonZeroU32::new(120).unwrap();
+pub const AUDIT_BURST: std::num::NonZeroU32 = std::num::NonZeroU32::new(32).unwrap();
 /// A shard message carries one shard plus a small CBOR envelope.
 pub const MAX_SHARD_MESSAGE: u64 = MAX_SHARD_BYTES + 16 * 1024;
 
@@ -52,12 +65,35 @@ pub enum ControlRequest {
         contract_id: ContractId,
         shard_ids: Vec<ShardId>,
     },
-    /// Which of these shards of a contract the provider still holds
-    /// intact (it re-hashes each file).
-    Check {
+    /// Prove holding shards of a contract: for each challenge, the leaf
+    /// and its Merkle path. Only the contract's client may ask, at most
+    /// [`MAX_AUDIT_CHALLENGES`] distinct challenges at a time.
+    Audit {
         contract_id: ContractId,
-        shard_ids: Vec<ShardId>,
+        challenges: Vec<Challenge>,
     },
+}
+
+/// One leaf of one shard that an audit asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Challenge {
+    pub shard_id: ShardId,
+    pub leaf: u32,
+}
+
+/// A provider's answer to one challenge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditAnswer {
+    /// The leaf's bytes and its sibling path (32-byte hashes, bottom up),
+    /// which the client checks against the shard id it holds.
+    Proof {
+        #[serde(with = "serde_bytes")]
+        leaf: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        path: Vec<u8>,
+    },
+    /// The provider does not have that leaf (or shard).
+    Missing,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,9 +104,9 @@ pub enum ControlResponse {
     Deleted {
         count: u64,
     },
-    /// One flag per shard asked about, in order.
-    Checked {
-        valid: Vec<bool>,
+    /// One answer per challenge, in order.
+    Audited {
+        answers: Vec<AuditAnswer>,
     },
     Error(WireError),
 }
@@ -168,6 +204,10 @@ pub enum WireErrorKind {
     PaymentInsufficient,
     /// The provider cannot reach its bitcoind right now; try later.
     Unavailable,
+    /// Malformed: duplicate challenges, a leaf past a shard's end.
+    BadRequest,
+    /// Over this peer's budget of requests of this kind; try later.
+    RateLimited,
     Internal,
 }
 
@@ -381,21 +421,36 @@ mod tests {
                 contract_id,
                 shard_ids: ids.clone(),
             },
-            ControlRequest::Check {
-                contract_id,
-                shard_ids: ids.clone(),
-            },
         ];
         for r in &requests {
             let len = cbor_len(r);
             assert!(len <= MAX_CONTROL_MESSAGE, "{len} bytes: {r:?}");
         }
         // An id is a 34-byte CBOR byte string, not 32 integers.
-        assert!(cbor_len(&requests[2]) < 34 * MAX_SHARDS_PER_CONTRACT as u64 + 200);
-        let checked = ControlResponse::Checked {
-            valid: vec![true; MAX_SHARDS_PER_CONTRACT],
+        assert!(cbor_len(&requests[1]) < 34 * MAX_SHARDS_PER_CONTRACT as u64 + 200);
+        let audit = ControlRequest::Audit {
+            contract_id,
+            challenges: ids[..MAX_AUDIT_CHALLENGES]
+                .iter()
+                .map(|&shard_id| Challenge {
+                    shard_id,
+                    leaf: u32::MAX,
+                })
+                .collect(),
         };
-        assert!(cbor_len(&checked) <= MAX_CONTROL_MESSAGE);
+        assert!(cbor_len(&audit) <= MAX_CONTROL_MESSAGE);
+        // Every answer a full leaf with the longest path a verifier accepts.
+        let audited = ControlResponse::Audited {
+            answers: vec![
+                AuditAnswer::Proof {
+                    leaf: vec![0xff; crate::merkle::LEAF_SIZE as usize],
+                    path: vec![0xff; crate::merkle::MAX_PATH_LEN * crate::merkle::HASH_LEN],
+                };
+                MAX_AUDIT_CHALLENGES
+            ],
+        };
+        let len = cbor_len(&audited);
+        assert!(len <= 400_000, "{len} bytes");
         let shard = vec![0xffu8; MAX_SHARD_BYTES as usize];
         let store = ShardRequest::Store {
             contract_id,

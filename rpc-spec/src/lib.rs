@@ -48,7 +48,8 @@ pub struct PutResult {
     pub providers: Vec<String>,
 }
 
-/// Shards reachable and valid, against shards needed and stored.
+/// Shards in good standing by the latest audits (not failed, provider not
+/// offline or disqualified), against shards needed and stored.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct Health {
     pub good: u32,
@@ -72,10 +73,13 @@ pub struct FileStat {
     pub created_at: u64,
     pub redundancy: String,
     pub providers: Vec<String>,
-    /// The worst segment's health.
+    /// The worst segment's health, from the latest audits.
     pub health: Health,
     /// Every segment, worst first.
     pub segments: Vec<SegmentHealth>,
+    /// Seconds since the Unix epoch of the least recent of the latest
+    /// audits of the file's providers; None until each was audited.
+    pub last_audit_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
@@ -106,8 +110,10 @@ pub struct FileEntry {
     pub segments: u64,
     pub providers: Vec<String>,
     pub redundancy: String,
-    /// The worst segment's health, checked with the providers now.
+    /// The worst segment's health, from the latest audits (no network).
     pub health: Health,
+    /// As in [`FileStat::last_audit_at`].
+    pub last_audit_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
@@ -142,7 +148,7 @@ pub struct Status {
 }
 
 /// What a provider offers, as last answered over the network.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct ProviderInfo {
     pub peer_id: String,
     pub addrs: Vec<String>,
@@ -151,6 +157,56 @@ pub struct ProviderInfo {
     pub min_term_blocks: u32,
     pub max_term_blocks: u32,
     pub protocol_version: u32,
+    /// This client's audit score of the provider, 0..=1 (1 until audited).
+    pub audit_score: f64,
+}
+
+/// One provider's part in an audit just run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct ProviderAudit {
+    pub peer_id: String,
+    /// Challenges sent: one leaf of one shard each.
+    pub challenges: u64,
+    /// Answered with a valid Merkle proof.
+    pub passed: u64,
+    /// A wrong proof, a leaf reported missing, or a contract it does not know.
+    pub failed: u64,
+    /// No answer: a timeout, no connection, or over its rate limit.
+    pub unknown: u64,
+    /// The audit score after this audit, 0..=1.
+    pub score: f64,
+}
+
+/// One past audit of a provider.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct AuditRecord {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    pub challenges: u64,
+    pub passed: u64,
+    pub failed: u64,
+    pub unknown: u64,
+    /// The score after this audit.
+    pub score: f64,
+}
+
+/// A provider's audit standing and recent audits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct ProviderAudits {
+    pub peer_id: String,
+    /// 0..=1; Storj's alpha/beta reputation over audited shards.
+    pub score: f64,
+    /// At or above `min_audit_score`: it may get new shards.
+    pub eligible: bool,
+    /// Silent for `audit_offline_after` audits in a row.
+    pub offline: bool,
+    /// Challenges over all audits, by outcome.
+    pub passed: u64,
+    pub failed: u64,
+    pub unknown: u64,
+    pub last_audit_at: Option<u64>,
+    /// The latest audits, oldest first.
+    pub history: Vec<AuditRecord>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
@@ -388,17 +444,29 @@ api! {
             op_id: Option<String>,
         ) -> RpcResult<GetResult>;
 
-        /// Files this account has stored, with their health.
+        /// Files this account has stored, with their health from the latest
+        /// audits; answered from local state.
         #[method(name = "ls")]
         async fn ls(&self) -> RpcResult<Vec<FileEntry>>;
 
-        /// A file's health: valid shards over needed shards, every segment,
-        /// worst first.
+        /// A file's health from the latest audits: good shards over needed
+        /// shards, every segment, worst first; answered from local state.
         #[method(name = "stat")]
         async fn stat(&self, file_id: String) -> RpcResult<FileStat>;
 
-        /// Rebuild lost or corrupt shards at new providers under new paid
-        /// contracts; one file, or every file when `file_id` is absent.
+        /// Audit every shard of one file, or of every file when `file_id`
+        /// is absent, now: random leaves of each, proven by Merkle paths.
+        /// One entry per provider; the results feed health and scores.
+        #[method(name = "audit")]
+        async fn audit(&self, file_id: Option<String>) -> RpcResult<Vec<ProviderAudit>>;
+
+        /// Audit scores and recent audits of every provider audited so far.
+        #[method(name = "audits")]
+        async fn audits(&self) -> RpcResult<Vec<ProviderAudits>>;
+
+        /// Audit one file (or every file), then rebuild its lost, corrupt or
+        /// unaudited-offline shards at new providers under new paid
+        /// contracts.
         #[method(name = "repair")]
         async fn repair(&self, file_id: Option<String>) -> RpcResult<RepairResult>;
 

@@ -17,9 +17,9 @@ use super::ClientService;
 use super::manifest::{Manifest, Segment, ShardRef};
 use super::put::PIPELINE;
 use super::reliability::Reliability;
-use crate::crypto::{FileKey, random_bytes, sha256};
+use crate::crypto::{FileKey, random_bytes};
 use crate::error::{Error, Result};
-use crate::ids::FileId;
+use crate::ids::{FileId, ShardId};
 use crate::network::{Client as NetClient, PeerError};
 use crate::progress::Op;
 
@@ -157,11 +157,12 @@ impl Fetcher {
         let started = Instant::now();
         let result = match self.net.fetch(peer, shard.shard_id).await {
             Ok(d) => {
-                let expected = *shard.shard_id.as_bytes();
+                let expected = shard.shard_id;
                 // Hash before anything else: bytes that are not exactly
                 // what we stored are never fed to the decoder or cipher.
-                let ok = tokio::task::spawn_blocking(move || (sha256(&d) == expected).then_some(d))
-                    .await?;
+                let ok =
+                    tokio::task::spawn_blocking(move || (ShardId::of(&d) == expected).then_some(d))
+                        .await?;
                 ok.ok_or_else(|| {
                     Error::Integrity(format!(
                         "shard {sid} from provider {peer} does not match its hash"

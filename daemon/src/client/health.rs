@@ -1,13 +1,15 @@
-//! Keeping files at their redundancy level: health checks and repair.
+//! Keeping files at their redundancy level: health and repair.
 //!
-//! Health asks each provider to re-hash the shards it holds for us. A
-//! segment whose valid shards fall below K + margin is rebuilt from any K:
-//! the missing shards are re-encoded (Reed-Solomon is deterministic, so
-//! they get their old ids), stored at new providers under new paid
-//! contracts, and the manifest entry is swapped in one write, so a crash
-//! leaves either the old manifest or the new one, never a mix.
+//! Health is what the latest audits say ([`super::audit`]), read from local
+//! state: a shard is good unless it failed an audit, its provider's score
+//! fell below the minimum (both: lost), or its provider has been silent for
+//! too many audits (offline). A segment is rebuilt from any K good shards:
+//! the missing ones are re-encoded (Reed-Solomon is deterministic, so they
+//! get their old ids), stored at new providers under new paid contracts,
+//! and the manifest entry is swapped in one write, so a crash leaves either
+//! the old manifest or the new one, never a mix.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use libp2p::PeerId;
@@ -15,10 +17,10 @@ use p2pstore_rpc::{FileEntry, FileStat, Health, RepairResult, SegmentHealth};
 use tracing::{info, warn};
 
 use super::ClientService;
+use super::audit::{self, AuditScope, ShardStatus};
 use super::manifest::{Manifest, ShardRef};
 use super::put::{Target, contract_for, pick_distinct, store_shard};
 use crate::contracts::State;
-use crate::crypto::sha256;
 use crate::error::{Error, Result};
 use crate::ids::{ContractId, FileId, ShardId};
 use crate::protocol::*;
@@ -26,64 +28,23 @@ use crate::protocol::*;
 /// What a repair covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RepairScope {
-    /// An explicit repair: restore every missing shard, of one file or
-    /// (None) of every file.
+    /// An explicit repair: audit, then restore every shard not in good
+    /// standing, of one file or (None) of every file.
     Full(Option<FileId>),
-    /// The background check: every file, but only segments whose valid
-    /// shards fell below K + margin, so a flaky provider causes no churn.
-    BelowMargin,
+    /// The background repair, from the latest audits: segments whose good
+    /// shards fell below K + margin, so a flaky provider causes no churn,
+    /// and shards proven lost wherever they are.
+    Background,
 }
 
 impl ClientService {
-    /// For each segment, which of its shards a provider vouches for now.
-    /// A provider that cannot be reached vouches for nothing.
-    async fn check(&self, m: &Manifest) -> Vec<Vec<bool>> {
-        let mut groups: HashMap<(PeerId, ContractId), Vec<ShardId>> = HashMap::new();
-        for r in m.segments.iter().flat_map(|s| &s.shards) {
-            groups
-                .entry((r.provider, r.contract_id))
-                .or_default()
-                .push(r.shard_id);
-        }
-        let asks = groups
-            .into_iter()
-            .map(|((peer, contract_id), ids)| async move {
-                match self.net.check(peer, contract_id, ids.clone()).await {
-                    Ok(valid) => ids
-                        .into_iter()
-                        .zip(valid)
-                        .filter(|(_, ok)| *ok)
-                        .map(|(id, _)| (peer, id))
-                        .collect(),
-                    Err(e) => {
-                        warn!(%peer, "check failed: {e}");
-                        vec![]
-                    }
-                }
-            });
-        let good: HashSet<(PeerId, ShardId)> = futures::future::join_all(asks)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-        m.segments
-            .iter()
-            .map(|s| {
-                s.shards
-                    .iter()
-                    .map(|r| good.contains(&(r.provider, r.shard_id)))
-                    .collect()
-            })
-            .collect()
-    }
-
-    fn segment_health(m: &Manifest, checks: &[Vec<bool>]) -> Vec<SegmentHealth> {
-        let mut out: Vec<SegmentHealth> = checks
+    fn segment_health(m: &Manifest, statuses: &[Vec<ShardStatus>]) -> Vec<SegmentHealth> {
+        let mut out: Vec<SegmentHealth> = statuses
             .iter()
             .enumerate()
             .map(|(i, c)| SegmentHealth {
                 index: i as u64,
-                good: c.iter().filter(|ok| **ok).count() as u32,
+                good: c.iter().filter(|s| **s == ShardStatus::Good).count() as u32,
                 needed: m.scheme.k as u32,
                 total: m.scheme.n as u32,
             })
@@ -101,10 +62,10 @@ impl ClientService {
         }
     }
 
-    pub async fn stat(&self, file_id: FileId) -> Result<FileStat> {
+    pub fn stat(&self, file_id: FileId) -> Result<FileStat> {
         let m = self.manifests.get(&file_id)?;
         m.validate()?;
-        let segments = Self::segment_health(&m, &self.check(&m).await);
+        let segments = Self::segment_health(&m, &self.audits.statuses(&m));
         Ok(FileStat {
             file_id: m.file_id.to_string(),
             name: m.name.clone(),
@@ -114,16 +75,15 @@ impl ClientService {
             providers: m.providers().iter().map(|p| p.to_string()).collect(),
             health: Self::worst(&m, &segments),
             segments,
+            last_audit_at: self.audits.last_audit(&m),
         })
     }
 
-    pub async fn ls(&self) -> Result<Vec<FileEntry>> {
+    pub fn ls(&self) -> Result<Vec<FileEntry>> {
         let manifests = self.manifests.list()?;
-        let checks = futures::future::join_all(manifests.iter().map(|m| self.check(m))).await;
         Ok(manifests
             .iter()
-            .zip(checks)
-            .map(|(m, c)| FileEntry {
+            .map(|m| FileEntry {
                 file_id: m.file_id.to_string(),
                 providers: m.providers().iter().map(|p| p.to_string()).collect(),
                 name: m.name.clone(),
@@ -131,9 +91,57 @@ impl ClientService {
                 created_at: m.created_at,
                 segments: m.segments.len() as u64,
                 redundancy: m.scheme.label(),
-                health: Self::worst(m, &Self::segment_health(m, &c)),
+                health: Self::worst(m, &Self::segment_health(m, &self.audits.statuses(m))),
+                last_audit_at: self.audits.last_audit(m),
             })
             .collect())
+    }
+
+    /// Audits every shard of one file, or of every file, now.
+    pub async fn audit(&self, file: Option<FileId>) -> Result<Vec<p2pstore_rpc::ProviderAudit>> {
+        let manifests = match file {
+            Some(id) => vec![self.manifests.get(&id)?],
+            None => self.manifests.list()?,
+        };
+        audit::run(&self.net, &self.audits, &manifests, AuditScope::Every).await
+    }
+
+    /// Every provider's audit record.
+    pub fn audits(&self) -> Result<Vec<p2pstore_rpc::ProviderAudits>> {
+        Ok(self
+            .audits
+            .list()?
+            .iter()
+            .map(|(peer, r)| r.to_rpc(peer, &self.audits.policy))
+            .collect())
+    }
+
+    /// One background audit: a few random shards of each provider.
+    async fn audit_round(&self) -> Result<()> {
+        let manifests = self.manifests.list()?;
+        if manifests.is_empty() {
+            return Ok(());
+        }
+        let report = audit::run(&self.net, &self.audits, &manifests, AuditScope::Sample).await?;
+        let failed: u64 = report.iter().map(|r| r.failed).sum();
+        let unknown: u64 = report.iter().map(|r| r.unknown).sum();
+        info!(providers = report.len(), failed, unknown, "audit round");
+        Ok(())
+    }
+
+    pub fn spawn_auditor(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = this.audit_round().await {
+                    warn!("audit round: {e}");
+                }
+            }
+        })
     }
 
     /// Repairs what `scope` covers. A one-file repair reports its error;
@@ -142,12 +150,17 @@ impl ClientService {
         let _guard = self.repair_lock.lock().await;
         let (one, full) = match scope {
             RepairScope::Full(one) => (one, true),
-            RepairScope::BelowMargin => (None, false),
+            RepairScope::Background => (None, false),
         };
         let manifests = match one {
             Some(id) => vec![self.manifests.get(&id)?],
             None => self.manifests.list()?,
         };
+        if full {
+            // Fresh evidence first: an explicit repair acts on what the
+            // providers prove now, not on the last background round.
+            audit::run(&self.net, &self.audits, &manifests, AuditScope::Every).await?;
+        }
         let mut result = RepairResult::default();
         for m in manifests {
             result.files_checked += 1;
@@ -164,7 +177,7 @@ impl ClientService {
 
     async fn repair_file(&self, m: Manifest, full: bool, result: &mut RepairResult) -> Result<()> {
         m.validate()?;
-        let checks = self.check(&m).await;
+        let statuses = self.audits.statuses(&m);
         let (k, n) = (m.scheme.k as usize, m.scheme.n as usize);
         let threshold = if full {
             n
@@ -172,9 +185,22 @@ impl ClientService {
             (k + self.repair_margin as usize).min(n)
         };
         let mut todo: Vec<(usize, Vec<usize>)> = Vec::new();
-        for (i, c) in checks.iter().enumerate() {
-            let good = c.iter().filter(|ok| **ok).count();
-            if good >= threshold {
+        for (i, c) in statuses.iter().enumerate() {
+            let good = c.iter().filter(|s| **s == ShardStatus::Good).count();
+            // Below the threshold every shard not in good standing goes;
+            // above it only those proven lost (an offline provider may
+            // come back, and moving its shards would cost for nothing).
+            let redo: Vec<usize> = c
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| match s {
+                    ShardStatus::Good => false,
+                    ShardStatus::Lost => true,
+                    ShardStatus::Offline => good < threshold,
+                })
+                .map(|(p, _)| p)
+                .collect();
+            if redo.is_empty() {
                 continue;
             }
             if good < k {
@@ -182,14 +208,7 @@ impl ClientService {
                 warn!(file_id = %m.file_id.short(), segment = i, good, k, "segment cannot be rebuilt");
                 continue;
             }
-            todo.push((
-                i,
-                c.iter()
-                    .enumerate()
-                    .filter(|(_, ok)| !**ok)
-                    .map(|(p, _)| p)
-                    .collect(),
-            ));
+            todo.push((i, redo));
         }
         if todo.is_empty() {
             return Ok(());
@@ -226,7 +245,7 @@ impl ClientService {
             for (&p, c) in bad.iter().zip(chosen) {
                 let r = &seg.shards[p];
                 let bytes = all[r.index as usize].clone();
-                if sha256(&bytes) != *r.shard_id.as_bytes() {
+                if ShardId::of(&bytes) != r.shard_id {
                     return Err(Error::Integrity(format!(
                         "rebuilt shard {} does not match its id",
                         r.shard_id.short()
@@ -295,6 +314,7 @@ impl ClientService {
             let old = std::mem::replace(&mut next.segments[i].shards[p], r);
             lost.insert(old.contract_id);
             self.reliability.failure(&old.provider);
+            self.audits.forget_shard(&old.shard_id);
         }
         next.validate()?;
         // The swap: one write replaces the whole manifest, before paying, as
@@ -333,6 +353,8 @@ impl ClientService {
         Ok(())
     }
 
+    /// The background repair, from the latest audits (no network unless
+    /// something needs rebuilding).
     pub fn spawn_health_check(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
@@ -340,7 +362,7 @@ impl ClientService {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                match this.repair(RepairScope::BelowMargin).await {
+                match this.repair(RepairScope::Background).await {
                     Ok(r) if r.shards_rebuilt > 0 || r.unrecoverable_segments > 0 => {
                         info!(
                             rebuilt = r.shards_rebuilt,

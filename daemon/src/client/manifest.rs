@@ -13,7 +13,9 @@ use crate::error::{Error, Result};
 use crate::ids::{ContractId, FileId, ShardId, as_text};
 use crate::protocol::{Receipt, SEGMENT_SIZE};
 
-pub const MANIFEST_VERSION: u32 = 2;
+/// 3: shard ids are Merkle roots (protocol 2); older manifests name shards
+/// by SHA-256 and cannot be audited, so they are refused as corrupt.
+pub const MANIFEST_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ShardRef {

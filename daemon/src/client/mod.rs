@@ -1,6 +1,8 @@
 //! The client role: finds providers, and puts, gets and removes files,
-//! paying for storage through contracts ([`put`], [`get`], [`payment`]).
+//! paying for storage through contracts ([`put`], [`get`], [`payment`]),
+//! and audits what it paid for ([`audit`], [`health`]).
 
+pub mod audit;
 mod get;
 mod health;
 pub mod manifest;
@@ -27,6 +29,8 @@ use manifest::ManifestStore;
 use payment::PaymentIntent;
 use reliability::Reliability;
 
+use audit::AuditBook;
+pub use audit::AuditPolicy;
 pub use health::RepairScope;
 
 /// A provider found in the DHT, with the offer it just gave and the
@@ -47,6 +51,7 @@ pub struct ClientTerms {
     pub default_scheme: Scheme,
     /// Repair a segment once its valid shards fall below K + this margin.
     pub repair_margin: u16,
+    pub audit: AuditPolicy,
 }
 
 #[derive(Clone)]
@@ -67,6 +72,7 @@ pub struct ClientService {
     default_scheme: Scheme,
     repair_margin: u16,
     reliability: Reliability,
+    audits: AuditBook,
     /// One repair at a time, whether from RPC or the background check.
     repair_lock: Arc<tokio::sync::Mutex<()>>,
     /// Serializes building and broadcasting payments.
@@ -111,6 +117,7 @@ impl ClientService {
             default_scheme: terms.default_scheme,
             repair_margin: terms.repair_margin,
             reliability: Reliability::open(db)?,
+            audits: AuditBook::open(db, terms.audit)?,
             repair_lock: Arc::new(tokio::sync::Mutex::new(())),
             pay_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
@@ -118,6 +125,11 @@ impl ClientService {
 
     pub fn manifests(&self) -> &ManifestStore {
         &self.manifests
+    }
+
+    /// This client's audit score of a provider (1 until audited).
+    pub fn audit_score(&self, peer: &PeerId) -> f64 {
+        self.audits.record(peer).score()
     }
 
     fn fetcher(&self) -> get::Fetcher {
@@ -202,6 +214,9 @@ impl ClientService {
                 .update(&contract_id, |c| c.state = State::Deleted)?;
         }
         self.manifests.remove(&id)?;
+        for s in manifest.segments.iter().flat_map(|s| &s.shards) {
+            self.audits.forget_shard(&s.shard_id);
+        }
         Ok(p2pstore_rpc::RmResult {
             file_id: id.to_string(),
             deleted_shards: deleted,

@@ -258,12 +258,15 @@ impl ClientService {
         Ok(())
     }
 
-    /// Providers the client will use, best first: protocol, term and price
-    /// cap filter them; price weighted by reliability ranks them.
+    /// Providers the client will use, best first: protocol, term, price
+    /// cap and audit score filter them; price weighted by reliability
+    /// ranks them.
     pub(super) async fn candidates(&self) -> Result<Vec<Candidate>> {
         let offers = self.affordable(self.discover_offers().await?)?;
         let mut out: Vec<Candidate> = offers
             .into_iter()
+            // Below the minimum audit score: no new shards.
+            .filter(|f| self.audits.eligible(&f.peer))
             .map(|f| Candidate {
                 ip: first_ip(&f.addrs),
                 score: self.reliability.get(&f.peer).score(),
@@ -558,7 +561,7 @@ impl UploadJob {
                             shards: shards
                                 .iter()
                                 .map(|s| ShardSpec {
-                                    id: ShardId::from_bytes(sha256(s)),
+                                    id: ShardId::of(s),
                                     size: s.len() as u64,
                                 })
                                 .collect(),

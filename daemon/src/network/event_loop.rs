@@ -5,6 +5,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use futures::StreamExt;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use libp2p::identity::Keypair;
 use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult};
 use libp2p::multiaddr::Protocol;
@@ -71,6 +73,11 @@ pub(super) struct EventLoop {
     pending_shard: Pending<ShardResponse>,
     rendezvous_cookies: HashMap<PeerId, rendezvous::Cookie>,
     ticks: u32,
+    ticks_since_prune: u32,
+    /// Each peer's budget of audits, spent here, before the inbound queue,
+    /// so that a flood is answered at once and never crowds out the
+    /// requests of other peers.
+    audit_budget: DefaultKeyedRateLimiter<PeerId>,
 }
 
 fn split_p2p(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
@@ -111,6 +118,10 @@ impl EventLoop {
             pending_shard: HashMap::new(),
             rendezvous_cookies: HashMap::new(),
             ticks: 0,
+            ticks_since_prune: 0,
+            audit_budget: RateLimiter::keyed(
+                Quota::per_minute(AUDITS_PER_MINUTE).allow_burst(AUDIT_BURST),
+            ),
         };
         for addr in &cfg.bootstrap {
             let Some((peer, base)) = split_p2p(addr) else {
@@ -350,6 +361,14 @@ impl EventLoop {
                 if let Some((peer, request, channel)) =
                     on_request_response(event, &mut self.pending_control)
                 {
+                    if let Some(refusal) = self.over_budget(&peer, &request) {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .control
+                            .send_response(channel, refusal);
+                        return;
+                    }
                     self.forward(Inbound::Control {
                         peer,
                         request,
@@ -405,6 +424,27 @@ impl EventLoop {
             }
             _ => {}
         }
+    }
+
+    /// A refusal for an audit over its peer's budget; None for anything else.
+    fn over_budget(&mut self, peer: &PeerId, request: &ControlRequest) -> Option<ControlResponse> {
+        if !matches!(request, ControlRequest::Audit { .. }) {
+            return None;
+        }
+        self.ticks_since_prune = self.ticks_since_prune.wrapping_add(1);
+        if self.ticks_since_prune.is_multiple_of(10_000) {
+            // Forget peers whose budget is full again.
+            self.audit_budget.retain_recent();
+        }
+        let wait = self.audit_budget.check_key(peer).err()?;
+        let secs = wait
+            .wait_time_from(DefaultClock::default().now())
+            .as_secs_f64();
+        debug!(%peer, "audit over budget");
+        Some(ControlResponse::Error(WireError::new(
+            WireErrorKind::RateLimited,
+            format!("over the budget of {AUDITS_PER_MINUTE} audits a minute; retry in {secs:.1} s"),
+        )))
     }
 
     /// Hands an inbound request to its service without ever blocking the

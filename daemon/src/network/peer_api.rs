@@ -111,25 +111,25 @@ impl Client {
             ControlResponse::Deleted { count } => count, ControlResponse::Error)
     }
 
-    /// Which of these shards the provider holds intact: one flag per id,
-    /// in order.
-    pub async fn check(
+    /// The provider's answers to an audit, one per challenge, in order;
+    /// not yet verified.
+    pub async fn audit(
         &self,
         peer: PeerId,
         contract_id: ContractId,
-        shard_ids: Vec<ShardId>,
-    ) -> Result<Vec<bool>, PeerError> {
-        let n = shard_ids.len();
-        let req = ControlRequest::Check {
+        challenges: Vec<Challenge>,
+    ) -> Result<Vec<AuditAnswer>, PeerError> {
+        let n = challenges.len();
+        let req = ControlRequest::Audit {
             contract_id,
-            shard_ids,
+            challenges,
         };
-        let valid = expect!(self.control(peer, req).await, "a check",
-            ControlResponse::Checked { valid } => valid, ControlResponse::Error)?;
-        if valid.len() != n {
-            return Err(PeerError::Unexpected("a check (wrong number of flags)"));
+        let answers = expect!(self.control(peer, req).await, "an audit",
+            ControlResponse::Audited { answers } => answers, ControlResponse::Error)?;
+        if answers.len() != n {
+            return Err(PeerError::Unexpected("an audit (wrong number of answers)"));
         }
-        Ok(valid)
+        Ok(answers)
     }
 
     /// Stores one shard under a contract; returns the provider's receipt,

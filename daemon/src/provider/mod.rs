@@ -5,6 +5,7 @@
 mod contracts;
 pub mod store;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use libp2p::PeerId;
@@ -13,6 +14,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::contracts::ContractStore;
+use crate::ids::ContractId;
 use crate::network::{Client, Inbound};
 use crate::protocol::*;
 use crate::wallet::WalletService;
@@ -158,29 +160,64 @@ impl ProviderService {
                     )),
                 }
             }
-            ControlRequest::Check {
+            ControlRequest::Audit {
                 contract_id,
-                shard_ids,
-            } => {
-                if shard_ids.len() > MAX_SHARDS_PER_CONTRACT {
-                    return ControlResponse::Error(WireError::new(
-                        WireErrorKind::TooLarge,
-                        "too many shards",
-                    ));
-                }
-                match tokio::task::spawn_blocking(move || {
-                    store.check(&peer, &contract_id, &shard_ids)
-                })
-                .await
-                {
-                    Ok(valid) => ControlResponse::Checked { valid },
-                    Err(e) => ControlResponse::Error(WireError::new(
-                        WireErrorKind::Internal,
-                        e.to_string(),
-                    )),
-                }
-            }
+                challenges,
+            } => match self.audit(peer, contract_id, challenges, store).await {
+                Ok(answers) => ControlResponse::Audited { answers },
+                Err(e) => ControlResponse::Error(e),
+            },
         }
+    }
+
+    /// Checks an audit's limits, then answers it from disk. Every check
+    /// costs at most a sled read per challenge, before any shard is read.
+    async fn audit(
+        &self,
+        peer: PeerId,
+        contract_id: ContractId,
+        challenges: Vec<Challenge>,
+        store: Arc<ShardStore>,
+    ) -> Result<Vec<AuditAnswer>, WireError> {
+        if challenges.len() > MAX_AUDIT_CHALLENGES {
+            return Err(WireError::new(
+                WireErrorKind::TooLarge,
+                format!(
+                    "{} challenges; at most {MAX_AUDIT_CHALLENGES} per audit",
+                    challenges.len()
+                ),
+            ));
+        }
+        let mut distinct = HashSet::with_capacity(challenges.len());
+        if let Some(dup) = challenges.iter().find(|c| !distinct.insert(**c)) {
+            return Err(WireError::new(
+                WireErrorKind::BadRequest,
+                format!(
+                    "duplicate challenge: shard {} leaf {}",
+                    dup.shard_id.short(),
+                    dup.leaf
+                ),
+            ));
+        }
+        // Only the contract's client may audit it. Someone else's contract
+        // looks exactly like none, so ids leak nothing.
+        let owned = self
+            .contracts
+            .get(&contract_id)
+            .map_err(|e| WireError::new(WireErrorKind::Internal, e.to_string()))?
+            .is_some_and(|c| c.peer == peer);
+        if !owned {
+            return Err(WireError::new(
+                WireErrorKind::UnknownContract,
+                format!("no contract {} with you", contract_id.short()),
+            ));
+        }
+        let span =
+            info_span!("audit", contract = %contract_id.short(), challenges = challenges.len());
+        tokio::task::spawn_blocking(move || store.prove(&peer, &contract_id, &challenges))
+            .instrument(span)
+            .await
+            .map_err(|e| WireError::new(WireErrorKind::Internal, e.to_string()))?
     }
 
     async fn on_shard(&self, peer: PeerId, request: ShardRequest) -> ShardResponse {

@@ -1,22 +1,32 @@
 //! The provider's shard store: shard bytes as content-addressed files, their
 //! metadata in sled, and a quota counted in bytes actually stored.
 //!
-//! A shard is acknowledged only after its file is fsynced, renamed into
-//! place, and its index entry flushed, so a receipt always means durable.
+//! Beside each shard file `<id>` lies `<id>.tree`, its Merkle tree
+//! ([`merkle::Tree::to_bytes`]), so that an audit reads one leaf of the
+//! shard and the path's few hashes, never the whole shard.
+//!
+//! A shard is acknowledged only after its tree and its file are fsynced,
+//! renamed into place, and its index entry flushed, so a receipt always
+//! means durable.
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{random_bytes, sha256};
+use crate::crypto::random_bytes;
 use crate::db::{Tree, trees};
 use crate::error::{Error, Result};
 use crate::ids::{ContractId, ShardId, as_text};
-use crate::protocol::{MAX_SHARD_BYTES, WireError, WireErrorKind};
+use crate::merkle::{self, HASH_LEN};
+use crate::protocol::{AuditAnswer, Challenge, MAX_SHARD_BYTES, WireError, WireErrorKind};
+
+/// Suffix of the file holding a shard's Merkle tree.
+const TREE_SUFFIX: &str = ".tree";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ShardMeta {
@@ -85,10 +95,12 @@ impl ShardStore {
             }
             for f in fs::read_dir(sub.path())? {
                 let f = f?;
-                let id = f
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| n.parse::<ShardId>().ok());
+                let id = f.file_name().to_str().and_then(|n| {
+                    n.strip_suffix(TREE_SUFFIX)
+                        .unwrap_or(n)
+                        .parse::<ShardId>()
+                        .ok()
+                });
                 let known = match id {
                     Some(id) => self.index.contains(&id)?,
                     None => false,
@@ -105,7 +117,18 @@ impl ShardStore {
             if !self.path(&id).exists() {
                 tracing::warn!(shard = %id, "index entry without its file; dropping it");
                 self.index.remove_lazy(&id)?;
+                let _ = fs::remove_file(self.tree_path(&id));
                 continue;
+            }
+            if !self.tree_path(&id).exists() {
+                // Audits need it; the shard has it all, if it is intact.
+                tracing::warn!(shard = %id, "rebuilding a missing Merkle tree");
+                match fs::read(self.path(&id)) {
+                    Ok(data) if ShardId::of(&data) == id => {
+                        self.write_tree(&id, &merkle::Tree::build(&data))?
+                    }
+                    _ => tracing::warn!(shard = %id, "shard no longer matches its id"),
+                }
             }
             used = used.saturating_add(meta.size);
         }
@@ -116,6 +139,11 @@ impl ShardStore {
     pub fn path(&self, id: &ShardId) -> PathBuf {
         let hex = id.to_string();
         self.dir.join(&hex[..2]).join(hex)
+    }
+
+    pub fn tree_path(&self, id: &ShardId) -> PathBuf {
+        let hex = id.to_string();
+        self.dir.join(&hex[..2]).join(hex + TREE_SUFFIX)
     }
 
     pub fn used(&self) -> u64 {
@@ -174,10 +202,11 @@ impl ShardStore {
                 format!("shard of {size} bytes exceeds {MAX_SHARD_BYTES}"),
             ));
         }
-        if sha256(data) != *shard_id.as_bytes() {
+        let tree = merkle::Tree::build(data);
+        if tree.root() != *shard_id.as_bytes() {
             return Err(wire(
                 WireErrorKind::HashMismatch,
-                "shard bytes do not match the shard id",
+                "shard bytes do not match the shard id (their Merkle root)",
             ));
         }
         if let Some(existing) = self.meta(&shard_id).map_err(internal)? {
@@ -202,7 +231,7 @@ impl ShardStore {
             let res = if intact {
                 self.put_meta(&shard_id, &meta)
             } else {
-                self.write(&shard_id, data, &meta)
+                self.write(&shard_id, data, &tree, &meta)
             };
             return res.map(|()| meta).map_err(internal);
         }
@@ -213,18 +242,37 @@ impl ShardStore {
             size,
             stored_at: now_secs(),
         };
-        match self.write(&shard_id, data, &meta) {
+        match self.write(&shard_id, data, &tree, &meta) {
             Ok(()) => Ok(meta),
             Err(e) => {
                 self.release(size);
                 let _ = fs::remove_file(self.path(&shard_id));
+                let _ = fs::remove_file(self.tree_path(&shard_id));
                 Err(internal(e))
             }
         }
     }
 
-    fn write(&self, shard_id: &ShardId, data: &[u8], meta: &ShardMeta) -> Result<()> {
-        let final_path = self.path(shard_id);
+    /// The tree goes first: a shard file in place always has its tree.
+    fn write(
+        &self,
+        shard_id: &ShardId,
+        data: &[u8],
+        tree: &merkle::Tree,
+        meta: &ShardMeta,
+    ) -> Result<()> {
+        self.write_tree(shard_id, tree)?;
+        self.write_file(&self.path(shard_id), data)?;
+        self.put_meta(shard_id, meta)
+    }
+
+    fn write_tree(&self, shard_id: &ShardId, tree: &merkle::Tree) -> Result<()> {
+        self.write_file(&self.tree_path(shard_id), &tree.to_bytes())
+    }
+
+    /// Writes through a temp file, fsyncs it and its directory: the file is
+    /// either absent or whole, even across a crash.
+    fn write_file(&self, final_path: &Path, data: &[u8]) -> Result<()> {
         let parent = final_path
             .parent()
             .ok_or_else(|| Error::Internal("shard path has no parent".into()))?;
@@ -237,9 +285,9 @@ impl ShardStore {
         f.write_all(data)?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, &final_path)?;
+        fs::rename(&tmp, final_path)?;
         fs::File::open(parent)?.sync_all()?;
-        self.put_meta(shard_id, meta)
+        Ok(())
     }
 
     fn put_meta(&self, shard_id: &ShardId, meta: &ShardMeta) -> Result<()> {
@@ -285,36 +333,85 @@ impl ShardStore {
         }
         self.index.flush().map_err(internal)?;
         for (id, size) in &gone {
-            match fs::remove_file(self.path(id)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(internal(e)),
+            for path in [self.path(id), self.tree_path(id)] {
+                match fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(internal(e)),
+                }
             }
             self.release(*size);
         }
         Ok(gone.len() as u64)
     }
 
-    /// Which of the requester's shards of a contract are present and still
-    /// hash to their id. Reads every byte: a disk that rots is caught here.
-    pub fn check(
+    /// Answers an audit's challenges, already checked for count and
+    /// duplicates, with positioned reads: one leaf of the shard and the
+    /// path's hashes from its tree. A shard that is not the requester's
+    /// under this contract, or whose bytes are gone, is `Missing`; a leaf
+    /// past a shard's end refuses the whole request.
+    pub fn prove(
         &self,
         requester: &PeerId,
         contract_id: &ContractId,
-        shard_ids: &[ShardId],
-    ) -> Vec<bool> {
-        shard_ids
+        challenges: &[Challenge],
+    ) -> Result<Vec<AuditAnswer>, WireError> {
+        let mut metas = Vec::with_capacity(challenges.len());
+        for c in challenges {
+            let meta = self
+                .meta(&c.shard_id)
+                .map_err(internal)?
+                .filter(|m| m.owner == *requester && m.contract_id == *contract_id);
+            if let Some(m) = &meta
+                && merkle::leaf_range(m.size, c.leaf as u64).is_none()
+            {
+                return Err(wire(
+                    WireErrorKind::BadRequest,
+                    format!(
+                        "shard {} has {} leaves; leaf {} asked",
+                        c.shard_id.short(),
+                        merkle::leaf_count(m.size),
+                        c.leaf
+                    ),
+                ));
+            }
+            metas.push(meta);
+        }
+        Ok(challenges
             .iter()
-            .map(|id| {
-                matches!(self.meta(id), Ok(Some(m)) if m.owner == *requester && m.contract_id == *contract_id)
-                    && self.intact(id)
+            .zip(metas)
+            .map(|(c, meta)| match meta {
+                Some(m) => self.read_proof(&c.shard_id, m.size, c.leaf as u64),
+                None => AuditAnswer::Missing,
             })
-            .collect()
+            .collect())
+    }
+
+    /// One leaf and its path, or `Missing` when either cannot be read whole.
+    fn read_proof(&self, id: &ShardId, size: u64, index: u64) -> AuditAnswer {
+        let read = || -> std::io::Result<AuditAnswer> {
+            let Some(range) = merkle::leaf_range(size, index) else {
+                return Ok(AuditAnswer::Missing);
+            };
+            let mut leaf = vec![0u8; (range.end - range.start) as usize];
+            fs::File::open(self.path(id))?.read_exact_at(&mut leaf, range.start)?;
+            let tree = fs::File::open(self.tree_path(id))?;
+            let positions = merkle::path_positions(merkle::leaf_count(size), index);
+            let mut path = vec![0u8; positions.len() * HASH_LEN];
+            for (p, out) in positions.iter().zip(path.chunks_exact_mut(HASH_LEN)) {
+                tree.read_exact_at(out, p * HASH_LEN as u64)?;
+            }
+            Ok(AuditAnswer::Proof { leaf, path })
+        };
+        read().unwrap_or_else(|e| {
+            tracing::warn!(shard = %id.short(), leaf = index, "cannot prove: {e}");
+            AuditAnswer::Missing
+        })
     }
 
     /// Whether the shard's file is present and still hashes to its id.
     fn intact(&self, id: &ShardId) -> bool {
-        fs::read(self.path(id)).is_ok_and(|data| sha256(&data) == *id.as_bytes())
+        self.tree_path(id).exists() && fs::read(self.path(id)).is_ok_and(|d| ShardId::of(&d) == *id)
     }
 }
 
@@ -327,7 +424,7 @@ mod tests {
     }
 
     fn sid(data: &[u8]) -> ShardId {
-        ShardId::from_bytes(sha256(data))
+        ShardId::of(data)
     }
 
     fn store(capacity: u64) -> (tempfile::TempDir, ShardStore) {

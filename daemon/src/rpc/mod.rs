@@ -83,7 +83,16 @@ impl P2pstoreApiServer for RpcImpl {
 
     async fn stat(&self, file_id: String) -> RpcResult<FileStat> {
         let id = self::file_id(&file_id)?;
-        Ok(self.node.client().await?.stat(id).await?)
+        Ok(self.node.client().await?.stat(id)?)
+    }
+
+    async fn audit(&self, file_id: Option<String>) -> RpcResult<Vec<ProviderAudit>> {
+        let id = file_id.as_deref().map(self::file_id).transpose()?;
+        Ok(self.node.client().await?.audit(id).await?)
+    }
+
+    async fn audits(&self) -> RpcResult<Vec<ProviderAudits>> {
+        Ok(self.node.client().await?.audits()?)
     }
 
     async fn repair(&self, file_id: Option<String>) -> RpcResult<RepairResult> {
@@ -103,7 +112,7 @@ impl P2pstoreApiServer for RpcImpl {
     }
 
     async fn ls(&self) -> RpcResult<Vec<FileEntry>> {
-        Ok(self.node.client().await?.ls().await?)
+        Ok(self.node.client().await?.ls()?)
     }
 
     async fn rm(&self, file_id: String) -> RpcResult<RmResult> {
@@ -116,7 +125,8 @@ impl P2pstoreApiServer for RpcImpl {
     }
 
     async fn providers(&self) -> RpcResult<Vec<ProviderInfo>> {
-        let offers = self.node.client().await?.discover_offers().await?;
+        let client = self.node.client().await?;
+        let offers = client.discover_offers().await?;
         Ok(offers
             .into_iter()
             .map(|f| ProviderInfo {
@@ -127,6 +137,7 @@ impl P2pstoreApiServer for RpcImpl {
                 min_term_blocks: f.offer.min_term_blocks,
                 max_term_blocks: f.offer.max_term_blocks,
                 protocol_version: f.offer.protocol_version,
+                audit_score: client.audit_score(&f.peer),
             })
             .collect())
     }
