@@ -491,6 +491,25 @@ impl Net {
 }
 
 /// Writes `len` random bytes to a new file and returns its SHA-256.
+/// The shard files (not their `.tree` files) under a provider's data dir.
+pub fn shard_files(provider: &Daemon) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(provider.datadir.join("shards"))
+        .unwrap()
+        .flatten()
+    {
+        if dir.file_name() == "tmp" {
+            continue;
+        }
+        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            if !f.file_name().to_string_lossy().ends_with(".tree") {
+                out.push(f.path());
+            }
+        }
+    }
+    out
+}
+
 pub fn random_file(path: &Path, len: usize) -> [u8; 32] {
     use sha2::Digest;
     use std::io::Write;

@@ -13,6 +13,8 @@ async fn health(net: &Net, file_id: &str) -> (u32, u32) {
 async fn medium_survives_lost_providers_and_repairs_onto_new_ones() {
     let mut net = Net::start(NetOptions {
         providers: 6,
+        // One unanswered audit marks a provider offline.
+        client_args: vec!["--audit-offline-after".into(), "1".into()],
         ..Default::default()
     })
     .await;
@@ -41,10 +43,22 @@ async fn medium_survives_lost_providers_and_repairs_onto_new_ones() {
         net.providers[spare[1]].peer_id().await,
     ];
 
-    // Two of four holders vanish: still readable, health 2/4.
+    // Two of four holders vanish: still readable; health stays 4/4 until
+    // an audit goes unanswered, then 2/4.
     net.providers[idx[0]].kill();
     net.providers[idx[1]].kill();
     net.assert_get(&file_id, digest, "after-two-lost").await;
+    assert_eq!(health(&net, &file_id).await, (4, 4));
+    let audit = net.client.rpc().audit(Some(file_id.clone())).await.unwrap();
+    let gone = [&holders[0], &holders[1]];
+    for a in &audit {
+        let lost = gone.contains(&&a.peer_id);
+        assert_eq!(
+            (a.unknown > 0, a.failed, a.passed > 0),
+            (lost, 0, !lost),
+            "{a:?}"
+        );
+    }
     assert_eq!(health(&net, &file_id).await, (2, 4));
 
     // Repair rebuilds the six lost shards (3 segments x 2) at the spares.
@@ -120,6 +134,8 @@ fn corrupt_a_shard(provider: &Daemon, size: Option<u64>) -> std::path::PathBuf {
 async fn corrupt_shard_is_detected_and_replaced() {
     let net = Net::start(NetOptions {
         providers: 5,
+        // Audits challenge every leaf: a one-byte flip is found for sure.
+        client_args: vec!["--audit-leaves-per-shard".into(), "2048".into()],
         ..Default::default()
     })
     .await;
@@ -155,6 +171,10 @@ async fn corrupt_shard_is_detected_and_replaced() {
     let shard_len = ((4u64 << 20) + 16) / 2;
     corrupt_a_shard(victim, Some(shard_len));
     net.assert_get(&file_id, digest, "with-corrupt-shard").await;
+    let audit = net.client.rpc().audit(Some(file_id.clone())).await.unwrap();
+    for a in &audit {
+        assert_eq!(a.failed, (a.peer_id == holders[3]) as u64, "{a:?}");
+    }
     assert_eq!(health(&net, &file_id).await, (3, 4));
 
     let r = net.client.rpc().repair(None).await.unwrap();
@@ -235,21 +255,42 @@ async fn high_on_nine_providers_round_trips() {
 async fn background_check_repairs_below_k_plus_margin() {
     let mut net = Net::start(NetOptions {
         providers: 6,
-        client_args: vec!["--health-check-secs".into(), "2".into()],
+        client_args: [
+            "--health-check-secs",
+            "2",
+            "--audit-interval-secs",
+            "1",
+            "--audit-offline-after",
+            "2",
+        ]
+        .map(String::from)
+        .to_vec(),
         ..Default::default()
     })
     .await;
     let (file_id, digest, holders) = net.put_random("bg.bin", 3 << 20, Some("medium")).await;
     let first = net.provider_by_peer(&holders[0]).await;
     let second = net.provider_by_peer(&holders[1]).await;
-    // K+1 = 3 good shards: at the threshold, left alone.
+    // The background audits find the first one gone: K+1 = 3 good shards,
+    // at the threshold, left alone.
     net.providers[first].kill();
+    let rpc = net.client.rpc();
+    let id = file_id.clone();
+    wait_for("the audits to mark a provider offline", 60, || {
+        let (rpc, id) = (rpc.clone(), id.clone());
+        async move {
+            rpc.stat(id)
+                .await
+                .ok()
+                .filter(|s| s.health.good == 3)
+                .map(|_| ())
+        }
+    })
+    .await;
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     assert_eq!(health(&net, &file_id).await, (3, 4));
     // Below it: the daemon repairs on its own.
     net.providers[second].kill();
-    let rpc = net.client.rpc();
-    let id = file_id.clone();
     wait_for("the background repair", 60, || {
         let (rpc, id) = (rpc.clone(), id.clone());
         async move {

@@ -110,6 +110,10 @@ async fn put_get_rm_and_restarts() {
     assert_eq!(file_sha256(&dest), digest);
     spec.call(c, "repair", json!({ "file_id": file_id })).await;
     spec.call(c, "repair", json!({})).await;
+    let audit = spec.call(c, "audit", json!({ "file_id": file_id })).await;
+    assert_eq!(audit[0]["failed"], 0, "{audit}");
+    spec.call(c, "audit", json!({})).await;
+    spec.call(c, "audits", json!({})).await;
     spec.call(c, "providers", json!({})).await;
     spec.call(c, "contracts", json!({})).await;
     spec.call(&net.providers[holder], "contracts", json!({}))
@@ -140,6 +144,8 @@ async fn put_get_rm_and_restarts() {
         "get",
         "rm",
         "repair",
+        "audit",
+        "audits",
         "rpc.discover",
     ] {
         assert!(

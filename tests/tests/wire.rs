@@ -57,7 +57,7 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
     // No contract, no upload.
     let data = vec![1u8; 1000];
     let resp = evil
-        .store(provider, ContractId::default(), sha(&data), data)
+        .store(provider, ContractId::default(), ShardId::of(&data), data)
         .await;
     assert!(matches!(resp, Err(PeerError::Refused(e)) if e.kind == WireErrorKind::UnknownContract));
 
@@ -101,7 +101,7 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
 
     // Far over the message limit: the provider drops the stream unread.
     let data = vec![3u8; 3 * MAX_SHARD_BYTES as usize];
-    let shard_id = sha(&data);
+    let shard_id = ShardId::of(&data);
     let res = evil.store(provider, contract_id, shard_id, data).await;
     assert!(res.is_err(), "oversized message was accepted");
 
@@ -163,9 +163,9 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
     let name = std::fs::read_dir(any_shard.path())
         .unwrap()
         .flatten()
-        .next()
-        .unwrap()
-        .file_name();
+        .map(|e| e.file_name())
+        .find(|n| !n.to_string_lossy().ends_with(".tree"))
+        .unwrap();
     let id: ShardId = name.to_string_lossy().parse().unwrap();
     assert_eq!(
         refusal(evil.fetch(provider, id).await),
@@ -174,7 +174,124 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
     );
 }
 
-fn sha(data: &[u8]) -> ShardId {
-    use sha2::Digest;
-    ShardId::from_bytes(sha2::Sha256::digest(data).into())
+#[tokio::test(flavor = "multi_thread")]
+async fn audits_are_bounded_owned_and_throttled() {
+    let net = Net::start(NetOptions {
+        providers: 1,
+        ..Default::default()
+    })
+    .await;
+    let provider: PeerId = net.providers[0].peer_id().await.parse().unwrap();
+    let addr: Multiaddr = net.providers[0].p2p_addr().parse().unwrap();
+    let evil = attacker(&net.bootstrap_addr).await;
+    evil.add_addresses(provider, vec![addr]).await;
+    // An honest client's file at the same provider.
+    let (file_id, _, _) = net.put_random("honest.bin", 100_000, None).await;
+    let theirs: ContractId = net.client.rpc().contracts().await.unwrap()[0]
+        .contract_id
+        .parse()
+        .unwrap();
+
+    // The attacker's own (unpaid) contract for one real shard of 4 leaves.
+    let data = vec![5u8; 3 * 4096 + 10];
+    let size = data.len() as u64;
+    let id = ShardId::of(&data);
+    let mine = ContractId::from_bytes([3u8; 32]);
+    let proposal = Proposal {
+        contract_id: mine,
+        shards: vec![ShardSpec { id, size }],
+        term_blocks: 4320,
+        price_sat_per_gib_month: 1001,
+        amount_sat: MIN_CONTRACT_SAT,
+    };
+    evil.propose(provider, proposal).await.unwrap();
+    evil.store(provider, mine, id, data).await.unwrap();
+    let ch = |leaf| Challenge { shard_id: id, leaf };
+
+    // Its owner's audit is answered with proofs that verify.
+    let answers = evil
+        .audit(provider, mine, vec![ch(0), ch(3)])
+        .await
+        .unwrap();
+    for (leaf, answer) in [0u64, 3].into_iter().zip(&answers) {
+        match answer {
+            AuditAnswer::Proof { leaf: bytes, path } => {
+                assert!(p2pstored::merkle::verify(
+                    id.as_bytes(),
+                    size,
+                    leaf,
+                    bytes,
+                    path
+                ))
+            }
+            AuditAnswer::Missing => panic!("leaf {leaf} reported missing"),
+        }
+    }
+    // A shard that is not in the contract is missing, not served.
+    let other = evil
+        .audit(
+            provider,
+            mine,
+            vec![Challenge {
+                shard_id: ShardId::from_bytes([1; 32]),
+                leaf: 0,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(other, vec![AuditAnswer::Missing]);
+
+    // 10,000 challenges, duplicates, a leaf past the end, someone else's
+    // contract: each refused with its own error.
+    let many: Vec<Challenge> = (0..10_000u32)
+        .map(|i| {
+            let mut b = [0u8; 32];
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            Challenge {
+                shard_id: ShardId::from_bytes(b),
+                leaf: 0,
+            }
+        })
+        .collect();
+    let e = refusal(evil.audit(provider, mine, many).await);
+    assert_eq!(e, WireErrorKind::TooLarge);
+    let dup = evil.audit(provider, mine, vec![ch(1), ch(2), ch(1)]).await;
+    assert_eq!(refusal(dup), WireErrorKind::BadRequest);
+    assert_eq!(
+        refusal(evil.audit(provider, mine, vec![ch(4)]).await),
+        WireErrorKind::BadRequest
+    );
+    assert_eq!(
+        refusal(evil.audit(provider, theirs, vec![ch(0)]).await),
+        WireErrorKind::UnknownContract
+    );
+
+    // A flood from the attacker is refused past its budget, while the
+    // honest client's audit, sent in the middle of it, is answered.
+    let wave = || async {
+        futures::future::join_all((0..64).map(|_| evil.audit(provider, mine, vec![ch(0)]))).await
+    };
+    let mut results = wave().await;
+    let honest = async { net.client.rpc().audit(Some(file_id.clone())).await.unwrap() };
+    let (more, report) = tokio::join!(async { [wave().await, wave().await].concat() }, honest);
+    results.extend(more);
+    let (mut ok, mut limited) = (0, 0);
+    for r in results {
+        match r {
+            Ok(_) => ok += 1,
+            Err(PeerError::Refused(e)) if e.kind == WireErrorKind::RateLimited => limited += 1,
+            Err(e) => panic!("a flooded audit failed otherwise: {e}"),
+        }
+    }
+    // The burst (less the audits above) and a few seconds' refill at 2/s.
+    assert!(
+        ok <= AUDIT_BURST.get() as usize + 10,
+        "{ok} audits answered"
+    );
+    assert!(limited >= 150, "only {limited} of 192 refused");
+    assert_eq!(report.len(), 1);
+    assert!(
+        report[0].passed > 0 && report[0].failed == 0 && report[0].unknown == 0,
+        "{report:?}"
+    );
 }
