@@ -2,7 +2,10 @@
 # Benchmark: put and get a random file (1 GiB by default) on a fresh local
 # regtest network of 4 providers (scripts/regtest-up.sh; every put is paid
 # for), once as a single copy and once 2-of-4 erasure coded, with release
-# builds. Prints MiB/s each way and the client daemon's peak RSS for each.
+# builds. Prints MiB/s each way and the client daemon's peak RSS for each,
+# and how long auditing every shard of the 2-of-4 file once takes. Then
+# daemon/examples/audit-bench.rs measures a provider's cost per audit
+# challenge, a client's cost to verify one, and Merkle-root hashing speed.
 # Targets on a 2-core machine: >= 100 MiB/s each way, peak RSS <= 200 MiB.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -29,6 +32,7 @@ cleanup() { "$ROOT/scripts/regtest-down.sh" --dir "$DIR" >/dev/null 2>&1 || true
 trap cleanup EXIT
 
 P2PSTORE_REBUILD=1 ensure_bins
+(cd "$ROOT" && cargo build --release -p p2pstored --example audit-bench >&2) || die "cargo build failed"
 P2PSTORE_CAPACITY=8GiB "$ROOT/scripts/regtest-up.sh" --providers 4 --dir "$DIR" > /dev/null
 export P2PSTORE_DATADIR=$DIR/client
 head -c $((SIZE_MIB << 20)) /dev/urandom > "$DIR/in.bin"
@@ -37,16 +41,20 @@ now() { date +%s.%N; }
 
 # run LEVEL: one put/get round trip at a redundancy level.
 run() {
-  local level=$1 t0 t1 t2 file_id rss
+  local level=$1 t0 t1 t2 t3 file_id rss
   # Reset the peak-RSS counter so each level reports its own peak.
   echo 5 > "/proc/$pid/clear_refs" 2>/dev/null || log "cannot reset VmHWM; peak RSS covers earlier runs too"
   t0=$(now); file_id=$(cli put --redundancy "$level" "$DIR/in.bin"); t1=$(now)
   cli get "$file_id" -o "$DIR/out.bin" > /dev/null; t2=$(now)
   cmp "$DIR/in.bin" "$DIR/out.bin" || die "$level round trip is not byte-identical"
   rm -f "$DIR/out.bin"
+  # Every shard of the file, audit_leaves_per_shard (16) leaves each.
+  cli --json audit "$file_id" > "$DIR/audit.json"; t3=$(now)
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(any(p["failed"] or p["unknown"] for p in r))' "$DIR/audit.json" \
+    || die "$level audit found failures: $(cat "$DIR/audit.json")"
   cli rm "$file_id" > /dev/null
   rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
-  echo "$level $t0 $t1 $t2 $rss"
+  echo "$level $t0 $t1 $t2 $t3 $rss"
 }
 
 results=$(run low; run medium)
@@ -55,13 +63,16 @@ import sys
 size = float(sys.argv[1])
 ok = True
 print(f"file: {size:.0f} MiB, 4 providers, release build, payments on regtest")
-print(f"{'redundancy':<18}{'put MiB/s':>10}{'get MiB/s':>10}{'peak RSS MiB':>14}")
+print(f"{'redundancy':<18}{'put MiB/s':>10}{'get MiB/s':>10}{'peak RSS MiB':>14}{'audit all s':>13}")
 for line in sys.argv[2].splitlines():
-    level, t0, t1, t2, rss = line.split()
-    t0, t1, t2 = float(t0), float(t1), float(t2)
+    level, t0, t1, t2, t3, rss = line.split()
+    t0, t1, t2, t3 = float(t0), float(t1), float(t2), float(t3)
     put, get, rss = size / (t1 - t0), size / (t2 - t1), int(rss) / 1024
     label = {"low": "low (1 copy)", "medium": "medium (2-of-4)"}[level]
-    print(f"{label:<18}{put:10.1f}{get:10.1f}{rss:14.1f}")
+    print(f"{label:<18}{put:10.1f}{get:10.1f}{rss:14.1f}{t3 - t2:13.2f}")
     ok &= put >= 100 and get >= 100 and rss <= 200
 print("targets (>=100 MiB/s each way, <=200 MiB peak RSS):", "met" if ok else "NOT met")
 PY
+echo
+echo "audit costs (daemon/examples/audit-bench.rs: 64 shards of 2 MiB, 20,000 random challenges, warm page cache):"
+"$ROOT/target/release/examples/audit-bench"

@@ -97,7 +97,16 @@ contract_sat=$(cli --json contracts | python3 -c '
 import json, sys
 print(sum(c["amount_sat"] for c in json.load(sys.stdin) if c["role"] == "client"))')
 
-section "file health: any 2 of each segment's 4 shards rebuild it"
+section "audit: each provider proves random leaves of its shards (Merkle paths)"
+audit_json=$(cli --json audit "$file_id")
+cli audit "$file_id"
+echo "$audit_json" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+bad = [p for p in r if p["failed"] or p["unknown"] or p["passed"] == 0]
+sys.exit(f"audit found trouble: {bad}" if bad else 0)' || die "the audit of a fresh file did not pass"
+
+section "file health (from that audit): any 2 of each segment's 4 shards rebuild it"
 cli stat "$file_id"
 
 section "wallets after the put (payment unconfirmed)"
@@ -129,6 +138,7 @@ echo "byte-identical: yes"
 section "summary"
 cat <<MSG
   stored:    16 MiB as $file_id at $names
+  audited:   every shard's random leaves proven by each provider
   paid:      $paid sat by the client = $received_total sat to the provider(s) + $((paid - received_total)) sat fee (contract: $contract_sat sat)
   confirmed: after 1 block, the provider's confirmed balance is up by $received_total sat
   get:       byte-identical

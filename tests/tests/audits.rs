@@ -192,3 +192,66 @@ async fn honest_passes_a_thousand_challenges_and_stopped_is_unknown() {
         assert_eq!(health(&net, &file_id).await, expected, "round {round}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disqualified_provider_gets_no_new_shards_and_loses_its_own() {
+    let net = Net::start(NetOptions {
+        providers: 6,
+        // One failed shard (score 0.95) is below this minimum.
+        client_args: [
+            "--min-audit-score",
+            "0.99",
+            "--audit-leaves-per-shard",
+            "2048",
+            "--health-check-secs",
+            "2",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    })
+    .await;
+    let rpc = net.client.rpc();
+    let (a, a_digest, a_holders) = net.put_random("a.bin", 2 << 20, Some("medium")).await;
+    let (b, b_digest, b_holders) = net.put_random("b.bin", 1 << 20, Some("medium")).await;
+    let victim = a_holders
+        .iter()
+        .find(|p| b_holders.contains(p))
+        .expect("a provider holding both files")
+        .clone();
+    std::fs::remove_file(shard_of(&net, &a, &victim).await).unwrap();
+
+    // One audit of file a: the victim fails once and falls below the
+    // minimum, so its shard of b, never audited, counts as lost too.
+    let report = rpc.audit(Some(a.clone())).await.unwrap();
+    let v = report.iter().find(|r| r.peer_id == victim).unwrap();
+    assert!(v.failed > 0 && v.score < 0.99, "{v:?}");
+    let book = rpc.audits().await.unwrap();
+    assert!(!book.iter().find(|r| r.peer_id == victim).unwrap().eligible);
+    let providers = rpc.providers().await.unwrap();
+    let listed = providers.iter().find(|p| p.peer_id == victim).unwrap();
+    assert!(listed.audit_score < 0.99, "{listed:?}");
+
+    // The background repair moves both of its shards elsewhere.
+    for id in [&a, &b] {
+        let (rpc, id) = (rpc.clone(), id.clone());
+        let victim = victim.clone();
+        wait_for("the background repair to move the shards", 90, || {
+            let (rpc, id, victim) = (rpc.clone(), id.clone(), victim.clone());
+            async move {
+                rpc.stat(id)
+                    .await
+                    .ok()
+                    .filter(|s| s.health.good == 4 && !s.providers.contains(&victim))
+                    .map(|_| ())
+            }
+        })
+        .await;
+    }
+    net.assert_get(&a, a_digest, "a-moved").await;
+    net.assert_get(&b, b_digest, "b-moved").await;
+
+    // And it gets no new shards.
+    let (_, _, c_holders) = net.put_random("c.bin", 1 << 20, Some("medium")).await;
+    assert!(!c_holders.contains(&victim), "{c_holders:?}");
+}

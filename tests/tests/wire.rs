@@ -283,12 +283,12 @@ async fn audits_are_bounded_owned_and_throttled() {
             Err(e) => panic!("a flooded audit failed otherwise: {e}"),
         }
     }
-    // The burst (less the audits above) and a few seconds' refill at 2/s.
+    // The burst (less the audits above) and a few seconds' refill at 5/s.
     assert!(
-        ok <= AUDIT_BURST.get() as usize + 10,
+        ok <= AUDIT_BURST.get() as usize + 20,
         "{ok} audits answered"
     );
-    assert!(limited >= 150, "only {limited} of 192 refused");
+    assert!(limited >= 192 - 52, "only {limited} of 192 refused");
     assert_eq!(report.len(), 1);
     assert!(
         report[0].passed > 0 && report[0].failed == 0 && report[0].unknown == 0,
