@@ -74,7 +74,10 @@ fn main() -> anyhow::Result<()> {
         answers.push(a);
     }
     let n = (batches.len() * MAX_AUDIT_CHALLENGES) as f64;
-    println!("provider_us_per_challenge {:.1}", t.elapsed().as_secs_f64() * 1e6 / n);
+    println!(
+        "provider_us_per_challenge {:.1}",
+        t.elapsed().as_secs_f64() * 1e6 / n
+    );
     let read: usize = answers
         .iter()
         .flatten()
@@ -100,7 +103,10 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    println!("client_us_per_verify {:.1}", t.elapsed().as_secs_f64() * 1e6 / n);
+    println!(
+        "client_us_per_verify {:.1}",
+        t.elapsed().as_secs_f64() * 1e6 / n
+    );
     anyhow::ensure!(ok as f64 == n, "{ok} of {n} proofs verified");
     Ok(())
 }
