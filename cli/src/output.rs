@@ -194,7 +194,12 @@ impl Printer {
         for p in list {
             println!(
                 "{}  challenges {:>5}  passed {:>5}  failed {:>5}  unknown {:>5}  score {:.3}",
-                p.peer_id, p.challenges, p.passed, p.failed, p.unknown, p.score
+                p.peer_id,
+                p.counts.challenges,
+                p.counts.passed,
+                p.counts.failed,
+                p.counts.unknown,
+                p.counts.score
             );
         }
         Ok(())
@@ -226,11 +231,11 @@ impl Printer {
                 println!(
                     "    {}  {:>5} challenges: {} passed, {} failed, {} unknown; score {:.3}",
                     date(a.at),
-                    a.challenges,
-                    a.passed,
-                    a.failed,
-                    a.unknown,
-                    a.score
+                    a.counts.challenges,
+                    a.counts.passed,
+                    a.counts.failed,
+                    a.counts.unknown,
+                    a.counts.score
                 );
             }
         }

@@ -161,11 +161,11 @@ pub struct ProviderInfo {
     pub audit_score: f64,
 }
 
-/// One provider's part in an audit just run.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
-pub struct ProviderAudit {
-    pub peer_id: String,
-    /// Challenges sent: one leaf of one shard each.
+/// What one audit of one provider found, in challenges (one leaf of one
+/// shard each).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct AuditCounts {
+    /// Challenges sent.
     pub challenges: u64,
     /// Answered with a valid Merkle proof.
     pub passed: u64,
@@ -177,17 +177,21 @@ pub struct ProviderAudit {
     pub score: f64,
 }
 
+/// One provider's part in an audit just run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct ProviderAudit {
+    pub peer_id: String,
+    #[serde(flatten)]
+    pub counts: AuditCounts,
+}
+
 /// One past audit of a provider.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct AuditRecord {
     /// Seconds since the Unix epoch.
     pub at: u64,
-    pub challenges: u64,
-    pub passed: u64,
-    pub failed: u64,
-    pub unknown: u64,
-    /// The score after this audit.
-    pub score: f64,
+    #[serde(flatten)]
+    pub counts: AuditCounts,
 }
 
 /// A provider's audit standing and recent audits.

@@ -53,7 +53,10 @@ async fn audits_catch_lost_flipped_and_truncated_shards() {
     }
     // Honest to begin with: every challenge passes.
     for a in rpc.audit(None).await.unwrap() {
-        assert!(a.challenges > 0 && a.passed == a.challenges, "{a:?}");
+        assert!(
+            a.counts.challenges > 0 && a.counts.passed == a.counts.challenges,
+            "{a:?}"
+        );
     }
 
     // Three providers misbehave, one way each, on a different file.
@@ -81,11 +84,11 @@ async fn audits_catch_lost_flipped_and_truncated_shards() {
         let report = rpc.audit(Some(id.clone())).await.unwrap();
         assert_eq!(report.len(), 4);
         for a in &report {
-            assert_eq!(a.unknown, 0, "{a:?}");
+            assert_eq!(a.counts.unknown, 0, "{a:?}");
             let culprit = a.peer_id == holders[i];
             let expected_failed = match i {
                 // Every challenged leaf of a deleted shard is missing.
-                0 if culprit => a.challenges,
+                0 if culprit => a.counts.challenges,
                 // One byte is in exactly one leaf.
                 1 if culprit => 1,
                 _ => 0,
@@ -93,15 +96,16 @@ async fn audits_catch_lost_flipped_and_truncated_shards() {
             if i == 2 && culprit {
                 // The leaves past the cut, about half of them.
                 assert!(
-                    a.failed * 3 > a.challenges && a.failed < a.challenges,
+                    a.counts.failed * 3 > a.counts.challenges
+                        && a.counts.failed < a.counts.challenges,
                     "{a:?}"
                 );
             } else {
-                assert_eq!(a.failed, expected_failed, "file {i}: {a:?}");
+                assert_eq!(a.counts.failed, expected_failed, "file {i}: {a:?}");
             }
-            assert_eq!(a.passed + a.failed, a.challenges);
+            assert_eq!(a.counts.passed + a.counts.failed, a.counts.challenges);
             if culprit {
-                assert!(a.score < 1.0, "{a:?}");
+                assert!(a.counts.score < 1.0, "{a:?}");
             }
         }
         // Health drops at once, and ls agrees, with the audit's time.
@@ -138,7 +142,7 @@ async fn audits_catch_lost_flipped_and_truncated_shards() {
     }
     // And the next audit finds nothing wrong.
     for a in rpc.audit(None).await.unwrap() {
-        assert_eq!((a.failed, a.unknown), (0, 0), "{a:?}");
+        assert_eq!((a.counts.failed, a.counts.unknown), (0, 0), "{a:?}");
     }
 }
 
@@ -158,7 +162,13 @@ async fn honest_passes_a_thousand_challenges_and_stopped_is_unknown() {
     assert_eq!(report.len(), 4);
     for a in &report {
         assert_eq!(
-            (a.challenges, a.passed, a.failed, a.unknown, a.score),
+            (
+                a.counts.challenges,
+                a.counts.passed,
+                a.counts.failed,
+                a.counts.unknown,
+                a.counts.score
+            ),
             (1000, 1000, 0, 0, 1.0),
             "{a:?}"
         );
@@ -172,12 +182,18 @@ async fn honest_passes_a_thousand_challenges_and_stopped_is_unknown() {
         let report = rpc.audit(Some(file_id.clone())).await.unwrap();
         let a = report.iter().find(|a| a.peer_id == stopped).unwrap();
         assert_eq!(
-            (a.challenges, a.passed, a.failed, a.unknown, a.score),
+            (
+                a.counts.challenges,
+                a.counts.passed,
+                a.counts.failed,
+                a.counts.unknown,
+                a.counts.score
+            ),
             (1000, 0, 0, 1000, 1.0),
             "round {round}: {a:?}"
         );
         for other in report.iter().filter(|a| a.peer_id != stopped) {
-            assert_eq!(other.passed, 1000, "{other:?}");
+            assert_eq!(other.counts.passed, 1000, "{other:?}");
         }
         let offline = round >= 3;
         let book = rpc.audits().await.unwrap();
@@ -225,7 +241,7 @@ async fn disqualified_provider_gets_no_new_shards_and_loses_its_own() {
     // minimum, so its shard of b, never audited, counts as lost too.
     let report = rpc.audit(Some(a.clone())).await.unwrap();
     let v = report.iter().find(|r| r.peer_id == victim).unwrap();
-    assert!(v.failed > 0 && v.score < 0.99, "{v:?}");
+    assert!(v.counts.failed > 0 && v.counts.score < 0.99, "{v:?}");
     let book = rpc.audits().await.unwrap();
     assert!(!book.iter().find(|r| r.peer_id == victim).unwrap().eligible);
     let providers = rpc.providers().await.unwrap();

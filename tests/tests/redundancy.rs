@@ -54,7 +54,7 @@ async fn medium_survives_lost_providers_and_repairs_onto_new_ones() {
     for a in &audit {
         let lost = gone.contains(&&a.peer_id);
         assert_eq!(
-            (a.unknown > 0, a.failed, a.passed > 0),
+            (a.counts.unknown > 0, a.counts.failed, a.counts.passed > 0),
             (lost, 0, !lost),
             "{a:?}"
         );
@@ -173,7 +173,7 @@ async fn corrupt_shard_is_detected_and_replaced() {
     net.assert_get(&file_id, digest, "with-corrupt-shard").await;
     let audit = net.client.rpc().audit(Some(file_id.clone())).await.unwrap();
     for a in &audit {
-        assert_eq!(a.failed, (a.peer_id == holders[3]) as u64, "{a:?}");
+        assert_eq!(a.counts.failed, (a.peer_id == holders[3]) as u64, "{a:?}");
     }
     assert_eq!(health(&net, &file_id).await, (3, 4));
 

@@ -42,8 +42,9 @@ async fn attacker(bootstrap: &str) -> network::Client {
     client
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn provider_rejects_bad_shards_and_keeps_working() {
+/// A network of one provider, the provider's id, and an attacker that
+/// knows where it listens.
+async fn one_provider_and_an_attacker() -> (Net, PeerId, network::Client) {
     let net = Net::start(NetOptions {
         providers: 1,
         ..Default::default()
@@ -53,6 +54,12 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
     let addr: Multiaddr = net.providers[0].p2p_addr().parse().unwrap();
     let evil = attacker(&net.bootstrap_addr).await;
     evil.add_addresses(provider, vec![addr]).await;
+    (net, provider, evil)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_rejects_bad_shards_and_keeps_working() {
+    let (net, provider, evil) = one_provider_and_an_attacker().await;
 
     // No contract, no upload.
     let data = vec![1u8; 1000];
@@ -176,15 +183,7 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn audits_are_bounded_owned_and_throttled() {
-    let net = Net::start(NetOptions {
-        providers: 1,
-        ..Default::default()
-    })
-    .await;
-    let provider: PeerId = net.providers[0].peer_id().await.parse().unwrap();
-    let addr: Multiaddr = net.providers[0].p2p_addr().parse().unwrap();
-    let evil = attacker(&net.bootstrap_addr).await;
-    evil.add_addresses(provider, vec![addr]).await;
+    let (net, provider, evil) = one_provider_and_an_attacker().await;
     // An honest client's file at the same provider.
     let (file_id, _, _) = net.put_random("honest.bin", 100_000, None).await;
     let theirs: ContractId = net.client.rpc().contracts().await.unwrap()[0]
@@ -291,7 +290,9 @@ async fn audits_are_bounded_owned_and_throttled() {
     assert!(limited >= 192 - 52, "only {limited} of 192 refused");
     assert_eq!(report.len(), 1);
     assert!(
-        report[0].passed > 0 && report[0].failed == 0 && report[0].unknown == 0,
+        report[0].counts.passed > 0
+            && report[0].counts.failed == 0
+            && report[0].counts.unknown == 0,
         "{report:?}"
     );
 }

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use futures::StreamExt;
 use libp2p::PeerId;
-use p2pstore_rpc::{AuditRecord, ProviderAudit, ProviderAudits};
+use p2pstore_rpc::{AuditCounts, AuditRecord, ProviderAudit, ProviderAudits};
 use rand::seq::{IndexedRandom, index};
 use serde::{Deserialize, Serialize};
 use tracing::{Instrument, debug, info_span, warn};
@@ -119,6 +119,18 @@ pub struct AuditEvent {
     pub unknown: u32,
     /// The score after this audit.
     pub score: f64,
+}
+
+impl AuditEvent {
+    pub fn counts(&self) -> AuditCounts {
+        AuditCounts {
+            challenges: self.challenges as u64,
+            passed: self.passed as u64,
+            failed: self.failed as u64,
+            unknown: self.unknown as u64,
+            score: self.score,
+        }
+    }
 }
 
 /// A shard a provider failed to prove.
@@ -485,13 +497,14 @@ pub(super) async fn run(
         if o.failed > 0 {
             warn!(%peer, failed = o.failed, score = record.score(), "provider failed an audit");
         }
+        // The record's newest event is this audit.
         report.push(ProviderAudit {
             peer_id: peer.to_string(),
-            challenges: (o.passed + o.failed + o.unknown) as u64,
-            passed: o.passed as u64,
-            failed: o.failed as u64,
-            unknown: o.unknown as u64,
-            score: record.score(),
+            counts: record
+                .history
+                .last()
+                .map(AuditEvent::counts)
+                .unwrap_or_default(),
         });
     }
     report.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
@@ -514,11 +527,7 @@ impl ProviderRecord {
                 .iter()
                 .map(|e| AuditRecord {
                     at: e.at,
-                    challenges: e.challenges as u64,
-                    passed: e.passed as u64,
-                    failed: e.failed as u64,
-                    unknown: e.unknown as u64,
-                    score: e.score,
+                    counts: e.counts(),
                 })
                 .collect(),
         }

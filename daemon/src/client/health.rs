@@ -123,8 +123,8 @@ impl ClientService {
             return Ok(());
         }
         let report = audit::run(&self.net, &self.audits, &manifests, AuditScope::Sample).await?;
-        let failed: u64 = report.iter().map(|r| r.failed).sum();
-        let unknown: u64 = report.iter().map(|r| r.unknown).sum();
+        let failed: u64 = report.iter().map(|r| r.counts.failed).sum();
+        let unknown: u64 = report.iter().map(|r| r.counts.unknown).sum();
         info!(providers = report.len(), failed, unknown, "audit round");
         Ok(())
     }
