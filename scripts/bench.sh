@@ -31,7 +31,7 @@ DIR=$(mktemp -d "${TMPDIR:-/tmp}/p2pstore-bench.XXXXXX")
 cleanup() { "$ROOT/scripts/regtest-down.sh" --dir "$DIR" >/dev/null 2>&1 || true; rm -rf "$DIR"; }
 trap cleanup EXIT
 
-P2PSTORE_REBUILD=1 ensure_bins
+ensure_bins
 (cd "$ROOT" && cargo build --release -p p2pstored --example audit-bench >&2) || die "cargo build failed"
 P2PSTORE_CAPACITY=8GiB "$ROOT/scripts/regtest-up.sh" --providers 4 --dir "$DIR" > /dev/null
 export P2PSTORE_DATADIR=$DIR/client

@@ -7,16 +7,21 @@ DEFAULT_NET_DIR="${TMPDIR:-/tmp}/p2pstore-localnet"
 log() { printf '%s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-# Binaries: $P2PSTORED / $P2PSTORE_CLI, else release builds of this checkout.
+# Binaries: $P2PSTORED / $P2PSTORE_CLI when both are set, else release
+# builds of this checkout. cargo runs every time (a no-op when nothing
+# changed): binaries that merely exist may be from an older checkout, and
+# a node of an older protocol would not even talk to the others.
 ensure_bins() {
-  P2PSTORED=${P2PSTORED:-$ROOT/target/release/p2pstored}
-  P2PSTORE_CLI=${P2PSTORE_CLI:-$ROOT/target/release/p2pstore-cli}
-  if [[ ! -x $P2PSTORED || ! -x $P2PSTORE_CLI || -n ${P2PSTORE_REBUILD:-} ]]; then
-    log "building release binaries..."
-    # -p selects only these packages, so features the tests crate asks of
-    # p2pstored (failpoints, testutil) are not unified into release builds.
-    (cd "$ROOT" && cargo build --release -p p2pstored -p p2pstore-cli --bin p2pstored --bin p2pstore-cli >&2) || die "cargo build failed"
+  if [[ -n ${P2PSTORED:-} && -n ${P2PSTORE_CLI:-} ]]; then
+    [[ -x $P2PSTORED && -x $P2PSTORE_CLI ]] || die "P2PSTORED or P2PSTORE_CLI is not an executable"
+    return
   fi
+  P2PSTORED=$ROOT/target/release/p2pstored
+  P2PSTORE_CLI=$ROOT/target/release/p2pstore-cli
+  log "building release binaries (a no-op when up to date)..."
+  # -p selects only these packages, so features the tests crate asks of
+  # p2pstored (failpoints, testutil) are not unified into release builds.
+  (cd "$ROOT" && cargo build --release -p p2pstored -p p2pstore-cli --bin p2pstored --bin p2pstore-cli >&2) || die "cargo build failed"
 }
 
 free_port() {
