@@ -97,12 +97,17 @@ impl ClientService {
             .collect())
     }
 
+    /// One file's manifest, or (None) every file's.
+    fn manifests_of(&self, file: Option<FileId>) -> Result<Vec<Manifest>> {
+        match file {
+            Some(id) => Ok(vec![self.manifests.get(&id)?]),
+            None => self.manifests.list(),
+        }
+    }
+
     /// Audits every shard of one file, or of every file, now.
     pub async fn audit(&self, file: Option<FileId>) -> Result<Vec<p2pstore_rpc::ProviderAudit>> {
-        let manifests = match file {
-            Some(id) => vec![self.manifests.get(&id)?],
-            None => self.manifests.list()?,
-        };
+        let manifests = self.manifests_of(file)?;
         audit::run(&self.net, &self.audits, &manifests, AuditScope::Every).await
     }
 
@@ -129,7 +134,13 @@ impl ClientService {
         Ok(())
     }
 
-    pub fn spawn_auditor(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+    /// Runs `round` every `every`, the first time one interval after
+    /// start; a round that overruns delays the next instead of bunching.
+    fn spawn_every<F, Fut>(&self, every: Duration, round: F) -> tokio::task::JoinHandle<()>
+    where
+        F: Fn(ClientService) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let this = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -137,9 +148,15 @@ impl ClientService {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                if let Err(e) = this.audit_round().await {
-                    warn!("audit round: {e}");
-                }
+                round(this.clone()).await;
+            }
+        })
+    }
+
+    pub fn spawn_auditor(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        self.spawn_every(every, |this| async move {
+            if let Err(e) = this.audit_round().await {
+                warn!("audit round: {e}");
             }
         })
     }
@@ -152,10 +169,7 @@ impl ClientService {
             RepairScope::Full(one) => (one, true),
             RepairScope::Background => (None, false),
         };
-        let manifests = match one {
-            Some(id) => vec![self.manifests.get(&id)?],
-            None => self.manifests.list()?,
-        };
+        let manifests = self.manifests_of(one)?;
         if full {
             // Fresh evidence first: an explicit repair acts on what the
             // providers prove now, not on the last background round.
@@ -356,23 +370,17 @@ impl ClientService {
     /// The background repair, from the latest audits (no network unless
     /// something needs rebuilding).
     pub fn spawn_health_check(&self, every: Duration) -> tokio::task::JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                match this.repair(RepairScope::Background).await {
-                    Ok(r) if r.shards_rebuilt > 0 || r.unrecoverable_segments > 0 => {
-                        info!(
-                            rebuilt = r.shards_rebuilt,
-                            unrecoverable = r.unrecoverable_segments,
-                            "health check"
-                        )
-                    }
-                    Ok(_) => {}
-                    Err(e) => warn!("health check: {e}"),
+        self.spawn_every(every, |this| async move {
+            match this.repair(RepairScope::Background).await {
+                Ok(r) if r.shards_rebuilt > 0 || r.unrecoverable_segments > 0 => {
+                    info!(
+                        rebuilt = r.shards_rebuilt,
+                        unrecoverable = r.unrecoverable_segments,
+                        "health check"
+                    )
                 }
+                Ok(_) => {}
+                Err(e) => warn!("health check: {e}"),
             }
         })
     }

@@ -73,7 +73,6 @@ pub(super) struct EventLoop {
     pending_shard: Pending<ShardResponse>,
     rendezvous_cookies: HashMap<PeerId, rendezvous::Cookie>,
     ticks: u32,
-    ticks_since_prune: u32,
     /// Each peer's budget of audits, spent here, before the inbound queue,
     /// so that a flood is answered at once and never crowds out the
     /// requests of other peers.
@@ -118,7 +117,6 @@ impl EventLoop {
             pending_shard: HashMap::new(),
             rendezvous_cookies: HashMap::new(),
             ticks: 0,
-            ticks_since_prune: 0,
             audit_budget: RateLimiter::keyed(
                 Quota::per_minute(AUDITS_PER_MINUTE).allow_burst(AUDIT_BURST),
             ),
@@ -181,6 +179,9 @@ impl EventLoop {
 
     fn on_tick(&mut self) {
         self.ticks = self.ticks.wrapping_add(1);
+        // Forget peers whose audit budget is full again, so the limiter's
+        // memory follows the peers auditing now, not all there ever were.
+        self.audit_budget.retain_recent();
         let register = self.ticks.is_multiple_of(REGISTER_EVERY_TICKS);
         let connected: Vec<PeerId> = self
             .rendezvous_peers
@@ -427,14 +428,9 @@ impl EventLoop {
     }
 
     /// A refusal for an audit over its peer's budget; None for anything else.
-    fn over_budget(&mut self, peer: &PeerId, request: &ControlRequest) -> Option<ControlResponse> {
+    fn over_budget(&self, peer: &PeerId, request: &ControlRequest) -> Option<ControlResponse> {
         if !matches!(request, ControlRequest::Audit { .. }) {
             return None;
-        }
-        self.ticks_since_prune = self.ticks_since_prune.wrapping_add(1);
-        if self.ticks_since_prune.is_multiple_of(10_000) {
-            // Forget peers whose budget is full again.
-            self.audit_budget.retain_recent();
         }
         let wait = self.audit_budget.check_key(peer).err()?;
         let secs = wait

@@ -11,6 +11,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -120,9 +121,10 @@ impl ShardStore {
                 let _ = fs::remove_file(self.tree_path(&id));
                 continue;
             }
-            if !self.tree_path(&id).exists() {
+            let tree_len = fs::metadata(self.tree_path(&id)).map(|m| m.len()).ok();
+            if tree_len != Some(merkle::tree_bytes(meta.size)) {
                 // Audits need it; the shard has it all, if it is intact.
-                tracing::warn!(shard = %id, "rebuilding a missing Merkle tree");
+                tracing::warn!(shard = %id, "rebuilding a missing or cut Merkle tree");
                 match fs::read(self.path(&id)) {
                     Ok(data) if ShardId::of(&data) == id => {
                         self.write_tree(&id, &merkle::Tree::build(&data))?
@@ -141,9 +143,11 @@ impl ShardStore {
         self.dir.join(&hex[..2]).join(hex)
     }
 
+    /// The shard's path with [`TREE_SUFFIX`]: beside it, in its directory.
     pub fn tree_path(&self, id: &ShardId) -> PathBuf {
-        let hex = id.to_string();
-        self.dir.join(&hex[..2]).join(hex + TREE_SUFFIX)
+        let mut path = self.path(id).into_os_string();
+        path.push(TREE_SUFFIX);
+        path.into()
     }
 
     pub fn used(&self) -> u64 {
@@ -356,43 +360,43 @@ impl ShardStore {
         contract_id: &ContractId,
         challenges: &[Challenge],
     ) -> Result<Vec<AuditAnswer>, WireError> {
-        let mut metas = Vec::with_capacity(challenges.len());
+        // Every challenge is checked before any disk is read.
+        let mut ranges = Vec::with_capacity(challenges.len());
         for c in challenges {
             let meta = self
                 .meta(&c.shard_id)
                 .map_err(internal)?
                 .filter(|m| m.owner == *requester && m.contract_id == *contract_id);
-            if let Some(m) = &meta
-                && merkle::leaf_range(m.size, c.leaf as u64).is_none()
-            {
-                return Err(wire(
-                    WireErrorKind::BadRequest,
-                    format!(
-                        "shard {} has {} leaves; leaf {} asked",
-                        c.shard_id.short(),
-                        merkle::leaf_count(m.size),
-                        c.leaf
-                    ),
-                ));
-            }
-            metas.push(meta);
+            let range = match &meta {
+                Some(m) => Some(merkle::leaf_range(m.size, c.leaf as u64).ok_or_else(|| {
+                    wire(
+                        WireErrorKind::BadRequest,
+                        format!(
+                            "shard {} has {} leaves; leaf {} asked",
+                            c.shard_id.short(),
+                            merkle::leaf_count(m.size),
+                            c.leaf
+                        ),
+                    )
+                })?),
+                None => None,
+            };
+            ranges.push(meta.zip(range));
         }
         Ok(challenges
             .iter()
-            .zip(metas)
-            .map(|(c, meta)| match meta {
-                Some(m) => self.read_proof(&c.shard_id, m.size, c.leaf as u64),
+            .zip(ranges)
+            .map(|(c, found)| match found {
+                Some((m, range)) => self.read_proof(&c.shard_id, m.size, c.leaf as u64, range),
                 None => AuditAnswer::Missing,
             })
             .collect())
     }
 
-    /// One leaf and its path, or `Missing` when either cannot be read whole.
-    fn read_proof(&self, id: &ShardId, size: u64, index: u64) -> AuditAnswer {
+    /// Leaf `index` (at `range`) of a shard of `size` bytes and its path,
+    /// or `Missing` when either cannot be read whole.
+    fn read_proof(&self, id: &ShardId, size: u64, index: u64, range: Range<u64>) -> AuditAnswer {
         let read = || -> std::io::Result<AuditAnswer> {
-            let Some(range) = merkle::leaf_range(size, index) else {
-                return Ok(AuditAnswer::Missing);
-            };
             let mut leaf = vec![0u8; (range.end - range.start) as usize];
             fs::File::open(self.path(id))?.read_exact_at(&mut leaf, range.start)?;
             let tree = fs::File::open(self.tree_path(id))?;
@@ -503,6 +507,75 @@ mod tests {
         assert!(!s.path(&ShardId::from_bytes([0xab; 32])).exists());
         assert!(s.meta(&sid(&b)).unwrap().is_none());
         assert_eq!(s.fetch(&owner, &sid(&a)).unwrap(), a);
+    }
+
+    fn verified(s: &ShardStore, owner: &PeerId, id: ShardId, size: u64) -> usize {
+        let challenges: Vec<Challenge> = (0..merkle::leaf_count(size) as u32)
+            .map(|leaf| Challenge { shard_id: id, leaf })
+            .collect();
+        let answers = s.prove(owner, &cid(0), &challenges).unwrap();
+        challenges
+            .iter()
+            .zip(&answers)
+            .filter(|(c, a)| match a {
+                AuditAnswer::Proof { leaf, path } => {
+                    merkle::verify(id.as_bytes(), size, c.leaf as u64, leaf, path)
+                }
+                AuditAnswer::Missing => false,
+            })
+            .count()
+    }
+
+    #[test]
+    fn proves_leaves_and_rebuilds_a_lost_or_cut_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = PeerId::random();
+        let data: Vec<u8> = (0..5 * merkle::LEAF_SIZE as usize - 7)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let (id, size) = (sid(&data), data.len() as u64);
+        let open = || {
+            let db = sled::open(dir.path().join("db")).unwrap();
+            ShardStore::open(&db, &dir.path().join("shards"), 1 << 20).unwrap()
+        };
+        {
+            let s = open();
+            s.store(&owner, cid(0), id, &data).unwrap();
+            assert_eq!(verified(&s, &owner, id, size), 5);
+            // Not the owner, or not this contract: missing, never served.
+            let c = [Challenge {
+                shard_id: id,
+                leaf: 0,
+            }];
+            assert_eq!(
+                s.prove(&PeerId::random(), &cid(0), &c).unwrap(),
+                vec![AuditAnswer::Missing]
+            );
+            assert_eq!(
+                s.prove(&owner, &cid(1), &c).unwrap(),
+                vec![AuditAnswer::Missing]
+            );
+            let past = [Challenge {
+                shard_id: id,
+                leaf: 5,
+            }];
+            assert_eq!(
+                s.prove(&owner, &cid(0), &past).unwrap_err().kind,
+                WireErrorKind::BadRequest
+            );
+            // A tree cut short answers nothing it cannot read whole.
+            let tree = std::fs::OpenOptions::new()
+                .write(true)
+                .open(s.tree_path(&id))
+                .unwrap();
+            tree.set_len(merkle::tree_bytes(size) / 2).unwrap();
+            assert!(verified(&s, &owner, id, size) < 5);
+        }
+        // Reopening rebuilds the cut tree from the intact shard...
+        assert_eq!(verified(&open(), &owner, id, size), 5);
+        // ...and a missing one.
+        std::fs::remove_file(open().tree_path(&id)).unwrap();
+        assert_eq!(verified(&open(), &owner, id, size), 5);
     }
 
     #[test]
