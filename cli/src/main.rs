@@ -57,6 +57,12 @@ enum Cmd {
         /// Explicit K/N: any K of N shards rebuild each segment
         #[arg(long)]
         shards: Option<String>,
+        /// Keep the file this many blocks [default: from the daemon's config]
+        #[arg(long, conflicts_with = "keep")]
+        term: Option<u32>,
+        /// Renew the file's storage for as long as it exists
+        #[arg(long)]
+        keep: bool,
     },
     /// A file's health, segment by segment, worst first
     Stat { file_id: String },
@@ -162,10 +168,18 @@ async fn run(cli: Cli) -> Result<()> {
             file,
             redundancy,
             shards,
+            term,
+            keep,
         } => {
             let path = absolute(&file)?;
             let op = progress::op_id();
-            let call = client.put(path, redundancy.or(shards), Some(op.clone()));
+            let call = client.put(
+                path,
+                redundancy.or(shards),
+                term,
+                keep.then_some(true),
+                Some(op.clone()),
+            );
             let r = progress::with_bar(&client, show_progress, op, call)
                 .await
                 .map_err(conn::describe)?;

@@ -250,20 +250,22 @@ impl Printer {
             println!("no contracts");
         }
         for c in list {
-            let expiry = c
-                .expiry_height
-                .map(|h| h.to_string())
-                .unwrap_or_else(|| format!("pay by {}", c.deadline_height));
+            let next = match (c.next_payment_height, c.next_payment_sat) {
+                (Some(h), Some(sat)) => format!("next {sat} sat at {h}"),
+                _ => "no payment due".into(),
+            };
             println!(
-                "{}  {:<8} {:<14} {:>10} sat  {:>10}  peer {}  tx {}  expiry {}",
+                "{}  {:<8} {:<11} {:>10} of {:>10}  paid {:>8} sat through {} (term {})  {}  peer {}",
                 &c.contract_id[..16],
                 c.role,
                 c.state,
-                c.amount_sat,
-                HumanBytes(c.bytes).to_string(),
+                HumanBytes(c.stored_bytes).to_string(),
+                HumanBytes(c.allowance_bytes).to_string(),
+                c.paid_sat,
+                c.paid_through_height,
+                c.term_end_height,
+                next,
                 c.peer_id,
-                c.txid.as_deref().unwrap_or("-"),
-                expiry
             );
         }
         Ok(())

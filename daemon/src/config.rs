@@ -27,6 +27,15 @@ pub const DEFAULT_PRICE_SAT_PER_GIB_MONTH: u64 = 1000;
 pub const DEFAULT_MIN_TERM_BLOCKS: u32 = 144;
 pub const DEFAULT_MAX_TERM_BLOCKS: u32 = 52_560;
 pub const DEFAULT_PAYMENT_WINDOW_BLOCKS: u32 = 6;
+/// A day: a client offline for most of a day loses nothing.
+pub const DEFAULT_GRACE_BLOCKS: u32 = 144;
+pub const DEFAULT_MIN_CONFIRMATIONS: u32 = 1;
+/// A day per period: payments stay few, and a provider that stops proving
+/// its data is paid at most a day past its last good audit.
+pub const DEFAULT_PERIOD_BLOCKS: u32 = 144;
+/// Six hours of notice, so a payment confirms before the period ends.
+pub const DEFAULT_RENEW_BEFORE_BLOCKS: u32 = 36;
+pub const DEFAULT_FEE_TARGET_BLOCKS: u16 = crate::wallet::DEFAULT_CONF_TARGET;
 /// Regtest, so that nothing spends real coins by accident.
 pub const DEFAULT_NETWORK: &str = "regtest";
 pub const DEFAULT_MAX_PRICE_SAT_PER_GIB_MONTH: u64 = 100_000;
@@ -55,8 +64,9 @@ pub const CONTROL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 pub const SHARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How often a provider collects expired and unpaid contracts' shards.
 pub const PROVIDER_GC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
-/// How often a client retries unfinished payments and contract records.
-pub const CLIENT_RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often a client retries unfinished payments and pays the periods
+/// due: local state only, unless something is due.
+pub const CLIENT_RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// TCP and QUIC on [`DEFAULT_P2P_PORT`], all interfaces.
 pub fn default_listen() -> Vec<String> {
@@ -128,12 +138,21 @@ pub struct Args {
     /// Client: refuse offers above this price, sat per GiB per 30 days
     #[arg(long)]
     pub max_price_sat_per_gib_month: Option<u64>,
-    /// Client: contract term in blocks
+    /// Client: how long a put keeps a file, in blocks
     #[arg(long)]
     pub term_blocks: Option<u32>,
-    /// Client: fee rate for payments in sat/vB
+    /// Client: blocks per contract period (each paid separately)
+    #[arg(long)]
+    pub period_blocks: Option<u32>,
+    /// Client: pay the next period this many blocks before the current one ends
+    #[arg(long)]
+    pub renew_before_blocks: Option<u32>,
+    /// Client: fixed fee rate for payments in sat/vB
     #[arg(long)]
     pub fee_rate_sat_vb: Option<u64>,
+    /// Client: confirmation target of bitcoind's fee estimate, in blocks
+    #[arg(long)]
+    pub fee_target_blocks: Option<u16>,
     /// Client: default redundancy of put: low, medium, high or K/N
     #[arg(long)]
     pub redundancy: Option<String>,
@@ -155,9 +174,15 @@ pub struct Args {
     /// Client: unanswered audits in a row that mark a provider offline
     #[arg(long)]
     pub audit_offline_after: Option<u32>,
-    /// Provider: blocks a client has to pay after a contract is accepted
+    /// Provider: blocks a client has to pay a quote
     #[arg(long)]
     pub payment_window_blocks: Option<u32>,
+    /// Provider: blocks past its paid-through height before an unpaid contract's data is deleted
+    #[arg(long)]
+    pub grace_blocks: Option<u32>,
+    /// Provider: confirmations before a payment is final
+    #[arg(long)]
+    pub min_confirmations: Option<u32>,
     /// Run as the bootstrap/rendezvous node (persisted identity, no account)
     #[arg(long)]
     pub rendezvous_server: bool,
@@ -193,6 +218,8 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
             "payment_window_blocks",
             DEFAULT_PAYMENT_WINDOW_BLOCKS.to_string(),
         ),
+        ("grace_blocks", DEFAULT_GRACE_BLOCKS.to_string()),
+        ("min_confirmations", DEFAULT_MIN_CONFIRMATIONS.to_string()),
         ("network", DEFAULT_NETWORK.into()),
         ("bitcoind_rpc_url", "http://127.0.0.1:<network port>".into()),
         ("bitcoind_cookie", "~/.bitcoin/<network>/.cookie".into()),
@@ -203,10 +230,16 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
             DEFAULT_MAX_PRICE_SAT_PER_GIB_MONTH.to_string(),
         ),
         ("term_blocks", DEFAULT_TERM_BLOCKS.to_string()),
+        ("period_blocks", DEFAULT_PERIOD_BLOCKS.to_string()),
+        (
+            "renew_before_blocks",
+            DEFAULT_RENEW_BEFORE_BLOCKS.to_string(),
+        ),
         (
             "fee_rate_sat_vb",
             format!("bitcoind's estimate, else {DEFAULT_FEE_RATE_SAT_VB}"),
         ),
+        ("fee_target_blocks", DEFAULT_FEE_TARGET_BLOCKS.to_string()),
         ("redundancy", DEFAULT_REDUNDANCY.into()),
         ("repair_margin", DEFAULT_REPAIR_MARGIN.to_string()),
         ("health_check_secs", DEFAULT_HEALTH_CHECK_SECS.to_string()),
@@ -276,8 +309,13 @@ struct FileConfig {
     bitcoind_rpc_password: Option<String>,
     max_price_sat_per_gib_month: Option<u64>,
     term_blocks: Option<u32>,
+    period_blocks: Option<u32>,
+    renew_before_blocks: Option<u32>,
     fee_rate_sat_vb: Option<u64>,
+    fee_target_blocks: Option<u16>,
     payment_window_blocks: Option<u32>,
+    grace_blocks: Option<u32>,
+    min_confirmations: Option<u32>,
     redundancy: Option<String>,
     repair_margin: Option<u16>,
     health_check_secs: Option<u64>,
@@ -304,8 +342,11 @@ pub struct Config {
     pub bitcoind: BitcoindConfig,
     pub max_price_sat_per_gib_month: u64,
     pub term_blocks: u32,
+    pub period_blocks: u32,
+    pub renew_before_blocks: u32,
     pub fee_rate_sat_vb: Option<u64>,
-    pub payment_window_blocks: u32,
+    pub fee_target_blocks: u16,
+    pub payment_rules: crate::provider::PaymentRules,
     pub redundancy: Scheme,
     pub repair_margin: u16,
     pub health_check: std::time::Duration,
@@ -524,10 +565,45 @@ impl Config {
                 }
                 other => other,
             },
-            payment_window_blocks: args
-                .payment_window_blocks
-                .or(file.payment_window_blocks)
-                .unwrap_or(DEFAULT_PAYMENT_WINDOW_BLOCKS),
+            period_blocks: match args
+                .period_blocks
+                .or(file.period_blocks)
+                .unwrap_or(DEFAULT_PERIOD_BLOCKS)
+            {
+                0 => return Err(Error::Config("period_blocks must be at least 1".into())),
+                n => n,
+            },
+            renew_before_blocks: args
+                .renew_before_blocks
+                .or(file.renew_before_blocks)
+                .unwrap_or(DEFAULT_RENEW_BEFORE_BLOCKS),
+            fee_target_blocks: match args
+                .fee_target_blocks
+                .or(file.fee_target_blocks)
+                .unwrap_or(DEFAULT_FEE_TARGET_BLOCKS)
+            {
+                // bitcoind's estimatesmartfee accepts 1..=1008.
+                t @ 1..=1008 => t,
+                t => {
+                    return Err(Error::Config(format!(
+                        "fee_target_blocks {t} is outside 1..=1008"
+                    )));
+                }
+            },
+            payment_rules: crate::provider::PaymentRules {
+                payment_window_blocks: args
+                    .payment_window_blocks
+                    .or(file.payment_window_blocks)
+                    .unwrap_or(DEFAULT_PAYMENT_WINDOW_BLOCKS),
+                grace_blocks: args
+                    .grace_blocks
+                    .or(file.grace_blocks)
+                    .unwrap_or(DEFAULT_GRACE_BLOCKS),
+                min_confirmations: args
+                    .min_confirmations
+                    .or(file.min_confirmations)
+                    .unwrap_or(DEFAULT_MIN_CONFIRMATIONS),
+            },
             listen: addrs(&listen, "listen address")?,
             external: addrs(
                 &pick(args.external_addr, file.external_addrs),
@@ -685,7 +761,10 @@ mod tests {
         );
         assert_eq!(cfg.terms.min_term_blocks, DEFAULT_MIN_TERM_BLOCKS);
         assert_eq!(cfg.terms.max_term_blocks, DEFAULT_MAX_TERM_BLOCKS);
-        assert_eq!(cfg.payment_window_blocks, DEFAULT_PAYMENT_WINDOW_BLOCKS);
+        assert_eq!(
+            cfg.payment_rules.payment_window_blocks,
+            DEFAULT_PAYMENT_WINDOW_BLOCKS
+        );
         assert_eq!(cfg.network, parse_network(DEFAULT_NETWORK).unwrap());
         assert_eq!(
             cfg.max_price_sat_per_gib_month,

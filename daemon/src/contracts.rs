@@ -1,9 +1,14 @@
-//! Storage contracts: one per provider per put, on both sides of it.
+//! Storage contracts: one running contract per client–provider pair, as
+//! each side records it.
 //!
-//! The client and the provider each keep their own record in sled (two
-//! trees, so a node that is both never confuses the roles). A contract's
-//! state only moves forward: proposed → accepted → paid → active, or to
-//! rejected / expired.
+//! A contract holds a byte allowance at a price fixed when it was formed,
+//! paid period by period (`period_blocks`) up to `paid_through_height`,
+//! until `term_end_height`. Puts raise the allowance by revisions, each
+//! prepaid before its bytes are uploaded; the period payment names the
+//! allowance it pays for, so an rm stops being paid from the next period
+//! on. Both sides keep their record in sled (two trees, so a node that is
+//! both never confuses the roles); the provider keeps the shards it holds
+//! under a contract in a tree of their own ([`crate::db::trees::CONTRACT_SHARDS`]).
 
 use bdk_wallet::bitcoin::{Address, Txid};
 use libp2p::PeerId;
@@ -11,12 +16,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{self, Tree};
 use crate::error::Result;
-use crate::ids::{ContractId, FileId, ShardId, as_text, checked_address};
-use crate::protocol::{Proposal, ShardSpec};
+use crate::ids::{ContractId, as_text, checked_address};
 
 /// A contract's side and life-cycle state are the RPC's enums, defined once
 /// in `p2pstore-rpc`; sled stores the same snake_case text the API shows.
-pub use p2pstore_rpc::{ContractRole as Role, ContractState as State};
+pub use p2pstore_rpc::{ContractRole as Role, ContractState as State, PaymentKind};
+
+/// One transaction output that paid (or, for the client, was sent to pay)
+/// a contract.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PaymentRecord {
+    #[serde(with = "as_text")]
+    pub txid: Txid,
+    pub vout: u32,
+    pub amount_sat: u64,
+    pub kind: PaymentKind,
+    /// The paid-through height this payment brought the contract to.
+    pub through_height: u32,
+    /// Provider: whether it has the confirmations it needs to be final.
+    #[serde(default)]
+    pub final_: bool,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Contract {
@@ -25,80 +45,78 @@ pub struct Contract {
     /// The other side: the provider for a client, the client for a provider.
     #[serde(with = "as_text")]
     pub peer: PeerId,
-    #[serde(default)]
-    pub file_id: Option<FileId>,
-    pub shards: Vec<ShardSpec>,
-    pub bytes: u64,
-    pub term_blocks: u32,
     pub price_sat_per_gib_month: u64,
-    pub amount_sat: u64,
+    pub period_blocks: u32,
+    /// The height it was formed at; periods count from here.
+    pub start_height: u32,
+    pub term_end_height: u32,
+    /// Bytes paid for (or, for the client, to be paid for) this period.
+    pub allowance_bytes: u64,
+    pub paid_through_height: u32,
     #[serde(with = "checked_address")]
     pub payout_address: Address,
-    pub deadline_height: u32,
-    #[serde(default, with = "as_text::opt")]
-    pub txid: Option<Txid>,
-    pub vout: Option<u32>,
-    pub start_height: Option<u32>,
+    /// Oldest first.
+    pub payments: Vec<PaymentRecord>,
     pub state: State,
     pub created_at: u64,
 }
 
 impl Contract {
-    /// A contract just accepted by the provider, as either side records it.
-    pub fn accepted(
-        role: Role,
-        peer: PeerId,
-        file_id: Option<FileId>,
-        p: &Proposal,
-        payout_address: Address,
-        deadline_height: u32,
-    ) -> Self {
-        Contract {
-            contract_id: p.contract_id,
-            role,
-            peer,
-            file_id,
-            bytes: p.bytes(),
-            shards: p.shards.clone(),
-            term_blocks: p.term_blocks,
-            price_sat_per_gib_month: p.price_sat_per_gib_month,
-            amount_sat: p.amount_sat,
-            payout_address,
-            deadline_height,
-            txid: None,
-            vout: None,
-            start_height: None,
-            state: State::Accepted,
-            created_at: crate::provider::store::now_secs(),
+    /// Sats paid (or received) so far, over every recorded payment.
+    pub fn paid_sat(&self) -> u64 {
+        self.payments
+            .iter()
+            .fold(0u64, |a, p| a.saturating_add(p.amount_sat))
+    }
+
+    /// Whether this output already paid this contract.
+    pub fn has_payment(&self, txid: &Txid, vout: u32) -> bool {
+        self.payments
+            .iter()
+            .any(|p| p.txid == *txid && p.vout == vout)
+    }
+
+    /// Whether the contract still runs (holds data, may be paid).
+    pub fn is_live(&self) -> bool {
+        matches!(self.state, State::Active | State::Provisional)
+    }
+
+    /// The next period payment, if the contract runs past its paid-through
+    /// height: (due height, amount) for `renew_before` blocks of notice.
+    pub fn next_payment(&self, renew_before: u32) -> Option<(u32, u64)> {
+        if !self.is_live() || self.paid_through_height >= self.term_end_height {
+            return None;
         }
+        let amount = crate::protocol::payment_amount(
+            self.price_sat_per_gib_month,
+            self.allowance_bytes,
+            self.period_blocks,
+        )?;
+        Some((
+            self.paid_through_height.saturating_sub(renew_before),
+            amount,
+        ))
     }
 
-    pub fn expiry_height(&self) -> Option<u32> {
-        self.start_height
-            .map(|h| h.saturating_add(self.term_blocks))
-    }
-
-    pub fn holds(&self, id: &ShardId, size: u64) -> bool {
-        self.shards.iter().any(|s| s.id == *id && s.size == size)
-    }
-
-    pub fn to_rpc(&self) -> p2pstore_rpc::ContractInfo {
+    pub fn to_rpc(&self, stored_bytes: u64, renew_before: u32) -> p2pstore_rpc::ContractInfo {
+        let next = self.next_payment(renew_before);
         p2pstore_rpc::ContractInfo {
             contract_id: self.contract_id.to_string(),
             role: self.role,
             peer_id: self.peer.to_string(),
-            file_id: self.file_id.map(|f| f.to_string()),
-            shards: self.shards.len() as u64,
-            bytes: self.bytes,
-            amount_sat: self.amount_sat,
-            price_sat_per_gib_month: self.price_sat_per_gib_month,
-            term_blocks: self.term_blocks,
-            payout_address: self.payout_address.to_string(),
-            txid: self.txid.map(|t| t.to_string()),
-            vout: self.vout,
             state: self.state,
-            deadline_height: self.deadline_height,
-            expiry_height: self.expiry_height(),
+            price_sat_per_gib_month: self.price_sat_per_gib_month,
+            allowance_bytes: self.allowance_bytes,
+            stored_bytes,
+            period_blocks: self.period_blocks,
+            start_height: self.start_height,
+            paid_through_height: self.paid_through_height,
+            term_end_height: self.term_end_height,
+            paid_sat: self.paid_sat(),
+            next_payment_height: next.map(|n| n.0),
+            next_payment_sat: next.map(|n| n.1),
+            payout_address: self.payout_address.to_string(),
+            payment_txids: self.payments.iter().map(|p| p.txid.to_string()).collect(),
         }
     }
 }
@@ -139,14 +157,19 @@ impl ContractStore {
         self.tree.update(id, f)
     }
 
-    pub fn remove(&self, id: &ContractId) -> Result<()> {
-        self.tree.remove(id)
-    }
-
     pub fn list(&self) -> Result<Vec<Contract>> {
         let mut out = self.tree.values()?;
         out.sort_by_key(|c| c.created_at);
         Ok(out)
+    }
+
+    /// The running contract with `peer`, if there is one.
+    pub fn live_with(&self, peer: &PeerId) -> Result<Option<Contract>> {
+        Ok(self
+            .tree
+            .values()?
+            .into_iter()
+            .find(|c| c.peer == *peer && c.is_live()))
     }
 }
 
@@ -154,50 +177,66 @@ impl ContractStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn store_round_trip_and_update() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let store = ContractStore::open(&db, Role::Client).unwrap();
-        let other_side = ContractStore::open(&db, Role::Provider).unwrap();
-        let shard = ShardId::from_bytes([3; 32]);
-        let c = Contract {
+    pub(crate) fn sample() -> Contract {
+        Contract {
             contract_id: ContractId::from_bytes([1; 32]),
             role: Role::Client,
             peer: PeerId::random(),
-            file_id: Some(FileId::from_bytes([2; 32])),
-            shards: vec![ShardSpec {
-                id: shard,
-                size: 10,
-            }],
-            bytes: 10,
-            term_blocks: 100,
-            price_sat_per_gib_month: 1000,
-            amount_sat: 1000,
+            price_sat_per_gib_month: 30_000,
+            period_blocks: 144,
+            start_height: 100,
+            term_end_height: 1000,
+            allowance_bytes: 1 << 30,
+            paid_through_height: 244,
             payout_address: "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
                 .parse::<Address<_>>()
                 .unwrap()
                 .assume_checked(),
-            deadline_height: 50,
-            txid: None,
-            vout: None,
-            start_height: None,
-            state: State::Accepted,
+            payments: vec![],
+            state: State::Active,
             created_at: 1,
-        };
+        }
+    }
+
+    #[test]
+    fn store_round_trip_update_and_next_payment() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = ContractStore::open(&db, Role::Client).unwrap();
+        let other_side = ContractStore::open(&db, Role::Provider).unwrap();
+        let c = sample();
         store.put(&c).unwrap();
         assert_eq!(store.get(&c.contract_id).unwrap(), Some(c.clone()));
         assert!(other_side.get(&c.contract_id).unwrap().is_none());
+        assert_eq!(
+            store.live_with(&c.peer).unwrap().map(|c| c.contract_id),
+            Some(c.contract_id)
+        );
+        // 1 GiB for a day at 30,000 sat/GiB/month, due 10 blocks early.
+        assert_eq!(c.next_payment(10), Some((234, 1000)));
+        let txid: Txid = "a".repeat(64).parse().unwrap();
         let updated = store
             .update(&c.contract_id, |c| {
-                c.state = State::Active;
-                c.start_height = Some(60);
+                c.payments.push(PaymentRecord {
+                    txid,
+                    vout: 1,
+                    amount_sat: 1000,
+                    kind: PaymentKind::Period,
+                    through_height: 388,
+                    final_: false,
+                });
+                c.paid_through_height = 1000;
             })
             .unwrap()
             .unwrap();
-        assert_eq!(updated.expiry_height(), Some(160));
-        assert!(updated.holds(&shard, 10) && !updated.holds(&shard, 11));
-        assert_eq!(store.list().unwrap().len(), 1);
-        assert_eq!(updated.to_rpc().state, p2pstore_rpc::ContractState::Active);
+        assert!(updated.has_payment(&txid, 1) && !updated.has_payment(&txid, 0));
+        assert_eq!(updated.paid_sat(), 1000);
+        // Paid to the term's end: nothing more is due.
+        assert_eq!(updated.next_payment(10), None);
+        let rpc = updated.to_rpc(5, 10);
+        assert_eq!(rpc.payment_txids, vec![txid.to_string()]);
+        assert_eq!(rpc.stored_bytes, 5);
+        store.update(&c.contract_id, |c| c.state = State::Lapsed).unwrap();
+        assert!(store.live_with(&c.peer).unwrap().is_none());
     }
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::ids::{ContractId, FileId, ShardId};
+use crate::ids::{ContractId, FileId, RevisionId, ShardId};
 
 /// Every sled tree the node opens.
 pub mod trees {
@@ -36,6 +36,13 @@ pub mod trees {
     pub const FAILED_SHARDS: &str = "failed_shards";
     /// Provider: shard id → who stored it, under which contract.
     pub const SHARDS: &str = "shards";
+    /// Provider: (contract id, shard id) → shard size: a contract's shards.
+    pub const CONTRACT_SHARDS: &str = "contract_shards";
+    /// Provider: revision id → a quoted, not yet paid allowance.
+    pub const REVISIONS: &str = "revisions";
+    /// Provider: payout addresses of quotes that lapsed unpaid, reused for
+    /// the next new contract so unpaid quotes cannot grow the wallet.
+    pub const SPARE_ADDRESSES: &str = "spare_addresses";
     /// The BDK wallet's change sets (its own encoding, `wallet::persist`).
     pub const WALLET: &str = "wallet";
 }
@@ -59,7 +66,22 @@ macro_rules! id_key {
         }
     )*};
 }
-id_key!(FileId, ShardId, ContractId);
+id_key!(FileId, ShardId, ContractId, RevisionId);
+
+/// A pair of ids, laid out one after the other, so that every entry of
+/// one first id is found by a prefix scan ([`Tree::iter_prefix`]).
+impl<A: Key, B: Key> Key for (A, B) {
+    fn to_key(&self) -> Vec<u8> {
+        let mut k = self.0.to_key();
+        k.extend(self.1.to_key());
+        k
+    }
+    fn from_key(bytes: &[u8]) -> Option<Self> {
+        // Both halves of every pair used are 32-byte ids.
+        let (a, b) = bytes.split_at_checked(32)?;
+        Some((A::from_key(a)?, B::from_key(b)?))
+    }
+}
 
 impl Key for PeerId {
     fn to_key(&self) -> Vec<u8> {
@@ -206,6 +228,16 @@ impl<K: Key, V: Serialize + DeserializeOwned> Tree<K, V> {
     /// error, so corruption is reported rather than skipped.
     pub fn iter(&self) -> impl Iterator<Item = Result<(K, V)>> + '_ {
         self.tree.iter().map(|item| {
+            let (k, v) = item?;
+            let key = K::from_key(&k)
+                .ok_or_else(|| Error::CorruptRecord(format!("bad key {}", hex::encode(&k))))?;
+            Ok((key, decode(&v)?))
+        })
+    }
+
+    /// Every entry whose key starts with `prefix`'s key bytes, in order.
+    pub fn iter_prefix(&self, prefix: &impl Key) -> impl Iterator<Item = Result<(K, V)>> + '_ {
+        self.tree.scan_prefix(prefix.to_key()).map(|item| {
             let (k, v) = item?;
             let key = K::from_key(&k)
                 .ok_or_else(|| Error::CorruptRecord(format!("bad key {}", hex::encode(&k))))?;

@@ -104,10 +104,17 @@ id32!(
     "shard id"
 );
 id32!(
-    /// A storage contract between one client and one provider: random,
-    /// chosen by the client.
+    /// The running storage contract between one client and one provider
+    /// (one per pair at a time): random, chosen by the client.
     ContractId,
     "contract id"
+);
+id32!(
+    /// One proposed change to a contract's allowance, quoted by the
+    /// provider and held until it is paid or lapses: random, chosen by the
+    /// provider.
+    RevisionId,
+    "revision id"
 );
 
 impl ShardId {

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::client::{ClientService, ClientTerms};
 use crate::config::Config;
-use crate::contracts::{ContractStore, Role};
+
 use crate::error::{Error, Result};
 use crate::keys::{self, AccountKeys, Keystore};
 use crate::network::{self, NetworkConfig};
@@ -245,14 +245,14 @@ impl Node {
             None
         };
         let provider = ProviderService::new(
+            db,
             store,
             if provide { wallet.clone() } else { None },
-            ContractStore::open(db, Role::Provider)?,
             cfg.terms.clone(),
-            cfg.payment_window_blocks,
+            cfg.payment_rules,
             identity,
             net.clone(),
-        );
+        )?;
         tasks.push(provider.clone().spawn(inbound));
         if provide {
             tasks.push(provider.spawn_gc(crate::config::PROVIDER_GC_INTERVAL));
@@ -262,7 +262,10 @@ impl Node {
                 let terms = ClientTerms {
                     max_price_sat_per_gib_month: cfg.max_price_sat_per_gib_month,
                     term_blocks: cfg.term_blocks,
+                    period_blocks: cfg.period_blocks,
+                    renew_before_blocks: cfg.renew_before_blocks,
                     fee_rate_sat_vb: cfg.fee_rate_sat_vb,
+                    fee_target_blocks: cfg.fee_target_blocks,
                     default_scheme: cfg.redundancy,
                     repair_margin: cfg.repair_margin,
                     audit: cfg.audit,

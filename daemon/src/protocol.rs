@@ -11,13 +11,15 @@ use libp2p::identity::{Keypair, PublicKey};
 use libp2p::{PeerId, StreamProtocol};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ContractId, ShardId};
+use crate::ids::{ContractId, RevisionId, ShardId};
 
 /// 2: shard ids are Merkle roots, and `Audit` replaced `Check`.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: one contract per client–provider pair, revised by byte allowance
+/// and paid period by period; proposals name no shards.
+pub const PROTOCOL_VERSION: u32 = 3;
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/kad/1.0.0");
-pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/control/2.0.0");
-pub const SHARD_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/shard/2.0.0");
+pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/control/3.0.0");
+pub const SHARD_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/shard/3.0.0");
 pub const RENDEZVOUS_NAMESPACE: &str = "p2pstore";
 /// The DHT key providers announce themselves under.
 pub const PROVIDERS_KEY_LABEL: &[u8] = b"p2pstore/providers/v1";
@@ -26,14 +28,12 @@ pub const PROVIDERS_KEY_LABEL: &[u8] = b"p2pstore/providers/v1";
 pub const SEGMENT_SIZE: usize = 4 * 1024 * 1024;
 /// Largest shard a provider accepts: a sealed full segment plus headroom.
 pub const MAX_SHARD_BYTES: u64 = SEGMENT_SIZE as u64 + 4096;
-/// Control messages carry contract proposals listing every shard id. Ids
-/// are CBOR byte strings (34 bytes), so a listed shard costs 48 bytes and a
-/// proposal of [`MAX_SHARDS_PER_CONTRACT`] about 960 kB: it fits, as the
-/// test `largest_messages_fit_their_limits` checks.
+/// The largest control message is a `Delete` of [`MAX_DELETE_IDS`] ids.
+/// Ids are CBOR byte strings (34 bytes), so it is about 680 kB: it fits, as
+/// the test `largest_messages_fit_their_limits` checks.
 pub const MAX_CONTROL_MESSAGE: u64 = 1024 * 1024;
-/// At most this many shards per contract (an 80 GiB file at one copy), and
-/// ids per `Delete` request.
-pub const MAX_SHARDS_PER_CONTRACT: usize = 20_000;
+/// At most this many shard ids per `Delete` request.
+pub const MAX_DELETE_IDS: usize = 20_000;
 /// At most this many challenges per `Audit`. The answer is then at most
 /// 64 leaves with their paths, about 300 kB, and a provider does at most
 /// 64 positioned reads of one leaf and a few hashes each per request.
@@ -52,14 +52,13 @@ pub const MAX_SHARD_MESSAGE: u64 = MAX_SHARD_BYTES + 16 * 1024;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControlRequest {
     GetOffer,
-    /// A client asks to store exactly these shards for a term and price.
+    /// A client asks for more allowance on its contract with this
+    /// provider, or to form one: answered with a [`Quote`], which the
+    /// provider holds as a small record until it is paid or lapses.
     Propose(Proposal),
-    /// The client paid: output `vout` of `txid` pays the contract's address.
-    PaymentNotice {
-        contract_id: ContractId,
-        txid: Txid,
-        vout: u32,
-    },
+    /// The client paid: output `vout` of `txid` pays the contract's address,
+    /// for a quoted revision or for the next period.
+    PaymentNotice(PaymentNotice),
     /// Delete shards of a contract; only the contract's client may.
     Delete {
         contract_id: ContractId,
@@ -99,10 +98,13 @@ pub enum AuditAnswer {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControlResponse {
     Offer(Offer),
-    Accepted(Accepted),
-    PaymentAccepted(PaymentAccepted),
+    Quote(Quote),
+    /// The payment is credited; the contract as it now stands.
+    Paid(ContractStatus),
     Deleted {
         count: u64,
+        /// Bytes freed on the provider's disk.
+        bytes: u64,
     },
     /// One answer per challenge, in order.
     Audited {
@@ -111,62 +113,86 @@ pub enum ControlResponse {
     Error(WireError),
 }
 
-/// The provider accepts a proposal; payment must reach `payout_address` by
-/// `deadline_height` or the shards are deleted.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Accepted {
-    pub contract_id: ContractId,
-    /// Checked against the client's network before it is used.
-    pub payout_address: Address<NetworkUnchecked>,
-    pub deadline_height: u32,
-}
-
-/// The provider found the payment and activated the contract.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PaymentAccepted {
-    pub contract_id: ContractId,
-    pub start_height: u32,
-    pub expiry_height: u32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ShardSpec {
-    pub id: ShardId,
-    pub size: u64,
-}
-
+/// A request for `add_bytes` more allowance on contract `contract_id`, or
+/// (an id the provider has no contract under) to form that contract. The
+/// price must be the provider's current one for a new contract and the
+/// contract's own for a revision; the client checks the quoted amount
+/// against it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Proposal {
     pub contract_id: ContractId,
-    pub shards: Vec<ShardSpec>,
-    pub term_blocks: u32,
-    /// The price the client read in the offer; the amount follows from it.
+    pub add_bytes: u64,
     pub price_sat_per_gib_month: u64,
-    pub amount_sat: u64,
+    pub period_blocks: u32,
+    /// The contract runs at least until this height (a revision may only
+    /// extend it).
+    pub term_end_height: u32,
 }
 
-impl Proposal {
-    pub fn bytes(&self) -> u64 {
-        self.shards
-            .iter()
-            .fold(0u64, |a, s| a.saturating_add(s.size))
-    }
+/// A provider's price for a proposal: pay `amount_sat` to
+/// `payout_address` by `deadline_height`, then give notice. The bytes are
+/// paid pro rata through `paid_through_height`, the end of the period.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Quote {
+    pub revision_id: RevisionId,
+    pub contract_id: ContractId,
+    /// Checked against the client's network before it is used.
+    pub payout_address: Address<NetworkUnchecked>,
+    pub amount_sat: u64,
+    pub paid_through_height: u32,
+    pub deadline_height: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PaymentNotice {
+    pub contract_id: ContractId,
+    pub txid: Txid,
+    pub vout: u32,
+    pub purpose: Purpose,
+}
+
+/// What a payment is for.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Purpose {
+    /// A quoted revision, prepaid before its bytes are uploaded.
+    Revision(RevisionId),
+    /// The next period: `allowance_bytes` (at least what the provider
+    /// holds) from the current paid-through height to
+    /// `paid_through_height`, one period later. `term_end_height` may
+    /// extend the term (a renewal), never shorten it.
+    Period {
+        allowance_bytes: u64,
+        paid_through_height: u32,
+        term_end_height: u32,
+    },
+}
+
+/// A contract as the provider holds it, after a payment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContractStatus {
+    pub contract_id: ContractId,
+    pub allowance_bytes: u64,
+    pub stored_bytes: u64,
+    pub paid_through_height: u32,
+    pub term_end_height: u32,
 }
 
 /// Blocks in the 30-day month prices are quoted for.
 pub const BLOCKS_PER_MONTH: u64 = 4320;
-/// Smallest contract amount: keeps every payment output well above dust.
-pub const MIN_CONTRACT_SAT: u64 = 1000;
+/// Smallest payment output, whatever it pays for: the largest dust limit
+/// of a standard output (P2PKH's), so no payment is ever unrelayable. It
+/// applies per output, that is per provider per payment, never per file.
+pub const MIN_PAYMENT_SAT: u64 = 546;
 
-/// What storing `bytes` for `term_blocks` costs at `price` sat/GiB/month,
-/// rounded up, never below [`MIN_CONTRACT_SAT`]. None on overflow.
-pub fn contract_amount(price_sat_per_gib_month: u64, bytes: u64, term_blocks: u32) -> Option<u64> {
+/// What keeping `bytes` for `blocks` costs at `price` sat/GiB/month,
+/// rounded up and never below [`MIN_PAYMENT_SAT`]. None on overflow.
+pub fn payment_amount(price_sat_per_gib_month: u64, bytes: u64, blocks: u32) -> Option<u64> {
     let num = (price_sat_per_gib_month as u128)
         .checked_mul(bytes as u128)?
-        .checked_mul(term_blocks as u128)?;
+        .checked_mul(blocks as u128)?;
     let den = (1u128 << 30) * BLOCKS_PER_MONTH as u128;
     let amount = u64::try_from(num.div_ceil(den)).ok()?;
-    Some(amount.max(MIN_CONTRACT_SAT))
+    Some(amount.max(MIN_PAYMENT_SAT))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -355,15 +381,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn contract_amounts() {
+    fn payment_amounts() {
         // 1 GiB for one month at 1000 sat/GiB/month.
-        assert_eq!(contract_amount(1000, 1 << 30, 4320), Some(1000));
-        assert_eq!(contract_amount(5000, 1 << 30, 4320), Some(5000));
+        assert_eq!(payment_amount(1000, 1 << 30, 4320), Some(1000));
+        assert_eq!(payment_amount(5000, 1 << 30, 4320), Some(5000));
+        // A day at 1000 sat/GiB/month: 1000/30, rounded up.
+        assert_eq!(payment_amount(30_000, 1 << 30, 144), Some(1000));
+        assert_eq!(payment_amount(1000, 1 << 30, 144 * 17), Some(567));
         // Rounds up, and never below the minimum.
-        assert_eq!(contract_amount(5000, 1, 1), Some(MIN_CONTRACT_SAT));
-        assert_eq!(contract_amount(100_000, 3 << 29, 8640), Some(300_000));
+        assert_eq!(payment_amount(5000, 1, 1), Some(MIN_PAYMENT_SAT));
+        assert_eq!(payment_amount(100_000, 3 << 29, 8640), Some(300_000));
         // No overflow panic on absurd input.
-        assert_eq!(contract_amount(u64::MAX, u64::MAX, u32::MAX), None);
+        assert_eq!(payment_amount(u64::MAX, u64::MAX, u32::MAX), None);
     }
 
     #[test]
@@ -398,25 +427,11 @@ mod tests {
             b[..8].copy_from_slice(&(i as u64).to_be_bytes());
             b
         };
-        let ids: Vec<ShardId> = (0..MAX_SHARDS_PER_CONTRACT)
+        let ids: Vec<ShardId> = (0..MAX_DELETE_IDS)
             .map(|i| ShardId::from_bytes(id(i)))
             .collect();
         let contract_id = ContractId::from_bytes([0xff; 32]);
-        let proposal = ControlRequest::Propose(Proposal {
-            contract_id,
-            shards: ids
-                .iter()
-                .map(|&id| ShardSpec {
-                    id,
-                    size: MAX_SHARD_BYTES,
-                })
-                .collect(),
-            term_blocks: u32::MAX,
-            price_sat_per_gib_month: u64::MAX,
-            amount_sat: u64::MAX,
-        });
         let requests = [
-            proposal,
             ControlRequest::Delete {
                 contract_id,
                 shard_ids: ids.clone(),
@@ -427,7 +442,7 @@ mod tests {
             assert!(len <= MAX_CONTROL_MESSAGE, "{len} bytes: {r:?}");
         }
         // An id is a 34-byte CBOR byte string, not 32 integers.
-        assert!(cbor_len(&requests[1]) < 34 * MAX_SHARDS_PER_CONTRACT as u64 + 200);
+        assert!(cbor_len(&requests[0]) < 34 * MAX_DELETE_IDS as u64 + 200);
         let audit = ControlRequest::Audit {
             contract_id,
             challenges: ids[..MAX_AUDIT_CHALLENGES]

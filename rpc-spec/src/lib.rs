@@ -248,18 +248,25 @@ pub struct ContractInfo {
     pub role: ContractRole,
     /// The other side.
     pub peer_id: String,
-    pub file_id: Option<String>,
-    pub shards: u64,
-    pub bytes: u64,
-    pub amount_sat: u64,
-    pub price_sat_per_gib_month: u64,
-    pub term_blocks: u32,
-    pub payout_address: String,
-    pub txid: Option<String>,
-    pub vout: Option<u32>,
     pub state: ContractState,
-    pub deadline_height: u32,
-    pub expiry_height: Option<u32>,
+    /// Fixed when the contract was formed.
+    pub price_sat_per_gib_month: u64,
+    /// Bytes paid for this period (the client: to be paid next period).
+    pub allowance_bytes: u64,
+    /// Bytes of shards held under the contract (the client: its manifests' view).
+    pub stored_bytes: u64,
+    pub period_blocks: u32,
+    pub start_height: u32,
+    pub paid_through_height: u32,
+    pub term_end_height: u32,
+    /// Total paid (client) or received (provider) so far, in sat.
+    pub paid_sat: u64,
+    /// When the next period payment is due, if the contract runs on.
+    pub next_payment_height: Option<u32>,
+    pub next_payment_sat: Option<u64>,
+    pub payout_address: String,
+    /// Every transaction that paid this contract, oldest first.
+    pub payment_txids: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
@@ -344,20 +351,36 @@ wire_enum! {
 wire_enum! {
     /// Where a storage contract is in its life cycle.
     pub enum ContractState {
-        /// Offered and accepted; waiting for payment until the deadline.
-        Accepted => "accepted",
-        /// The client broadcast the payment; the provider has not confirmed it.
-        Paid => "paid",
-        /// The provider verified the payment.
+        /// Client: formed or revised and being paid; the provider has not
+        /// confirmed the payment yet.
+        Pending => "pending",
+        /// Paid, but the payment that formed it is still unconfirmed:
+        /// uploads may go ahead; if the payment leaves the mempool the
+        /// contract ends and its data is deleted.
+        Provisional => "provisional",
+        /// Paid with final payments, holding data.
         Active => "active",
-        /// The provider refused the payment notice.
+        /// Not paid `grace_blocks` past its paid-through height: ended,
+        /// data deleted.
+        Lapsed => "lapsed",
+        /// Its term ended without renewal: ended, data deleted.
+        Expired => "expired",
+        /// The provider failed its audits: not paid again, data moved.
+        Failed => "failed",
+        /// A payment of it left the mempool unconfirmed: ended, data deleted.
+        Dropped => "dropped",
+        /// Client: the provider refused its payment or formation failed.
         Rejected => "rejected",
-        /// Unpaid past its deadline: the provider deleted the shards.
-        ExpiredUnpaid => "expired_unpaid",
-        /// The client deleted the file.
-        Deleted => "deleted",
-        /// The provider lost shards; they were rebuilt elsewhere.
-        Lost => "lost",
+    }
+}
+
+wire_enum! {
+    /// What a contract payment paid for.
+    pub enum PaymentKind {
+        /// Allowance added by a put or repair, to the end of the period.
+        Revision => "revision",
+        /// A whole period of the allowance.
+        Period => "period",
     }
 }
 
@@ -425,16 +448,20 @@ api! {
         async fn unlock(&self, password: String) -> RpcResult<UnlockResult>;
 
         /// Encrypt, erasure-code and store the file at `path` (a path on the
-        /// daemon's machine) with providers found in the DHT, and pay them in
-        /// one transaction. `redundancy` is `low` (1 copy), `medium` (2-of-4),
-        /// `high` (3-of-9) or `K/N`; the default comes from the config.
-        /// `op_id`, a caller-chosen id, lets `progress` report on this put
-        /// while it runs.
+        /// daemon's machine) with providers found in the DHT, prepaying them
+        /// in one transaction to the end of their contracts' period.
+        /// `redundancy` is `low` (1 copy), `medium` (2-of-4), `high` (3-of-9)
+        /// or `K/N`; the default comes from the config. `term_blocks` keeps
+        /// the file that many blocks (default: the config's `term_blocks`);
+        /// `keep` renews it for as long as it exists. `op_id`, a
+        /// caller-chosen id, lets `progress` report on this put while it runs.
         #[method(name = "put")]
         async fn put(
             &self,
             path: String,
             redundancy: Option<String>,
+            term_blocks: Option<u32>,
+            keep: Option<bool>,
             op_id: Option<String>,
         ) -> RpcResult<PutResult>;
 

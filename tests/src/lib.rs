@@ -211,6 +211,7 @@ pub struct NetOptions {
     /// The client's default redundancy: single copy unless a test asks.
     pub redundancy: String,
     pub client_args: Vec<String>,
+    pub provider_args: Vec<String>,
 }
 
 impl Default for NetOptions {
@@ -222,6 +223,7 @@ impl Default for NetOptions {
             fund_client: true,
             redundancy: "low".into(),
             client_args: Vec::new(),
+            provider_args: Vec::new(),
         }
     }
 }
@@ -355,6 +357,7 @@ impl Net {
                 "--price-sat-per-gib-month".into(),
                 price.to_string(),
             ]);
+            args.extend(opts.provider_args.iter().cloned());
             let mut p = Daemon::new(&format!("provider-{i}"), dir.path(), args);
             p.start().await;
             p.rpc().init(PASSWORD.into(), None).await.unwrap();
@@ -467,11 +470,7 @@ impl Net {
         let put = self
             .client
             .rpc()
-            .put(
-                src.to_string_lossy().into(),
-                redundancy.map(Into::into),
-                None,
-            )
+            .put(src.to_string_lossy().into(), redundancy.map(Into::into), None, None, None)
             .await
             .unwrap();
         (put.file_id, digest, put.providers)

@@ -14,20 +14,18 @@ async fn health(net: &Net, file_id: &str) -> (u32, u32) {
     (s.health.good, s.health.total)
 }
 
-/// The shard file of `file_id` at `provider`: the client's contract with
-/// that provider for that file gives the shard size, and the three files
-/// of the test have distinct sizes.
+/// The shard file of `file_id` at `provider`: the file's size and scheme
+/// give its shard size, and the three files of the test have distinct
+/// sizes (one segment each).
 async fn shard_of(net: &Net, file_id: &str, provider: &str) -> PathBuf {
-    let contracts = net.client.rpc().contracts().await.unwrap();
-    let c = contracts
-        .iter()
-        .find(|c| c.file_id.as_deref() == Some(file_id) && c.peer_id == provider)
-        .expect("a contract for the file at the provider");
-    assert_eq!(c.shards, 1, "one segment, one shard per provider");
+    let stat = net.client.rpc().stat(file_id.into()).await.unwrap();
+    assert_eq!(stat.segments.len(), 1, "one segment, one shard per provider");
+    let scheme = p2pstored::erasure::Scheme::parse(&stat.redundancy).unwrap();
+    let size = scheme.shard_len(stat.size as usize + p2pstored::crypto::TAG_LEN) as u64;
     let daemon = &net.providers[net.provider_by_peer(provider).await];
     let found: Vec<PathBuf> = shard_files(daemon)
         .into_iter()
-        .filter(|p| std::fs::metadata(p).unwrap().len() == c.bytes)
+        .filter(|p| std::fs::metadata(p).unwrap().len() == size)
         .collect();
     assert_eq!(found.len(), 1, "shard sizes tell the files apart");
     found[0].clone()

@@ -19,14 +19,14 @@ async fn bad_paths_ids_and_no_room() {
 
     let missing = net.dir.path().join("does-not-exist");
     let e = rpc
-        .put(missing.to_string_lossy().into(), None, None)
+        .put(missing.to_string_lossy().into(), None, None, None, None)
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::INVALID_PATH);
     assert!(e.to_string().contains("does-not-exist"), "{e}");
 
     let e = rpc
-        .put(net.dir.path().to_string_lossy().into(), None, None)
+        .put(net.dir.path().to_string_lossy().into(), None, None, None, None)
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::INVALID_PATH);
@@ -39,7 +39,7 @@ async fn bad_paths_ids_and_no_room() {
         .set_len(64 << 20)
         .unwrap();
     let e = rpc
-        .put(big.to_string_lossy().into(), None, None)
+        .put(big.to_string_lossy().into(), None, None, None, None)
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::NO_PROVIDER);
@@ -156,7 +156,7 @@ async fn provider_vanishes_mid_put() {
         let rpc = rpc.clone();
         let src = src.to_string_lossy().into_owned();
         let op = op.clone();
-        async move { rpc.put(src, None, Some(op)).await }
+        async move { rpc.put(src, None, None, None, Some(op)).await }
     });
     wait_for("upload to start", 60, || {
         let rpc = rpc.clone();

@@ -1,6 +1,7 @@
-//! Payments through a real regtest bitcoind: exact amounts, one batched
-//! transaction per put, garbage collection of unpaid contracts, and no
-//! double payment across a crash.
+//! Payments through a real regtest bitcoind: prepaid allowance, period
+//! payments in one transaction, exact amounts, data collected when a
+//! client stops paying or a term ends, and no double payment across a
+//! crash.
 
 use p2pstore_rpc::{
     ContractInfo, ContractRole, ContractState, NodeState, P2pstoreApiClient, codes,
@@ -19,7 +20,7 @@ async fn put_crashing_at(net: &mut Net, failpoint: &str, name: &str) -> [u8; 32]
     let res = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), None, None)
+        .put(src.to_string_lossy().into(), None, None, None, None)
         .await;
     assert!(res.is_err(), "the client should have died at {failpoint}");
     net.client.kill();
@@ -88,142 +89,225 @@ async fn wait_contract_states(
     .await
 }
 
+/// The sum of fees of every transaction the daemon's wallet sent.
+async fn fees_paid(d: &Daemon) -> u64 {
+    d.rpc()
+        .wallet_txs()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|t| t.sent_sat > 0)
+        .map(|t| t.fee_sat.unwrap())
+        .sum()
+}
+
+/// Waits until every client contract is paid through at least `height`.
+async fn wait_paid_through(d: &Daemon, height: u32) -> Vec<ContractInfo> {
+    let rpc = d.rpc();
+    wait_for(&format!("contracts paid through {height}"), 90, || {
+        let rpc = rpc.clone();
+        async move {
+            let cs: Vec<ContractInfo> = rpc
+                .contracts()
+                .await
+                .ok()?
+                .into_iter()
+                .filter(|c| c.role == ContractRole::Client && c.state == ContractState::Active)
+                .collect();
+            (!cs.is_empty() && cs.iter().all(|c| c.paid_through_height >= height)).then_some(cs)
+        }
+    })
+    .await
+}
+
+/// Short periods, and a price high enough that amounts are not all the
+/// minimum output.
+const PERIOD: u32 = 10;
+const RENEW_BEFORE: u32 = 3;
+const PRICE: &str = "20000000";
+
+fn period_args() -> Vec<String> {
+    vec![
+        "--period-blocks".into(),
+        PERIOD.to_string(),
+        "--renew-before-blocks".into(),
+        RENEW_BEFORE.to_string(),
+        "--max-price-sat-per-gib-month".into(),
+        "100000000".into(),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn put_pays_the_quoted_amount_and_wallets_survive_restart() {
-    let mut net = Net::start(NetOptions {
-        providers: 2,
+async fn periods_are_paid_in_one_transaction_and_add_up_exactly() {
+    let net = Net::start(NetOptions {
+        providers: 4,
+        redundancy: "medium".into(),
+        distinct_prices: false,
+        client_args: period_args(),
+        provider_args: vec!["--price-sat-per-gib-month".into(), PRICE.into()],
         ..Default::default()
     })
     .await;
     let before = total(&net.client).await;
-    let src = net.dir.path().join("paid.bin");
-    random_file(&src, 6 << 20);
-    let put = net
-        .client
-        .rpc()
-        .put(src.to_string_lossy().into(), None, None)
-        .await
-        .unwrap();
+    let (file_id, digest, providers) = net.put_random("periodic.bin", 6 << 20, None).await;
+    assert_eq!(providers.len(), 4);
+    let cs = wait_contract_states(&net.client, ContractRole::Client, ContractState::Active).await;
+    assert_eq!(cs.len(), 4, "one contract per provider");
+    let first = cs.iter().map(|c| c.paid_through_height).min().unwrap();
+    for c in &cs {
+        assert_eq!(c.payment_txids.len(), 1, "prepaid once");
+        assert_eq!(c.payment_txids, cs[0].payment_txids, "one prepayment tx");
+        assert!(c.allowance_bytes >= c.stored_bytes && c.stored_bytes > 0);
+        assert!(c.paid_sat > 546, "pro rata above the minimum: {c:?}");
+    }
 
-    let client_side = contracts(&net.client, ContractRole::Client).await;
-    assert_eq!(client_side.len(), 1);
-    let c = &client_side[0];
-    assert_eq!(c.state, ContractState::Active);
-    assert_eq!(c.peer_id, put.providers[0]);
-    let txid = c.txid.clone().unwrap();
-    // 6 MiB for 4320 blocks at 1001 sat/GiB/month is below the minimum.
-    assert_eq!(c.amount_sat, 1000);
-    assert_eq!(c.term_blocks, 4320);
-
-    let holder = &net.providers[net.provider_by_peer(&c.peer_id).await];
-    let provider_side = contracts(holder, ContractRole::Provider).await;
-    assert_eq!(provider_side.len(), 1);
-    assert_eq!(provider_side[0].contract_id, c.contract_id);
-    assert_eq!(provider_side[0].state, ContractState::Active);
-    assert_eq!(provider_side[0].amount_sat, c.amount_sat);
-    assert_eq!(provider_side[0].txid.as_deref(), Some(txid.as_str()));
-    assert!(provider_side[0].expiry_height.is_some());
-
-    // The provider got exactly the amount; the client paid amount + fee.
-    wait_balance(holder, c.amount_sat).await;
-    let tx = net
-        .client
-        .rpc()
-        .wallet_txs()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|t| t.txid == txid)
-        .unwrap();
-    let fee = tx.fee_sat.unwrap();
-    assert!(fee > 0);
-    assert_eq!(before - total(&net.client).await, c.amount_sat + fee);
-
+    // Three periods: each is paid RENEW_BEFORE blocks early, for every
+    // provider in one transaction.
+    for k in 1..=3u32 {
+        let due = first + (k - 1) * PERIOD - RENEW_BEFORE;
+        let tip = net.bitcoind.height().await as u32;
+        net.bitcoind.mine_burn(due.saturating_sub(tip).max(1)).await;
+        let cs = wait_paid_through(&net.client, first + k * PERIOD).await;
+        for c in &cs {
+            assert_eq!(c.payment_txids.len(), 1 + k as usize);
+            assert_eq!(c.payment_txids, cs[0].payment_txids, "one tx per period");
+            assert!(c.next_payment_sat.is_some_and(|s| s > 546));
+        }
+    }
     net.bitcoind.mine_burn(1).await;
     net.wait_synced().await;
-    let pb = holder.rpc().wallet_balance().await.unwrap();
-    assert_eq!((pb.confirmed_sat, pb.unconfirmed_sat), (c.amount_sat, 0));
 
-    // Wallet state and contracts survive a restart.
-    let balance = net.client.rpc().wallet_balance().await.unwrap();
-    net.client.restart().await;
-    net.wait_synced().await;
-    assert_eq!(net.client.rpc().wallet_balance().await.unwrap(), balance);
-    assert_eq!(
-        contracts(&net.client, ContractRole::Client).await[0].state,
-        ContractState::Active
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn two_providers_paid_by_one_transaction() {
-    // Neither provider alone has room for the file.
-    let net = Net::start(NetOptions {
-        providers: 2,
-        capacity: "13MiB".into(),
-        ..Default::default()
-    })
-    .await;
-    let src = net.dir.path().join("wide.bin");
-    let digest = random_file(&src, 20 << 20);
-    let put = net
-        .client
-        .rpc()
-        .put(src.to_string_lossy().into(), None, None)
-        .await
-        .unwrap();
-    assert_eq!(put.providers.len(), 2);
-    let cs = contracts(&net.client, ContractRole::Client).await;
-    assert_eq!(cs.len(), 2);
-    assert!(cs.iter().all(|c| c.state == ContractState::Active));
-    assert_eq!(cs[0].txid, cs[1].txid, "one transaction pays both");
-    assert_ne!(cs[0].vout, cs[1].vout);
-    for c in &cs {
-        let p = &net.providers[net.provider_by_peer(&c.peer_id).await];
-        wait_balance(p, c.amount_sat).await;
+    // Exact accounting: each provider received exactly what its contract
+    // says, the client spent the amounts plus fees, and nothing else moved.
+    let client_side = contracts(&net.client, ContractRole::Client).await;
+    let mut paid = 0;
+    for p in &net.providers {
+        let theirs = contracts(p, ContractRole::Provider).await;
+        assert_eq!(theirs.len(), 1);
+        let mine = client_side
+            .iter()
+            .find(|c| c.contract_id == theirs[0].contract_id)
+            .unwrap();
+        assert_eq!(theirs[0].paid_sat, mine.paid_sat);
+        assert_eq!(theirs[0].payment_txids, mine.payment_txids);
+        assert_eq!(theirs[0].state, ContractState::Active, "final once confirmed");
+        wait_balance(p, theirs[0].paid_sat).await;
+        paid += mine.paid_sat;
     }
-    net.assert_get(&put.file_id, digest, "wide.out").await;
+    let fees = fees_paid(&net.client).await;
+    assert_eq!(before - total(&net.client).await, paid + fees);
+    net.assert_get(&file_id, digest, "periodic.out").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn unpaid_contract_is_collected_after_its_deadline() {
+async fn a_client_that_stops_paying_loses_its_data_after_the_grace() {
+    const GRACE: u32 = 4;
     let mut net = Net::start(NetOptions {
         providers: 1,
+        client_args: period_args(),
+        provider_args: vec!["--grace-blocks".into(), GRACE.to_string()],
         ..Default::default()
     })
     .await;
-    put_crashing_at(&mut net, "before-pay", "unpaid.bin").await;
-
+    net.put_random("abandoned.bin", 2 << 20, None).await;
+    let cs = wait_contract_states(&net.client, ContractRole::Client, ContractState::Active).await;
+    let paid_through = cs[0].paid_through_height;
+    net.client.kill();
     let provider = &net.providers[0];
-    let accepted = contracts(provider, ContractRole::Provider).await;
-    assert_eq!(accepted.len(), 1);
-    assert_eq!(accepted[0].state, ContractState::Accepted);
-    assert!(provider.rpc().status().await.unwrap().stored_bytes > 0);
+    let stored = provider.rpc().status().await.unwrap().stored_bytes;
+    assert!(stored > 0);
 
-    net.bitcoind.mine_burn(PAYMENT_WINDOW + 1).await;
-    wait_contract_states(
-        provider,
-        ContractRole::Provider,
-        ContractState::ExpiredUnpaid,
-    )
-    .await;
+    // Up to paid-through + grace, nothing is deleted.
+    let tip = net.bitcoind.height().await as u32;
+    net.bitcoind.mine_burn(paid_through + GRACE - tip).await;
+    net.wait_synced().await;
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    assert_eq!(provider.rpc().status().await.unwrap().stored_bytes, stored);
+    assert_eq!(
+        contracts(provider, ContractRole::Provider).await[0].state,
+        ContractState::Active
+    );
+    // One block more and the contract lapses.
+    net.bitcoind.mine_burn(1).await;
+    wait_contract_states(provider, ContractRole::Provider, ContractState::Lapsed).await;
     assert_eq!(provider.rpc().status().await.unwrap().stored_bytes, 0);
-    assert_eq!(total(provider).await, 0);
+    assert!(shard_files(provider).is_empty());
+}
 
-    // The restarted client drops the file it never paid for.
-    net.client.start().await;
-    wait_contract_states(
-        &net.client,
-        ContractRole::Client,
-        ContractState::ExpiredUnpaid,
-    )
-    .await;
-    let rpc = net.client.rpc();
-    wait_for("the unpaid file to be forgotten", 60, || {
-        let rpc = rpc.clone();
-        async move { rpc.ls().await.ok().filter(|l| l.is_empty()).map(|_| ()) }
+#[tokio::test(flavor = "multi_thread")]
+async fn a_term_ends_unrenewed_and_keep_renews() {
+    let net = Net::start(NetOptions {
+        providers: 1,
+        client_args: period_args(),
+        ..Default::default()
     })
     .await;
+    let rpc = net.client.rpc();
+    let short = net.dir.path().join("short.bin");
+    random_file(&short, 1 << 20);
+    let kept = net.dir.path().join("kept.bin");
+    let kept_digest = random_file(&kept, 1 << 20);
+    let short = rpc
+        .put(short.to_string_lossy().into(), None, Some(15), None, None)
+        .await
+        .unwrap();
+    let kept = rpc
+        .put(kept.to_string_lossy().into(), None, None, Some(true), None)
+        .await
+        .unwrap();
+    let cs = wait_contract_states(&net.client, ContractRole::Client, ContractState::Active).await;
+    assert_eq!(cs.len(), 1, "both files share the pair's contract");
+    let provider = &net.providers[0];
+    let both = provider.rpc().status().await.unwrap().stored_bytes;
+
+    // Past the short file's term it is gone, at the client and the
+    // provider; the kept file's contract runs on, renewed period by period.
+    let start = net.bitcoind.height().await as u32;
+    net.bitcoind.mine_burn(16).await;
+    wait_for("the short file to expire", 60, || {
+        let rpc = rpc.clone();
+        let id = short.file_id.clone();
+        async move {
+            let ls = rpc.ls().await.ok()?;
+            (!ls.iter().any(|f| f.file_id == id)).then_some(())
+        }
+    })
+    .await;
+    let left = provider.rpc().status().await.unwrap().stored_bytes;
+    assert!(left > 0 && left < both, "{left} of {both}");
+    for k in 1..=4u32 {
+        net.bitcoind.mine_burn(PERIOD).await;
+        wait_paid_through(&net.client, start + k * PERIOD).await;
+    }
+    let cs = contracts(&net.client, ContractRole::Client).await;
+    assert_eq!(cs[0].state, ContractState::Active);
+    assert!(cs[0].term_end_height > cs[0].paid_through_height);
+    net.assert_get(&kept.file_id, kept_digest, "kept.out").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unrenewed_contract_expires_at_its_term_end() {
+    let mut net = Net::start(NetOptions {
+        providers: 1,
+        client_args: period_args(),
+        ..Default::default()
+    })
+    .await;
+    let rpc = net.client.rpc();
+    let src = net.dir.path().join("term.bin");
+    random_file(&src, 1 << 20);
+    rpc.put(src.to_string_lossy().into(), None, Some(25), None, None)
+        .await
+        .unwrap();
+    let cs = wait_contract_states(&net.client, ContractRole::Client, ContractState::Active).await;
+    let term_end = cs[0].term_end_height;
+    // The client goes away; the provider collects at the term's end.
+    net.client.kill();
+    let tip = net.bitcoind.height().await as u32;
+    net.bitcoind.mine_burn(term_end - tip).await;
+    let provider = &net.providers[0];
+    wait_contract_states(provider, ContractRole::Provider, ContractState::Expired).await;
+    assert_eq!(provider.rpc().status().await.unwrap().stored_bytes, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -239,7 +323,7 @@ async fn insufficient_funds_uploads_and_pays_nothing() {
     let e = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), None, None)
+        .put(src.to_string_lossy().into(), None, None, None, None)
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::INSUFFICIENT_FUNDS, "{e}");
@@ -255,31 +339,46 @@ async fn insufficient_funds_uploads_and_pays_nothing() {
     );
     assert!(net.client.rpc().wallet_txs().await.unwrap().is_empty());
     assert!(net.client.rpc().ls().await.unwrap().is_empty());
+    // A contract being formed that was never paid never started.
     assert!(
         contracts(&net.client, ContractRole::Client)
             .await
-            .is_empty()
+            .iter()
+            .all(|c| c.state == ContractState::Rejected && c.paid_sat == 0)
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn crash_between_broadcast_and_record_never_pays_twice() {
+async fn crash_after_paying_never_pays_twice() {
     let mut net = Net::start(NetOptions {
         providers: 1,
         ..Default::default()
     })
     .await;
-    let digest = put_crashing_at(&mut net, "after-broadcast", "crash.bin").await;
+    put_crashing_at(&mut net, "after-broadcast", "crash.bin").await;
 
+    // The restarted client finishes the payment it recorded: the provider
+    // credits it once.
     net.client.start().await;
     let cs = wait_contract_states(&net.client, ContractRole::Client, ContractState::Active).await;
     assert_eq!(cs.len(), 1);
+    assert_eq!(cs[0].payment_txids.len(), 1);
     let provider = &net.providers[0];
-    wait_balance(provider, cs[0].amount_sat).await;
-    // Give a second payment every chance to appear, then check there is none.
+    wait_balance(provider, cs[0].paid_sat).await;
+    assert!(net.client.rpc().ls().await.unwrap().is_empty(), "nothing was uploaded");
+
+    // The put again: the allowance already bought is used, not bought again.
+    let src = net.dir.path().join("crash.bin");
+    let digest = file_sha256(&src);
+    let put = net
+        .client
+        .rpc()
+        .put(src.to_string_lossy().into(), None, None, None, None)
+        .await
+        .unwrap();
     net.bitcoind.mine_burn(1).await;
     net.wait_synced().await;
-    assert_eq!(total(provider).await, cs[0].amount_sat);
+    assert_eq!(total(provider).await, cs[0].paid_sat);
     let spends = net
         .client
         .rpc()
@@ -291,13 +390,10 @@ async fn crash_between_broadcast_and_record_never_pays_twice() {
         .count();
     assert_eq!(spends, 1, "exactly one payment left the client's wallet");
     assert_eq!(
-        contracts(provider, ContractRole::Provider).await[0].state,
-        ContractState::Active
+        contracts(&net.client, ContractRole::Client).await[0].payment_txids,
+        cs[0].payment_txids
     );
-
-    let files = net.client.rpc().ls().await.unwrap();
-    assert_eq!(files.len(), 1);
-    net.assert_get(&files[0].file_id, digest, "crash.out").await;
+    net.assert_get(&put.file_id, digest, "crash.out").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -312,7 +408,7 @@ async fn price_cap_and_bitcoind_outage() {
     let put = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), None, None)
+        .put(src.to_string_lossy().into(), None, None, None, None)
         .await
         .unwrap();
 
@@ -325,7 +421,7 @@ async fn price_cap_and_bitcoind_outage() {
     let e = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), None, None)
+        .put(src.to_string_lossy().into(), None, None, None, None)
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::PRICE_TOO_HIGH, "{e}");
@@ -340,7 +436,7 @@ async fn price_cap_and_bitcoind_outage() {
     let e = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), None, None)
+        .put(src.to_string_lossy().into(), None, None, None, None)
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::BITCOIND_UNREACHABLE, "{e}");

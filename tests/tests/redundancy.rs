@@ -89,19 +89,22 @@ async fn medium_survives_lost_providers_and_repairs_onto_new_ones() {
         let p = &net.providers[s];
         let cs = p.rpc().contracts().await.unwrap();
         assert_eq!(cs.len(), 1);
-        assert_eq!(cs[0].state, ContractState::Active);
-        assert_eq!(cs[0].txid, r.txid);
+        assert!(matches!(
+            cs[0].state,
+            ContractState::Active | ContractState::Provisional
+        ));
+        assert_eq!(cs[0].payment_txids.last(), r.txid.as_ref());
         let b = p.rpc().wallet_balance().await.unwrap();
-        assert_eq!(b.confirmed_sat + b.unconfirmed_sat, cs[0].amount_sat);
+        assert_eq!(b.confirmed_sat + b.unconfirmed_sat, cs[0].paid_sat);
     }
     let client_cs = net.client.rpc().contracts().await.unwrap();
     assert_eq!(
         client_cs
             .iter()
-            .filter(|c| c.state == ContractState::Lost)
+            .filter(|c| c.stored_bytes == 0)
             .count(),
         2,
-        "lost providers are not renewed"
+        "lost providers keep nothing of the file, so they are not renewed"
     );
 
     // A third original holder goes too: still retrievable.
@@ -200,7 +203,7 @@ async fn too_few_providers_uploads_and_pays_nothing() {
     let e = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), Some("medium".into()), None)
+        .put(src.to_string_lossy().into(), Some("medium".into()), None, None, None)
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::NO_PROVIDER, "{e}");
@@ -225,7 +228,7 @@ async fn too_few_providers_uploads_and_pays_nothing() {
     let e = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), Some("9/4".into()), None)
+        .put(src.to_string_lossy().into(), Some("9/4".into()), None, None, None)
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::INVALID_PARAMS, "{e}");
@@ -245,7 +248,7 @@ async fn high_on_nine_providers_round_trips() {
     assert_eq!(cs.len(), 9);
     assert!(
         cs.iter()
-            .all(|c| c.state == ContractState::Active && c.txid == cs[0].txid),
+            .all(|c| c.state == ContractState::Active && c.payment_txids == cs[0].payment_txids),
         "nine contracts, one transaction"
     );
     net.assert_get(&file_id, digest, "high").await;

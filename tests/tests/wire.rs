@@ -57,6 +57,49 @@ async fn one_provider_and_an_attacker() -> (Net, PeerId, network::Client) {
     (net, provider, evil)
 }
 
+fn proposal(contract_id: ContractId, add_bytes: u64, tip: u32) -> Proposal {
+    Proposal {
+        contract_id,
+        add_bytes,
+        price_sat_per_gib_month: 1001,
+        period_blocks: 144,
+        term_end_height: tip + 4320,
+    }
+}
+
+/// Forms a contract of the attacker's for `bytes`, paid from the honest
+/// client's wallet: a hostile peer with coins.
+async fn paid_contract(net: &Net, evil: &network::Client, provider: PeerId, id: ContractId, bytes: u64) {
+    let tip = net.bitcoind.height().await as u32;
+    let quote = evil.propose(provider, proposal(id, bytes, tip)).await.unwrap();
+    let address = quote.payout_address.assume_checked().to_string();
+    let txid = net
+        .client
+        .rpc()
+        .wallet_send(address.clone(), quote.amount_sat)
+        .await
+        .unwrap()
+        .txid;
+    let tx = net
+        .bitcoind
+        .call("getrawtransaction", serde_json::json!([txid, true]))
+        .await
+        .unwrap();
+    let vout = tx["vout"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|o| o["scriptPubKey"]["address"] == address.as_str())
+        .unwrap() as u32;
+    let notice = PaymentNotice {
+        contract_id: id,
+        txid: txid.parse().unwrap(),
+        vout,
+        purpose: Purpose::Revision(quote.revision_id),
+    };
+    evil.payment_notice(provider, notice).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn provider_rejects_bad_shards_and_keeps_working() {
     let (net, provider, evil) = one_provider_and_an_attacker().await;
@@ -68,43 +111,34 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
         .await;
     assert!(matches!(resp, Err(PeerError::Refused(e)) if e.kind == WireErrorKind::UnknownContract));
 
-    // A contract for a shard id, then bytes that do not hash to it.
+    // A quote alone allows no upload: bytes are stored only against
+    // paid allowance.
+    let tip = net.bitcoind.height().await as u32;
+    let unpaid = ContractId::from_bytes([6u8; 32]);
+    evil.propose(provider, proposal(unpaid, 10_000, tip))
+        .await
+        .unwrap();
+    let data = vec![2u8; 1000];
+    let resp = evil.store(provider, unpaid, ShardId::of(&data), data).await;
+    assert_eq!(refusal(resp), WireErrorKind::UnknownContract);
+    // More than the provider has is refused at the quote.
+    assert_eq!(
+        refusal(evil.propose(provider, proposal(unpaid, 1 << 40, tip)).await),
+        WireErrorKind::NoSpace
+    );
+
+    // A paid contract, then bytes that do not hash to their id.
     let contract_id = ContractId::from_bytes([7u8; 32]);
+    paid_contract(&net, &evil, provider, contract_id, 3000).await;
     let claimed = ShardId::from_bytes([9u8; 32]);
-    let proposal = Proposal {
-        contract_id,
-        shards: vec![ShardSpec {
-            id: claimed,
-            size: 1000,
-        }],
-        term_blocks: 4320,
-        price_sat_per_gib_month: 1001,
-        amount_sat: MIN_CONTRACT_SAT,
-    };
-    match evil.propose(provider, proposal).await {
-        Ok(_) => {}
-        other => panic!("proposal refused: {other:?}"),
-    }
     let resp = evil
         .store(provider, contract_id, claimed, vec![1u8; 1000])
         .await;
     assert_eq!(refusal(resp), WireErrorKind::HashMismatch);
-
-    // A contract can never name a shard over the limit.
-    let big = Proposal {
-        contract_id: ContractId::from_bytes([8u8; 32]),
-        shards: vec![ShardSpec {
-            id: ShardId::from_bytes([1; 32]),
-            size: MAX_SHARD_BYTES + 1,
-        }],
-        term_blocks: 4320,
-        price_sat_per_gib_month: 1001,
-        amount_sat: 1_000_000,
-    };
-    assert_eq!(
-        refusal(evil.propose(provider, big).await),
-        WireErrorKind::TooLarge
-    );
+    // Past the paid allowance: refused.
+    let data = vec![4u8; 3001];
+    let resp = evil.store(provider, contract_id, ShardId::of(&data), data).await;
+    assert_eq!(refusal(resp), WireErrorKind::Forbidden);
 
     // Far over the message limit: the provider drops the stream unread.
     let data = vec![3u8; 3 * MAX_SHARD_BYTES as usize];
@@ -115,8 +149,18 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
     // Payment notices: for a contract that does not exist, and with a txid
     // that does not pay the contract's address.
     let no_tx = "00".repeat(32).parse().unwrap();
+    let period = |contract_id| PaymentNotice {
+        contract_id,
+        txid: no_tx,
+        vout: 0,
+        purpose: Purpose::Period {
+            allowance_bytes: 3000,
+            paid_through_height: 0,
+            term_end_height: 0,
+        },
+    };
     let notice = evil
-        .payment_notice(provider, ContractId::from_bytes([5; 32]), no_tx, 0)
+        .payment_notice(provider, period(ContractId::from_bytes([5; 32])))
         .await;
     assert_eq!(refusal(notice), WireErrorKind::UnknownContract);
     let unrelated = net
@@ -128,18 +172,28 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
         )
         .await
         .unwrap();
-    let notice = evil
-        .payment_notice(provider, contract_id, unrelated.txid.parse().unwrap(), 0)
-        .await;
+    let tip = net.bitcoind.height().await as u32;
+    let quote = evil
+        .propose(provider, proposal(unpaid, 10_000, tip))
+        .await
+        .unwrap();
+    let notice = PaymentNotice {
+        contract_id: unpaid,
+        txid: unrelated.txid.parse().unwrap(),
+        vout: 0,
+        purpose: Purpose::Revision(quote.revision_id),
+    };
+    let notice = evil.payment_notice(provider, notice).await;
     assert_eq!(refusal(notice), WireErrorKind::PaymentNotFound);
-    let contract = net.providers[0].rpc().contracts().await.unwrap();
+    let contracts = net.providers[0].rpc().contracts().await.unwrap();
+    assert!(!contracts.iter().any(|c| c.contract_id == unpaid.to_string()));
     assert_eq!(
-        contract
+        contracts
             .iter()
             .find(|c| c.contract_id == contract_id.to_string())
             .unwrap()
             .state,
-        ContractState::Accepted
+        ContractState::Provisional
     );
 
     // Nothing was stored, and the provider still serves honest clients.
@@ -151,7 +205,7 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
     let digest = random_file(&src, 5 << 20);
     let rpc = net.client.rpc();
     let put = rpc
-        .put(src.to_string_lossy().into(), None, None)
+        .put(src.to_string_lossy().into(), None, None, None, None)
         .await
         .unwrap();
     let out = net.dir.path().join("after.out");
@@ -191,19 +245,12 @@ async fn audits_are_bounded_owned_and_throttled() {
         .parse()
         .unwrap();
 
-    // The attacker's own (unpaid) contract for one real shard of 4 leaves.
+    // The attacker's own (paid) contract for one real shard of 4 leaves.
     let data = vec![5u8; 3 * 4096 + 10];
     let size = data.len() as u64;
     let id = ShardId::of(&data);
     let mine = ContractId::from_bytes([3u8; 32]);
-    let proposal = Proposal {
-        contract_id: mine,
-        shards: vec![ShardSpec { id, size }],
-        term_blocks: 4320,
-        price_sat_per_gib_month: 1001,
-        amount_sat: MIN_CONTRACT_SAT,
-    };
-    evil.propose(provider, proposal).await.unwrap();
+    paid_contract(&net, &evil, provider, mine, size).await;
     evil.store(provider, mine, id, data).await.unwrap();
     let ch = |leaf| Challenge { shard_id: id, leaf };
 

@@ -232,6 +232,29 @@ impl AuditBook {
             .filter(|&t| t != u64::MAX)
     }
 
+    /// Whether `peer` has passed its audits: its score is at or above
+    /// the minimum and no shard it holds stands failed. Only such a
+    /// provider is paid another period.
+    pub fn passing(&self, peer: &PeerId) -> bool {
+        self.eligible(peer)
+            && !self
+                .failed
+                .iter()
+                .any(|f| f.is_ok_and(|(_, f)| f.provider == *peer))
+    }
+
+    /// Marks a shard lost at `provider` without an audit: its contract
+    /// ended, so the provider will delete it. The repair moves it.
+    pub fn mark_lost(&self, id: &ShardId, provider: PeerId) {
+        let _ = self.failed.insert_lazy(
+            id,
+            &FailedShard {
+                provider,
+                at: crate::provider::store::now_secs(),
+            },
+        );
+    }
+
     /// Forgets a shard's failure once it has a new home (or is deleted).
     pub fn forget_shard(&self, id: &ShardId) {
         let _ = self.failed.remove_lazy(id);

@@ -5,11 +5,11 @@
 //! fell below the minimum (both: lost), or its provider has been silent for
 //! too many audits (offline). A segment is rebuilt from any K good shards:
 //! the missing ones are re-encoded (Reed-Solomon is deterministic, so they
-//! get their old ids), stored at new providers under new paid contracts,
-//! and the manifest entry is swapped in one write, so a crash leaves either
-//! the old manifest or the new one, never a mix.
+//! get their old ids), stored at new providers under allowance bought as a
+//! put buys it ([`super::pipeline`]), and the manifest entry is swapped in
+//! one write, so a crash leaves either the old manifest or the new one,
+//! never a mix.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use libp2p::PeerId;
@@ -19,11 +19,11 @@ use tracing::{info, warn};
 use super::ClientService;
 use super::audit::{self, AuditScope, ShardStatus};
 use super::manifest::{Manifest, ShardRef};
-use super::put::{Target, contract_for, pick_distinct, store_shard};
-use crate::contracts::State;
+use super::manifest::Term;
+use super::pipeline::{Need, StoredShard};
+use super::put::{ShardSpec, Target, pick_distinct, store_shard};
 use crate::error::{Error, Result};
-use crate::ids::{ContractId, FileId, ShardId};
-use crate::protocol::*;
+use crate::ids::{FileId, ShardId};
 
 /// What a repair covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,99 +270,104 @@ impl ClientService {
             }
         }
 
-        let mut groups: Vec<(PeerId, Offer, Vec<ShardSpec>)> = Vec::new();
-        for (i, p, c, _) in &rebuilt {
-            let r = &m.segments[*i].shards[*p];
-            let spec = ShardSpec {
-                id: r.shard_id,
-                size: r.size,
-            };
-            match groups.iter_mut().find(|g| g.0 == cands[*c].peer) {
-                Some(g) => g.2.push(spec),
-                None => groups.push((cands[*c].peer, cands[*c].offer.clone(), vec![spec])),
+        // Contract and pay, as a put does: one prepaid revision per new
+        // provider, all in one transaction, before any byte is sent.
+        let mut needs: Vec<Need> = Vec::new();
+        for (_, _, c, bytes) in &rebuilt {
+            let peer = cands[*c].peer;
+            match needs.iter_mut().find(|n| n.peer == peer) {
+                Some(n) => n.bytes += bytes.len() as u64,
+                None => needs.push(Need {
+                    peer,
+                    offer: cands[*c].offer.clone(),
+                    bytes: bytes.len() as u64,
+                }),
             }
         }
-        let contracts = self.propose_all(m.file_id, &groups).await?;
-        let contract_of = |peer: &PeerId| contract_for(&groups, &contracts, peer);
-        let upload = async {
-            self.check_funds(&contracts)?;
-            let client = self.net.local_peer_id();
-            let sends = rebuilt.iter().map(|(i, p, c, bytes)| {
-                let peer = cands[*c].peer;
-                let old = &m.segments[*i].shards[*p];
-                let t = Target {
-                    peer,
-                    contract_id: contract_of(&peer),
-                };
-                let spec = ShardSpec {
-                    id: old.shard_id,
-                    size: old.size,
-                };
-                async move {
-                    let receipt = store_shard(&self.net, client, t, &spec, bytes.clone()).await?;
-                    Ok::<_, Error>((
-                        *i,
-                        *p,
-                        ShardRef {
-                            provider: peer,
-                            contract_id: t.contract_id,
-                            receipt,
-                            ..old.clone()
-                        },
-                    ))
-                }
-            });
-            futures::future::try_join_all(sends).await
+        let tip = self.wallet.tip_height();
+        let term_end = match m.term {
+            Term::Until(h) => h.max(tip.saturating_add(1)),
+            Term::Keep => tip.saturating_add(self.term_blocks),
         };
-        let replacements = match upload.await {
+        let acquired = self.acquire(&needs, term_end).await?;
+        let contract_of = |peer: &PeerId| {
+            acquired
+                .iter()
+                .find(|a| a.peer == *peer)
+                .map(|a| a.contract_id)
+                .unwrap_or_default()
+        };
+        let client = self.net.local_peer_id();
+        let stored = std::sync::Mutex::new(Vec::new());
+        let sends = rebuilt.iter().map(|(i, p, c, bytes)| {
+            let peer = cands[*c].peer;
+            let old = &m.segments[*i].shards[*p];
+            let t = Target {
+                peer,
+                contract_id: contract_of(&peer),
+            };
+            let spec = ShardSpec {
+                id: old.shard_id,
+                size: old.size,
+            };
+            let stored = &stored;
+            async move {
+                let receipt = store_shard(&self.net, client, t, &spec, bytes.clone()).await?;
+                if let Ok(mut s) = stored.lock() {
+                    s.push(StoredShard {
+                        contract_id: t.contract_id,
+                        shard_id: spec.id,
+                        size: spec.size,
+                    });
+                }
+                Ok::<_, Error>((
+                    *i,
+                    *p,
+                    ShardRef {
+                        provider: peer,
+                        contract_id: t.contract_id,
+                        receipt,
+                        ..old.clone()
+                    },
+                ))
+            }
+        });
+        let replacements = match futures::future::try_join_all(sends).await {
             Ok(r) => r,
             Err(e) => {
-                self.abandon_contracts(&contracts).await;
+                let stored = stored.lock().map(|s| s.clone()).unwrap_or_default();
+                self.release(&acquired, &stored).await;
                 return Err(e);
             }
         };
 
         let mut next = m.clone();
-        let mut lost: HashSet<ContractId> = HashSet::new();
+        let mut moved: Vec<ShardRef> = Vec::new();
         for (i, p, r) in replacements {
             let old = std::mem::replace(&mut next.segments[i].shards[p], r);
-            lost.insert(old.contract_id);
             self.reliability.failure(&old.provider);
             self.audits.forget_shard(&old.shard_id);
+            moved.push(old);
         }
         next.validate()?;
-        // The swap: one write replaces the whole manifest, before paying, as
-        // a put does, so a crash after paying never loses paid-for shards.
+        // The swap: one write replaces the whole manifest, so a crash
+        // leaves the old one or the new one, never a mix.
         self.manifests.insert(&next)?;
-        if let Err(e) = self.pay(m.file_id, &contracts).await {
-            if !matches!(
-                e,
-                Error::BitcoindUnreachable(_) | Error::PaymentRejected { .. }
-            ) {
-                // Nothing was paid: back to the old manifest, and free the
-                // new providers' space.
-                self.manifests.insert(&m)?;
-                self.abandon_contracts(&contracts).await;
-            }
-            return Err(e);
-        }
-        for c in &lost {
-            // Providers that lost data are not renewed.
-            self.contracts.update(c, |c| c.state = State::Lost)?;
-        }
+        // The old copies stop being paid for: deleted where the provider
+        // still answers, their bytes out of its allowance.
+        self.drop_shards(&moved).await;
         result.segments_repaired += todo.len() as u64;
         result.shards_rebuilt += rebuilt.len() as u64;
-        for c in &contracts {
-            let peer = c.peer.to_string();
+        for a in &acquired {
+            let peer = a.peer.to_string();
             if !result.new_providers.contains(&peer) {
                 result.new_providers.push(peer);
             }
         }
         result.txid = self
             .contracts
-            .get(&contracts[0].contract_id)?
-            .and_then(|c| c.txid)
-            .map(|t| t.to_string());
+            .get(&acquired[0].contract_id)?
+            .and_then(|c| c.payments.last().map(|p| p.txid.to_string()));
         info!(file_id = %m.file_id.short(), shards = rebuilt.len(), "repaired");
         Ok(())
     }

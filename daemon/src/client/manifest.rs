@@ -15,7 +15,18 @@ use crate::protocol::{Receipt, SEGMENT_SIZE};
 
 /// 3: shard ids are Merkle roots (protocol 2); older manifests name shards
 /// by SHA-256 and cannot be audited, so they are refused as corrupt.
-pub const MANIFEST_VERSION: u32 = 3;
+/// 4: a file has a term, and a content digest for deduplication.
+pub const MANIFEST_VERSION: u32 = 4;
+
+/// How long a file is kept (and paid for).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Term {
+    /// Until this height; then the client stops paying and forgets it.
+    Until(u32),
+    /// Renewed for as long as the file exists.
+    Keep,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ShardRef {
@@ -49,6 +60,11 @@ pub struct Manifest {
     pub created_at: u64,
     pub segment_size: u64,
     pub scheme: Scheme,
+    pub term: Term,
+    /// SHA-256 over the segments' plaintext SHA-256s: equal for equal
+    /// content, so a put of a file already stored can be spotted.
+    #[serde(with = "hex::serde")]
+    pub content_digest: [u8; 32],
     pub segments: Vec<Segment>,
 }
 
@@ -159,6 +175,8 @@ mod tests {
             created_at: 5,
             segment_size: SEGMENT_SIZE as u64,
             scheme: Scheme::LOW,
+            term: Term::Until(1000),
+            content_digest: [5; 32],
             segments: vec![Segment {
                 nonce: [2; NONCE_LEN],
                 plain_len: 10,

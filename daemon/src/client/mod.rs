@@ -1,31 +1,34 @@
 //! The client role: finds providers, and puts, gets and removes files,
-//! paying for storage through contracts ([`put`], [`get`], [`payment`]),
-//! and audits what it paid for ([`audit`], [`health`]).
+//! paying for storage through one contract per provider, prepaid per put
+//! and paid period by period while audits pass ([`put`], [`get`],
+//! [`pipeline`], [`payment`]); and audits what it pays for ([`audit`],
+//! [`health`]).
 
 pub mod audit;
 mod get;
 mod health;
 pub mod manifest;
 mod payment;
+mod pipeline;
 mod put;
 pub mod reliability;
 
 use std::sync::Arc;
 
 use libp2p::{Multiaddr, PeerId};
-use tracing::warn;
+use tracing::{info, warn};
 
-use crate::contracts::{ContractStore, Role, State};
+use crate::contracts::{ContractStore, Role};
 use crate::db::{Tree, trees};
 use crate::erasure::Scheme;
 use crate::error::Result;
-use crate::ids::{ContractId, FileId, ShardId};
+use crate::ids::{ContractId, FileId};
 use crate::keys::AccountKeys;
 use crate::network::Client as NetClient;
 use crate::progress;
 use crate::protocol::*;
 use crate::wallet::WalletService;
-use manifest::ManifestStore;
+use manifest::{ManifestStore, ShardRef};
 use payment::PaymentIntent;
 use reliability::Reliability;
 
@@ -46,8 +49,15 @@ pub struct FoundProvider {
 #[derive(Clone, Debug)]
 pub struct ClientTerms {
     pub max_price_sat_per_gib_month: u64,
+    /// A file's term when its put names none.
     pub term_blocks: u32,
+    /// The period of new contracts.
+    pub period_blocks: u32,
+    /// Pay the next period this many blocks before the current one ends.
+    pub renew_before_blocks: u32,
+    /// A fixed fee rate; None asks bitcoind for `fee_target_blocks`.
     pub fee_rate_sat_vb: Option<u64>,
+    pub fee_target_blocks: u16,
     pub default_scheme: Scheme,
     /// Repair a segment once its valid shards fall below K + this margin.
     pub repair_margin: u16,
@@ -68,7 +78,10 @@ pub struct ClientService {
     wallet: WalletService,
     max_price_sat_per_gib_month: u64,
     term_blocks: u32,
+    period_blocks: u32,
+    renew_before_blocks: u32,
     fee_rate_sat_vb: Option<u64>,
+    fee_target_blocks: u16,
     default_scheme: Scheme,
     repair_margin: u16,
     reliability: Reliability,
@@ -113,7 +126,10 @@ impl ClientService {
             wallet,
             max_price_sat_per_gib_month: terms.max_price_sat_per_gib_month,
             term_blocks: terms.term_blocks,
+            period_blocks: terms.period_blocks,
+            renew_before_blocks: terms.renew_before_blocks,
             fee_rate_sat_vb: terms.fee_rate_sat_vb,
+            fee_target_blocks: terms.fee_target_blocks,
             default_scheme: terms.default_scheme,
             repair_margin: terms.repair_margin,
             reliability: Reliability::open(db)?,
@@ -125,6 +141,30 @@ impl ClientService {
 
     pub fn manifests(&self) -> &ManifestStore {
         &self.manifests
+    }
+
+    /// The chain height the wallet has synced to.
+    pub fn tip_height(&self) -> u32 {
+        self.wallet.tip_height()
+    }
+
+    /// The client's contracts, with the bytes its manifests keep under each.
+    pub fn contract_infos(&self) -> Result<Vec<p2pstore_rpc::ContractInfo>> {
+        let mut stored: std::collections::HashMap<ContractId, u64> = Default::default();
+        for m in self.manifests.list()? {
+            for r in m.segments.iter().flat_map(|s| &s.shards) {
+                *stored.entry(r.contract_id).or_default() += r.size;
+            }
+        }
+        Ok(self
+            .contracts
+            .list()?
+            .iter()
+            .map(|c| {
+                let bytes = stored.get(&c.contract_id).copied().unwrap_or(0);
+                c.to_rpc(bytes, self.renew_before_blocks)
+            })
+            .collect())
     }
 
     /// This client's audit score of a provider (1 until audited).
@@ -192,35 +232,70 @@ impl ClientService {
     pub async fn rm(&self, id: FileId) -> Result<p2pstore_rpc::RmResult> {
         let manifest = self.manifests.get(&id)?;
         manifest.validate()?;
-        let mut groups: Vec<((PeerId, ContractId), Vec<ShardId>)> = Vec::new();
-        for s in manifest.segments.iter().flat_map(|s| &s.shards) {
-            let key = (s.provider, s.contract_id);
-            match groups.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, ids)) => ids.push(s.shard_id),
-                None => groups.push((key, vec![s.shard_id])),
-            }
-        }
-        let mut deleted = 0;
-        let mut unreachable = Vec::new();
-        for ((peer, contract_id), shard_ids) in groups {
-            match self.net.delete(peer, contract_id, shard_ids).await {
-                Ok(count) => deleted += count,
-                Err(e) => {
-                    warn!(%peer, "delete failed: {e}");
-                    unreachable.push(peer.to_string());
-                }
-            }
-            self.contracts
-                .update(&contract_id, |c| c.state = State::Deleted)?;
-        }
+        let shards: Vec<ShardRef> = manifest
+            .segments
+            .iter()
+            .flat_map(|s| s.shards.iter().cloned())
+            .collect();
+        let (deleted, unreachable) = self.drop_shards(&shards).await;
         self.manifests.remove(&id)?;
-        for s in manifest.segments.iter().flat_map(|s| &s.shards) {
+        for s in &shards {
             self.audits.forget_shard(&s.shard_id);
         }
         Ok(p2pstore_rpc::RmResult {
             file_id: id.to_string(),
             deleted_shards: deleted,
-            unreachable_providers: unreachable,
+            unreachable_providers: unreachable.iter().map(|p| p.to_string()).collect(),
         })
+    }
+
+    /// Deletes shards at their providers; each acknowledged shard's bytes
+    /// leave its contract's allowance, so they are not paid for from the
+    /// next period on. Returns the count deleted and the providers that
+    /// could not be reached (their bytes stay paid for: the provider may
+    /// still hold them).
+    async fn drop_shards(&self, shards: &[ShardRef]) -> (u64, Vec<PeerId>) {
+        let mut groups: Vec<((PeerId, ContractId), Vec<&ShardRef>)> = Vec::new();
+        for s in shards {
+            let key = (s.provider, s.contract_id);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, v)) => v.push(s),
+                None => groups.push((key, vec![s])),
+            }
+        }
+        let mut deleted = 0;
+        let mut unreachable = Vec::new();
+        for ((peer, contract_id), refs) in groups {
+            let ids = refs.iter().map(|r| r.shard_id).collect();
+            match self.net.delete(peer, contract_id, ids).await {
+                Ok((count, _)) => {
+                    deleted += count;
+                    let bytes: u64 = refs.iter().map(|r| r.size).sum();
+                    let _ = self.contracts.update(&contract_id, |c| {
+                        c.allowance_bytes = c.allowance_bytes.saturating_sub(bytes);
+                    });
+                }
+                Err(e) => {
+                    warn!(%peer, "delete failed: {e}");
+                    unreachable.push(peer);
+                }
+            }
+        }
+        (deleted, unreachable)
+    }
+
+    /// Forgets files whose term has ended: they are deleted at their
+    /// providers and no longer paid for.
+    pub async fn expire_files(&self) -> Result<()> {
+        let tip = self.wallet.tip_height();
+        for m in self.manifests.list()? {
+            if let manifest::Term::Until(h) = m.term
+                && tip >= h
+            {
+                info!(file_id = %m.file_id.short(), term_end = h, "file term ended; removing it");
+                self.rm(m.file_id).await?;
+            }
+        }
+        Ok(())
     }
 }

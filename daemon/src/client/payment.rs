@@ -1,24 +1,28 @@
-//! Paying for a put: one transaction, one output per provider, and a
-//! record that makes paying twice impossible.
+//! Paying providers: prepaid revisions for puts and repairs, and period
+//! payments for every running contract, each round in one transaction,
+//! with a record that makes paying twice impossible.
 //!
 //! The signed transaction is written to sled *before* it is broadcast. After
 //! a crash, reconciliation finds the intent and either sees the transaction
 //! in the wallet or rebroadcasts the very same bytes; it never builds a new
-//! transaction for a contract that already has one.
+//! transaction for an output that already has one. A contract is credited
+//! (its allowance and paid-through height move) only when its provider
+//! confirms the payment, and each output is credited once.
 
 use std::time::Duration;
 
 use bdk_wallet::bitcoin::consensus::encode::{deserialize_hex, serialize_hex};
-use bdk_wallet::bitcoin::{Transaction, Txid};
+use bdk_wallet::bitcoin::{Address, Transaction, Txid};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::ClientService;
-use crate::contracts::{Contract, State};
+use super::manifest::Term;
+use crate::contracts::{Contract, PaymentKind, PaymentRecord, State};
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::ids::{ContractId, FileId, as_text};
+use crate::ids::{ContractId, as_text, checked_address};
 use crate::network::PeerError;
 use crate::protocol::*;
 use crate::wallet::WalletError;
@@ -34,15 +38,51 @@ pub enum IntentState {
     Done,
 }
 
+/// One output of a payment: which contract it pays, and for what.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IntentOutput {
+    pub contract_id: ContractId,
+    #[serde(with = "as_text")]
+    pub peer: PeerId,
+    #[serde(with = "checked_address")]
+    pub address: Address,
+    pub vout: u32,
+    pub amount_sat: u64,
+    pub purpose: Purpose,
+    /// Bytes a revision adds to the allowance.
+    pub add_bytes: u64,
+    /// Past this height an unbroadcast payment is abandoned, not sent.
+    pub deadline_height: u32,
+    /// The provider credited it, or refused it for good.
+    pub settled: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PaymentIntent {
     #[serde(with = "as_text")]
     pub txid: Txid,
     pub tx_hex: String,
-    pub file_id: FileId,
-    /// (contract id, output index) for every contract this tx pays.
-    pub outputs: Vec<(ContractId, u32)>,
+    pub outputs: Vec<IntentOutput>,
     pub state: IntentState,
+}
+
+/// What paying did, as far as the client can know. Rollback is decided
+/// from this alone: nothing to undo when not paid; nothing may be undone
+/// when maybe paid (reconciliation settles it); and when paid, the
+/// allowance bought stays bought.
+pub(super) enum PayOutcome {
+    Paid(PaymentIntent),
+    NotPaid(Error),
+    MaybePaid(Error),
+}
+
+/// One output to pay.
+pub(super) struct Due {
+    pub contract: Contract,
+    pub amount_sat: u64,
+    pub purpose: Purpose,
+    pub add_bytes: u64,
+    pub deadline_height: u32,
 }
 
 /// How often a provider is asked to confirm a payment before the notice is
@@ -50,148 +90,203 @@ pub struct PaymentIntent {
 const NOTICE_ATTEMPTS: u32 = 5;
 /// Pause between payment notice attempts.
 const NOTICE_RETRY: Duration = Duration::from_secs(1);
+/// Blocks a period payment may wait unbroadcast before it is rebuilt.
+const PERIOD_PAYMENT_WINDOW: u32 = 6;
+
+enum Notice {
+    Credited(ContractStatus),
+    Refused(String),
+    Later,
+}
 
 impl ClientService {
     fn save_intent(&self, intent: &PaymentIntent) -> Result<()> {
         self.payments.insert(&intent.txid, intent)
     }
 
-    fn set_intent_state(&self, intent: &mut PaymentIntent, state: IntentState) -> Result<()> {
-        intent.state = state;
-        self.save_intent(intent)
+    /// The fee rate for a payment: the configured one, else bitcoind's
+    /// estimate for `fee_target_blocks`, else the fallback when it has
+    /// none (a fresh regtest chain); never below the floor.
+    pub(super) async fn fee_rate(&self) -> u64 {
+        if let Some(rate) = self.fee_rate_sat_vb {
+            return rate;
+        }
+        match self.wallet.estimate_fee_rate(self.fee_target_blocks).await {
+            Ok(rate) => rate.max(crate::wallet::MIN_FEE_RATE_SAT_VB),
+            Err(e) => {
+                warn!("fee estimate unavailable, using the fallback: {e}");
+                crate::wallet::DEFAULT_FEE_RATE_SAT_VB
+            }
+        }
     }
 
-    /// Pays every contract of one put in one transaction and notifies the
-    /// providers. Contracts must be accepted and their shards uploaded.
-    pub(super) async fn pay(&self, file_id: FileId, contracts: &[Contract]) -> Result<()> {
-        // One payment at a time, so concurrent puts never pick the same coins.
-        let _guard = self.pay_lock.lock().await;
-        // Paying after a deadline pays for shards the provider has deleted.
-        let deadline = contracts
+    /// Builds, records and broadcasts one transaction paying every `due`.
+    /// Must run under `pay_lock`.
+    pub(super) async fn pay(&self, dues: Vec<Due>) -> PayOutcome {
+        let rate = self.fee_rate().await;
+        let outputs: Vec<_> = dues
             .iter()
-            .map(|c| c.deadline_height)
-            .min()
-            .unwrap_or(u32::MAX);
-        let tip = self.wallet.tip_height();
-        if tip >= deadline {
-            return Err(Error::PaymentDeadlinePassed { deadline, tip });
-        }
-        let outputs: Vec<_> = contracts
-            .iter()
-            .map(|c| (c.payout_address.clone(), c.amount_sat))
+            .map(|d| (d.contract.payout_address.clone(), d.amount_sat))
             .collect();
-        let tx = self.wallet.build_signed_tx(&outputs, self.fee_rate())?;
-        let mut vouts = Vec::with_capacity(contracts.len());
-        for (c, (addr, amount)) in contracts.iter().zip(&outputs) {
-            let spk = addr.script_pubkey();
-            let vout = tx
-                .output
-                .iter()
-                .position(|o| o.script_pubkey == spk && o.value.to_sat() == *amount)
-                .ok_or_else(|| {
-                    Error::Internal("payment output missing from the built transaction".into())
-                })?;
-            vouts.push((c.contract_id, vout as u32));
+        let tx = match self.wallet.build_signed_tx(&outputs, Some(rate)) {
+            Ok(tx) => tx,
+            Err(e) => return PayOutcome::NotPaid(e.into()),
+        };
+        let mut outs = Vec::with_capacity(dues.len());
+        for d in dues {
+            let spk = d.contract.payout_address.script_pubkey();
+            // Two dues never share an address (one per contract), so the
+            // output is the one with this script.
+            let Some(vout) = tx.output.iter().position(|o| o.script_pubkey == spk) else {
+                self.wallet.cancel_tx(&tx);
+                return PayOutcome::NotPaid(Error::Internal(
+                    "payment output missing from the built transaction".into(),
+                ));
+            };
+            outs.push(IntentOutput {
+                contract_id: d.contract.contract_id,
+                peer: d.contract.peer,
+                address: d.contract.payout_address,
+                vout: vout as u32,
+                amount_sat: d.amount_sat,
+                purpose: d.purpose,
+                add_bytes: d.add_bytes,
+                deadline_height: d.deadline_height,
+                settled: false,
+            });
         }
         let txid = tx.compute_txid();
         let mut intent = PaymentIntent {
             txid,
             tx_hex: serialize_hex(&tx),
-            file_id,
-            outputs: vouts,
+            outputs: outs,
             state: IntentState::Signed,
         };
-        self.save_intent(&intent)?;
-        for (id, vout) in &intent.outputs {
-            self.contracts.update(id, |c| {
-                c.txid = Some(txid);
-                c.vout = Some(*vout);
-            })?;
+        if let Err(e) = self.save_intent(&intent) {
+            self.wallet.cancel_tx(&tx);
+            return PayOutcome::NotPaid(e);
         }
         match self.wallet.broadcast(&tx).await {
             Ok(_) => {}
             Err(WalletError::BitcoindUnreachable(e)) => {
                 // It may or may not have reached bitcoind; reconciliation
                 // settles it with these same bytes, never with new ones.
-                return Err(Error::BitcoindUnreachable(format!(
+                return PayOutcome::MaybePaid(Error::BitcoindUnreachable(format!(
                     "payment {txid} signed but not confirmed broadcast ({e}); it will be retried automatically"
                 )));
             }
             Err(e) => {
                 self.wallet.cancel_tx(&tx);
-                self.payments.remove(&txid)?;
-                return Err(e.into());
+                if let Err(e) = self.payments.remove(&txid) {
+                    return PayOutcome::MaybePaid(e);
+                }
+                return PayOutcome::NotPaid(e.into());
             }
         }
         failpoint::hit("after-broadcast");
-        self.mark_broadcast(&mut intent)?;
-        info!(%txid, contracts = contracts.len(), "payment broadcast");
-        self.notify(&mut intent).await
+        intent.state = IntentState::Broadcast;
+        if let Err(e) = self.save_intent(&intent) {
+            return PayOutcome::MaybePaid(e);
+        }
+        info!(%txid, outputs = intent.outputs.len(), fee_rate = rate, "payment broadcast");
+        PayOutcome::Paid(intent)
     }
 
-    fn mark_broadcast(&self, intent: &mut PaymentIntent) -> Result<()> {
-        self.set_intent_state(intent, IntentState::Broadcast)?;
-        for (id, vout) in &intent.outputs {
-            self.contracts.update(id, |c| {
-                c.txid = Some(intent.txid);
-                c.vout = Some(*vout);
-                if c.state == State::Accepted {
-                    c.state = State::Paid;
+    /// Sends the notices of an intent's unsettled outputs and credits the
+    /// contracts their providers confirm. Returns the outputs' errors:
+    /// refused for good, or not confirmed yet (left to reconciliation).
+    pub(super) async fn notify(&self, intent: &mut PaymentIntent) -> Result<Vec<(PeerId, Error)>> {
+        let txid = intent.txid;
+        let sends = intent.outputs.iter().map(|o| async move {
+            if o.settled {
+                return None;
+            }
+            let notice = PaymentNotice {
+                contract_id: o.contract_id,
+                txid,
+                vout: o.vout,
+                purpose: o.purpose,
+            };
+            Some(self.send_notice(o.peer, notice).await)
+        });
+        let answers = futures::future::join_all(sends).await;
+        let mut problems = Vec::new();
+        for (o, answer) in intent.outputs.iter_mut().zip(answers) {
+            match answer {
+                None => {}
+                Some(Notice::Credited(status)) => {
+                    self.credit(o, txid, &status)?;
+                    o.settled = true;
                 }
-            })?;
+                Some(Notice::Refused(reason)) => {
+                    warn!(peer = %o.peer, %txid, "payment refused: {reason}");
+                    self.contracts.update(&o.contract_id, |c| {
+                        if c.state == State::Pending {
+                            c.state = State::Rejected;
+                        }
+                    })?;
+                    o.settled = true;
+                    problems.push((o.peer, Error::PaymentRejected { peer: o.peer, reason }));
+                }
+                Some(Notice::Later) => problems.push((
+                    o.peer,
+                    Error::ProviderRejected {
+                        peer: o.peer,
+                        reason: format!("has not confirmed payment {txid} yet; it will be retried"),
+                    },
+                )),
+            }
         }
+        if intent.outputs.iter().all(|o| o.settled) {
+            intent.state = IntentState::Done;
+        }
+        self.save_intent(intent)?;
+        Ok(problems)
+    }
+
+    /// Applies a confirmed payment to the client's record, once.
+    fn credit(&self, o: &IntentOutput, txid: Txid, status: &ContractStatus) -> Result<()> {
+        let (kind, through) = match o.purpose {
+            Purpose::Revision(_) => (PaymentKind::Revision, status.paid_through_height),
+            Purpose::Period {
+                paid_through_height,
+                ..
+            } => (PaymentKind::Period, paid_through_height),
+        };
+        self.contracts.update(&o.contract_id, |c| {
+            if c.has_payment(&txid, o.vout) {
+                return;
+            }
+            match o.purpose {
+                Purpose::Revision(_) => c.allowance_bytes = c.allowance_bytes.saturating_add(o.add_bytes),
+                Purpose::Period {
+                    allowance_bytes, ..
+                } => c.allowance_bytes = allowance_bytes,
+            }
+            c.paid_through_height = status.paid_through_height;
+            c.term_end_height = status.term_end_height;
+            if c.state == State::Pending {
+                c.state = State::Active;
+            }
+            c.payments.push(PaymentRecord {
+                txid,
+                vout: o.vout,
+                amount_sat: o.amount_sat,
+                kind,
+                through_height: through,
+                final_: false,
+            });
+        })?;
         Ok(())
     }
 
-    /// Sends payment notices for the intent's contracts that are not active
-    /// yet. Transient failures leave the intent for reconciliation; a
-    /// provider's definite refusal is an error.
-    async fn notify(&self, intent: &mut PaymentIntent) -> Result<()> {
-        let mut pending = false;
-        let mut refused = None;
-        for (contract_id, vout) in intent.outputs.clone() {
-            let Some(c) = self.contracts.get(&contract_id)? else {
-                continue;
-            };
-            if c.state != State::Paid {
-                continue;
-            }
-            let peer = c.peer;
-            match self.send_notice(peer, contract_id, intent.txid, vout).await {
-                Notice::Accepted(start) => {
-                    self.contracts.update(&contract_id, |c| {
-                        c.state = State::Active;
-                        c.start_height = Some(start);
-                    })?;
-                }
-                Notice::Refused(reason) => {
-                    warn!(%peer, txid = %intent.txid, "payment refused: {reason}");
-                    self.contracts
-                        .update(&contract_id, |c| c.state = State::Rejected)?;
-                    refused = Some(Error::PaymentRejected { peer, reason });
-                }
-                Notice::Later => pending = true,
-            }
-        }
-        if !pending {
-            self.set_intent_state(intent, IntentState::Done)?;
-        }
-        refused.map_or(Ok(()), Err)
-    }
-
-    async fn send_notice(
-        &self,
-        peer: PeerId,
-        contract_id: ContractId,
-        txid: Txid,
-        vout: u32,
-    ) -> Notice {
+    async fn send_notice(&self, peer: PeerId, notice: PaymentNotice) -> Notice {
         for attempt in 0..NOTICE_ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(NOTICE_RETRY).await;
             }
-            match self.net.payment_notice(peer, contract_id, txid, vout).await {
-                Ok(accepted) => return Notice::Accepted(accepted.start_height),
+            match self.net.payment_notice(peer, notice.clone()).await {
+                Ok(status) => return Notice::Credited(status),
                 // Not seen yet, or the provider's bitcoind is down: later.
                 Err(PeerError::Unreachable(_)) => {}
                 Err(e)
@@ -205,97 +300,180 @@ impl ClientService {
         Notice::Later
     }
 
-    /// Finishes every payment a crash or an outage interrupted. Safe to run
-    /// at any time, any number of times.
-    pub async fn reconcile_payments(&self) -> Result<()> {
-        let _guard = self.pay_lock.lock().await;
-        let mut intents = Vec::new();
+    /// Contracts with a payment of the given kind still unsettled: they
+    /// must not be paid again until it settles.
+    fn unsettled(&self) -> Result<Vec<ContractId>> {
+        let mut out = Vec::new();
         for intent in self.payments.values()? {
             if intent.state != IntentState::Done {
-                intents.push(intent);
+                out.extend(
+                    intent
+                        .outputs
+                        .iter()
+                        .filter(|o| !o.settled)
+                        .map(|o| o.contract_id),
+                );
             }
         }
-        for mut intent in intents {
-            if intent.state == IntentState::Signed {
-                let txid = intent.txid;
-                if self.wallet.find_tx(txid).is_none() && self.intent_expired(&intent)? {
-                    // Never broadcast, and too late now: the providers have
-                    // dropped the shards. Give up on it rather than pay.
-                    warn!(txid = %intent.txid, "payment deadline passed before broadcast; abandoning the payment");
-                    self.wallet.cancel_tx(
-                        &deserialize_hex(&intent.tx_hex)
-                            .map_err(|e| Error::CorruptRecord(format!("stored tx: {e}")))?,
-                    );
-                    for (id, _) in &intent.outputs {
-                        self.contracts.update(id, |c| {
-                            c.txid = None;
-                            c.vout = None;
-                        })?;
-                    }
-                    self.set_intent_state(&mut intent, IntentState::Done)?;
-                    continue;
-                }
-                if self.wallet.find_tx(txid).is_none() {
-                    let tx: Transaction = deserialize_hex(&intent.tx_hex)
-                        .map_err(|e| Error::CorruptRecord(format!("stored tx: {e}")))?;
-                    if let Err(e) = self.wallet.broadcast(&tx).await {
-                        warn!(txid = %intent.txid, "rebroadcast failed, will retry: {e}");
-                        continue;
-                    }
-                }
-                info!(txid = %intent.txid, "recovered an interrupted payment");
-                self.mark_broadcast(&mut intent)?;
-            }
-            if let Err(e) = self.notify(&mut intent).await {
-                warn!(txid = %intent.txid, "{e}");
-            }
-        }
-        // After the intents: a contract with a recorded payment is never
-        // mistaken for an unpaid one.
-        self.forget_unpaid_puts()?;
-        Ok(())
+        Ok(out)
     }
 
-    fn intent_expired(&self, intent: &PaymentIntent) -> Result<bool> {
+    /// Pays the next period of every contract that is due within
+    /// `renew_before_blocks`, still holds data the client keeps, and whose
+    /// provider passes its audits, in one transaction. A provider failing
+    /// its audits is not paid: its contract ends and its shards are marked
+    /// lost, for the repair to move. Returns the number of contracts paid.
+    pub async fn pay_periods(&self) -> Result<usize> {
+        let _guard = self.pay_lock.lock().await;
         let tip = self.wallet.tip_height();
-        for (id, _) in &intent.outputs {
-            if let Some(c) = self.contracts.get(id)?
-                && tip >= c.deadline_height
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// A put that died before paying left contracts that the providers
-    /// expire at their deadline; past it, drop them and the file's manifest,
-    /// since its shards are gone.
-    fn forget_unpaid_puts(&self) -> Result<()> {
-        let tip = self.wallet.tip_height();
-        let mut files = Vec::new();
+        let manifests = self.manifests.list()?;
+        let unsettled = self.unsettled()?;
+        let mut dues = Vec::new();
         for c in self.contracts.list()? {
-            if c.state == State::Accepted && c.txid.is_none() && tip > c.deadline_height {
-                self.contracts
-                    .update(&c.contract_id, |c| c.state = State::ExpiredUnpaid)?;
-                files.extend(c.file_id);
+            if !c.is_live()
+                || tip.saturating_add(self.renew_before_blocks) < c.paid_through_height
+                || unsettled.contains(&c.contract_id)
+            {
+                continue;
             }
-        }
-        for file_id in files {
-            let Ok(m) = self.manifests.get(&file_id) else {
+            let files: Vec<_> = manifests
+                .iter()
+                .filter(|m| {
+                    m.segments
+                        .iter()
+                        .flat_map(|s| &s.shards)
+                        .any(|r| r.contract_id == c.contract_id)
+                })
+                .collect();
+            let through = c.paid_through_height.saturating_add(c.period_blocks);
+            // How long the files on this contract still need it.
+            let needed = files
+                .iter()
+                .map(|m| match m.term {
+                    Term::Until(h) => h,
+                    Term::Keep => through.saturating_add(c.period_blocks),
+                })
+                .max()
+                .unwrap_or(0);
+            if needed <= c.paid_through_height || c.allowance_bytes == 0 {
+                // Nothing kept past this period: let it run out.
+                if tip >= c.paid_through_height {
+                    self.contracts.update(&c.contract_id, |c| c.state = State::Expired)?;
+                    info!(peer = %c.peer, contract = %c.contract_id.short(), "contract ran out unrenewed");
+                }
+                continue;
+            }
+            if !self.audits.passing(&c.peer) {
+                self.fail_contract(&c, &files)?;
+                continue;
+            }
+            let term_end = c.term_end_height.max(needed).max(through);
+            let Some(amount) =
+                payment_amount(c.price_sat_per_gib_month, c.allowance_bytes, c.period_blocks)
+            else {
+                warn!(contract = %c.contract_id.short(), "period amount overflows; not paying");
                 continue;
             };
-            let mut all_expired = true;
-            for s in m.segments.iter().flat_map(|s| &s.shards) {
-                let state = self.contracts.get(&s.contract_id)?.map(|c| c.state);
-                all_expired &= state == Some(State::ExpiredUnpaid);
+            dues.push(Due {
+                purpose: Purpose::Period {
+                    allowance_bytes: c.allowance_bytes,
+                    paid_through_height: through,
+                    term_end_height: term_end,
+                },
+                amount_sat: amount,
+                add_bytes: 0,
+                deadline_height: tip.saturating_add(PERIOD_PAYMENT_WINDOW),
+                contract: c,
+            });
+        }
+        if dues.is_empty() {
+            return Ok(0);
+        }
+        let count = dues.len();
+        match self.pay(dues).await {
+            PayOutcome::Paid(mut intent) => {
+                for (peer, e) in self.notify(&mut intent).await? {
+                    warn!(%peer, "period payment: {e}");
+                }
+                Ok(count)
             }
-            if all_expired {
-                warn!(file_id = %file_id.short(), "put was never paid; forgetting the file");
-                self.manifests.remove(&file_id)?;
+            PayOutcome::NotPaid(e) | PayOutcome::MaybePaid(e) => Err(e),
+        }
+    }
+
+    /// Stops paying a provider that failed its audits: the contract ends
+    /// and every shard it holds is marked lost, so the repair moves them
+    /// before the provider deletes them.
+    fn fail_contract(&self, c: &Contract, files: &[&super::manifest::Manifest]) -> Result<()> {
+        self.contracts
+            .update(&c.contract_id, |c| c.state = State::Failed)?;
+        let mut shards = 0;
+        for r in files
+            .iter()
+            .flat_map(|m| &m.segments)
+            .flat_map(|s| &s.shards)
+            .filter(|r| r.contract_id == c.contract_id)
+        {
+            self.audits.mark_lost(&r.shard_id, r.provider);
+            shards += 1;
+        }
+        warn!(peer = %c.peer, contract = %c.contract_id.short(), shards, "provider failed its audits: not paid again; its shards will move");
+        Ok(())
+    }
+
+    /// Finishes every payment a crash or an outage interrupted, then pays
+    /// the periods due. Safe to run at any time, any number of times.
+    pub async fn reconcile_payments(&self) -> Result<()> {
+        {
+            let _guard = self.pay_lock.lock().await;
+            let mut intents = Vec::new();
+            for intent in self.payments.values()? {
+                if intent.state != IntentState::Done {
+                    intents.push(intent);
+                }
+            }
+            for mut intent in intents {
+                if intent.state == IntentState::Signed && !self.resume(&mut intent).await? {
+                    continue;
+                }
+                if let Err(e) = self.notify(&mut intent).await {
+                    warn!(txid = %intent.txid, "{e}");
+                }
             }
         }
+        self.pay_periods().await?;
         Ok(())
+    }
+
+    /// A signed intent after a crash: broadcast it again (the same bytes),
+    /// or give it up if its deadline passed unbroadcast. True when it is
+    /// out and its notices are due.
+    async fn resume(&self, intent: &mut PaymentIntent) -> Result<bool> {
+        let txid = intent.txid;
+        let tx: Transaction = deserialize_hex(&intent.tx_hex)
+            .map_err(|e| Error::CorruptRecord(format!("stored tx: {e}")))?;
+        if self.wallet.find_tx(txid).is_none() {
+            let tip = self.wallet.tip_height();
+            if intent.outputs.iter().any(|o| tip >= o.deadline_height) {
+                // Never broadcast, and too late now: the quotes lapsed.
+                warn!(%txid, "payment deadline passed before broadcast; abandoning it");
+                self.wallet.cancel_tx(&tx);
+                for o in &mut intent.outputs {
+                    o.settled = true;
+                }
+                intent.state = IntentState::Done;
+                self.save_intent(intent)?;
+                return Ok(false);
+            }
+            if let Err(e) = self.wallet.broadcast(&tx).await {
+                warn!(%txid, "rebroadcast failed, will retry: {e}");
+                return Ok(false);
+            }
+        }
+        info!(%txid, "recovered an interrupted payment");
+        intent.state = IntentState::Broadcast;
+        self.save_intent(intent)?;
+        Ok(true)
     }
 
     pub fn spawn_reconciler(&self, every: Duration) -> tokio::task::JoinHandle<()> {
@@ -310,18 +488,10 @@ impl ClientService {
                 if let Err(e) = this.reconcile_payments().await {
                     warn!("payment reconciliation: {e}");
                 }
+                if let Err(e) = this.expire_files().await {
+                    warn!("expiring files: {e}");
+                }
             }
         })
     }
-
-    pub(super) fn fee_rate(&self) -> Option<u64> {
-        self.fee_rate_sat_vb
-            .or(Some(crate::wallet::DEFAULT_FEE_RATE_SAT_VB))
-    }
-}
-
-enum Notice {
-    Accepted(u32),
-    Refused(String),
-    Later,
 }

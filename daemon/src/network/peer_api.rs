@@ -3,7 +3,6 @@
 //! request/response enums are matched here and nowhere else, so an answer
 //! that does not fit its question is caught in one place.
 
-use bdk_wallet::bitcoin::Txid;
 use libp2p::PeerId;
 
 use super::Client;
@@ -68,47 +67,48 @@ impl Client {
             ControlResponse::Offer(o) => o, ControlResponse::Error)
     }
 
-    /// Proposes a contract; the answer must name the proposed contract.
-    pub async fn propose(&self, peer: PeerId, p: Proposal) -> Result<Accepted, PeerError> {
+    /// Proposes more allowance (or a new contract); the quote must name
+    /// the proposed contract.
+    pub async fn propose(&self, peer: PeerId, p: Proposal) -> Result<Quote, PeerError> {
         let id = p.contract_id;
-        let accepted = expect!(self.control(peer, ControlRequest::Propose(p)).await, "a proposal",
-            ControlResponse::Accepted(a) => a, ControlResponse::Error)?;
-        if accepted.contract_id != id {
+        let quote = expect!(self.control(peer, ControlRequest::Propose(p)).await, "a proposal",
+            ControlResponse::Quote(q) => q, ControlResponse::Error)?;
+        if quote.contract_id != id {
             return Err(PeerError::Unexpected("a proposal (another contract id)"));
         }
-        Ok(accepted)
+        Ok(quote)
     }
 
-    /// Tells a provider that output `vout` of `txid` pays the contract.
+    /// Tells a provider that an output pays its contract; the answer is
+    /// the contract as the provider now holds it.
     pub async fn payment_notice(
         &self,
         peer: PeerId,
-        contract_id: ContractId,
-        txid: Txid,
-        vout: u32,
-    ) -> Result<PaymentAccepted, PeerError> {
-        let req = ControlRequest::PaymentNotice {
-            contract_id,
-            txid,
-            vout,
-        };
-        expect!(self.control(peer, req).await, "a payment notice",
-            ControlResponse::PaymentAccepted(a) => a, ControlResponse::Error)
+        notice: PaymentNotice,
+    ) -> Result<ContractStatus, PeerError> {
+        let id = notice.contract_id;
+        let status = expect!(self.control(peer, ControlRequest::PaymentNotice(notice)).await,
+            "a payment notice", ControlResponse::Paid(s) => s, ControlResponse::Error)?;
+        if status.contract_id != id {
+            return Err(PeerError::Unexpected("a payment notice (another contract id)"));
+        }
+        Ok(status)
     }
 
-    /// Deletes shards of a contract; returns how many the provider deleted.
+    /// Deletes shards of a contract; returns how many the provider
+    /// deleted, and their bytes.
     pub async fn delete(
         &self,
         peer: PeerId,
         contract_id: ContractId,
         shard_ids: Vec<ShardId>,
-    ) -> Result<u64, PeerError> {
+    ) -> Result<(u64, u64), PeerError> {
         let req = ControlRequest::Delete {
             contract_id,
             shard_ids,
         };
         expect!(self.control(peer, req).await, "a delete",
-            ControlResponse::Deleted { count } => count, ControlResponse::Error)
+            ControlResponse::Deleted { count, bytes } => (count, bytes), ControlResponse::Error)
     }
 
     /// The provider's answers to an audit, one per challenge, in order;

@@ -13,8 +13,9 @@ use libp2p::identity::Keypair;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::contracts::ContractStore;
-use crate::ids::ContractId;
+use crate::contracts::{ContractStore, Role};
+use crate::db::{Tree, trees};
+use crate::ids::{ContractId, RevisionId};
 use crate::network::{Client, Inbound};
 use crate::protocol::*;
 use crate::wallet::WalletService;
@@ -27,15 +28,33 @@ pub struct ProviderTerms {
     pub max_term_blocks: u32,
 }
 
+/// How the provider holds clients to their payments, from config.
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentRules {
+    /// Blocks a quote stays open for payment.
+    pub payment_window_blocks: u32,
+    /// Blocks past its paid-through height before an unpaid contract ends.
+    pub grace_blocks: u32,
+    /// Confirmations before a payment is final.
+    pub min_confirmations: u32,
+}
+
 #[derive(Clone)]
 pub struct ProviderService {
     pub store: Option<Arc<ShardStore>>,
     pub terms: ProviderTerms,
     pub contracts: ContractStore,
+    revisions: Tree<RevisionId, contracts::Revision>,
+    spare_addresses: Tree<String, ()>,
+    ledger: Arc<contracts::Ledger>,
+    /// Serializes payment notices: each reads, checks and rewrites a contract.
+    notice_lock: Arc<tokio::sync::Mutex<()>>,
     key: Keypair,
     net: Client,
     wallet: Option<WalletService>,
     payment_window_blocks: u32,
+    grace_blocks: u32,
+    min_confirmations: u32,
 }
 
 /// Shard writes are fsync-bound; a few in parallel keep the disk busy
@@ -46,23 +65,31 @@ impl ProviderService {
     /// A provider when `store` and `wallet` are given; otherwise a node
     /// that refuses storage requests politely.
     pub fn new(
+        db: &sled::Db,
         store: Option<Arc<ShardStore>>,
         wallet: Option<WalletService>,
-        contracts: ContractStore,
         terms: ProviderTerms,
-        payment_window_blocks: u32,
+        rules: PaymentRules,
         key: Keypair,
         net: Client,
-    ) -> Self {
-        ProviderService {
+    ) -> crate::Result<Self> {
+        let this = ProviderService {
             store,
             terms,
-            contracts,
+            contracts: ContractStore::open(db, Role::Provider)?,
+            revisions: Tree::open(db, trees::REVISIONS)?,
+            spare_addresses: Tree::open(db, trees::SPARE_ADDRESSES)?,
+            ledger: Arc::default(),
+            notice_lock: Arc::default(),
             key,
             net,
             wallet,
-            payment_window_blocks,
-        }
+            payment_window_blocks: rules.payment_window_blocks,
+            grace_blocks: rules.grace_blocks,
+            min_confirmations: rules.min_confirmations,
+        };
+        this.load_ledger()?;
+        Ok(this)
     }
 
     pub fn spawn(self, mut inbound: mpsc::Receiver<Inbound>) -> tokio::task::JoinHandle<()> {
@@ -134,24 +161,26 @@ impl ProviderService {
                 None => ControlResponse::Error(Self::not_provider()),
             },
             ControlRequest::Propose(p) => self.propose(peer, p).await,
-            ControlRequest::PaymentNotice {
-                contract_id,
-                txid,
-                vout,
-            } => self.payment_notice(peer, contract_id, txid, vout).await,
+            ControlRequest::PaymentNotice(n) => self.payment_notice(peer, n).await,
             ControlRequest::Delete {
                 contract_id,
                 shard_ids,
             } => {
-                let contract = contract_id.short();
+                if shard_ids.len() > MAX_DELETE_IDS {
+                    return ControlResponse::Error(WireError::new(
+                        WireErrorKind::TooLarge,
+                        format!("at most {MAX_DELETE_IDS} ids per delete"),
+                    ));
+                }
                 let res = tokio::task::spawn_blocking(move || {
                     store.delete(&peer, &contract_id, &shard_ids)
                 })
                 .await;
                 match res {
-                    Ok(Ok(count)) => {
-                        debug!(contract = %contract, count, "deleted shards");
-                        ControlResponse::Deleted { count }
+                    Ok(Ok((count, bytes))) => {
+                        self.ledger.release(&contract_id, bytes);
+                        debug!(contract = %contract_id.short(), count, bytes, "deleted shards");
+                        ControlResponse::Deleted { count, bytes }
                     }
                     Ok(Err(e)) => ControlResponse::Error(e),
                     Err(e) => ControlResponse::Error(WireError::new(
@@ -230,18 +259,34 @@ impl ProviderService {
                 shard_id,
                 data,
             } => {
-                if let Err(e) = self.may_store(&peer, &contract_id, &shard_id, data.len() as u64) {
+                // Only against paid allowance: the bytes are claimed before
+                // they are written, and given back if the write fails.
+                let size = data.len() as u64;
+                if let Err(e) = self.ledger.reserve(&peer, &contract_id, size) {
                     return ShardResponse::Error(e);
                 }
                 let span =
                     info_span!("store", shard = %shard_id.short(), contract = %contract_id.short());
+                let worker = store.clone();
                 let res = tokio::task::spawn_blocking(move || {
-                    store.store(&peer, contract_id, shard_id, &data)
+                    worker.store(&peer, contract_id, shard_id, &data)
                 })
                 .instrument(span)
                 .await;
+                if !matches!(res, Ok(Ok((_, true)))) {
+                    self.ledger.release(&contract_id, size);
+                }
+                if matches!(res, Ok(Ok(_))) && !self.ledger.is_open(&contract_id) {
+                    // The contract ended while the bytes were being
+                    // written: they must not outlive it.
+                    let _ = store.delete(&peer, &contract_id, &[shard_id]);
+                    return ShardResponse::Error(WireError::new(
+                        WireErrorKind::UnknownContract,
+                        "the contract ended",
+                    ));
+                }
                 match res {
-                    Ok(Ok(meta)) => match Receipt::sign(
+                    Ok(Ok((meta, _))) => match Receipt::sign(
                         &self.key,
                         contract_id,
                         shard_id,

@@ -6,8 +6,9 @@
 //! shard and the path's few hashes, never the whole shard.
 //!
 //! A shard is acknowledged only after its tree and its file are fsynced,
-//! renamed into place, and its index entry flushed, so a receipt always
-//! means durable.
+//! renamed into place, and its index entries flushed, so a receipt always
+//! means durable. Two index trees: shard → [`ShardMeta`] (who may fetch
+//! it) and (contract, shard) → size (what a contract holds).
 
 use std::fs;
 use std::io::Write;
@@ -42,6 +43,7 @@ pub struct ShardMeta {
 pub struct ShardStore {
     dir: PathBuf,
     index: Tree<ShardId, ShardMeta>,
+    by_contract: Tree<(ContractId, ShardId), u64>,
     capacity: u64,
     /// Bytes stored or reserved by uploads in progress.
     used: Mutex<u64>,
@@ -73,6 +75,7 @@ impl ShardStore {
         let store = ShardStore {
             dir: dir.to_path_buf(),
             index,
+            by_contract: Tree::open(db, trees::CONTRACT_SHARDS)?,
             capacity,
             used: Mutex::new(0),
         };
@@ -118,6 +121,7 @@ impl ShardStore {
             if !self.path(&id).exists() {
                 tracing::warn!(shard = %id, "index entry without its file; dropping it");
                 self.index.remove_lazy(&id)?;
+                self.by_contract.remove_lazy(&(meta.contract_id, id))?;
                 let _ = fs::remove_file(self.tree_path(&id));
                 continue;
             }
@@ -132,7 +136,16 @@ impl ShardStore {
                     _ => tracing::warn!(shard = %id, "shard no longer matches its id"),
                 }
             }
+            // The two trees are written together but not atomically.
+            self.by_contract
+                .insert_lazy(&(meta.contract_id, id), &meta.size)?;
             used = used.saturating_add(meta.size);
+        }
+        for item in self.by_contract.iter() {
+            let ((contract, id), _) = item?;
+            if self.index.get(&id)?.is_none_or(|m| m.contract_id != contract) {
+                self.by_contract.remove_lazy(&(contract, id))?;
+            }
         }
         self.index.flush()?;
         Ok(used)
@@ -191,14 +204,15 @@ impl ShardStore {
     }
 
     /// Verifies and durably stores one shard. Storing the same shard again
-    /// for the same owner is a no-op, so a client may safely retry.
+    /// for the same owner and contract is a no-op, so a client may safely
+    /// retry; the flag says whether the bytes are new to the contract.
     pub fn store(
         &self,
         owner: &PeerId,
         contract_id: ContractId,
         shard_id: ShardId,
         data: &[u8],
-    ) -> Result<ShardMeta, WireError> {
+    ) -> Result<(ShardMeta, bool), WireError> {
         let size = data.len() as u64;
         if size > MAX_SHARD_BYTES {
             return Err(wire(
@@ -214,30 +228,24 @@ impl ShardStore {
             ));
         }
         if let Some(existing) = self.meta(&shard_id).map_err(internal)? {
-            if existing.owner != *owner {
+            if existing.owner != *owner || existing.contract_id != contract_id {
                 return Err(wire(
                     WireErrorKind::Forbidden,
-                    "shard id already held for another client",
+                    "shard id already held under another contract",
                 ));
             }
-            // The same client again (a retry, or a repair re-placing a shard
-            // here under a new contract): a receipt must still mean the
-            // bytes are on disk, under the contract it names.
-            let intact = self.intact(&shard_id);
-            if intact && existing.contract_id == contract_id {
-                return Ok(existing);
+            // A retry: a receipt must still mean the bytes are on disk.
+            if self.intact(&shard_id) {
+                return Ok((existing, false));
             }
             let meta = ShardMeta {
-                contract_id,
                 stored_at: now_secs(),
                 ..existing
             };
-            let res = if intact {
-                self.put_meta(&shard_id, &meta)
-            } else {
-                self.write(&shard_id, data, &tree, &meta)
-            };
-            return res.map(|()| meta).map_err(internal);
+            return self
+                .write(&shard_id, data, &tree, &meta)
+                .map(|()| (meta, false))
+                .map_err(internal);
         }
         self.reserve(size)?;
         let meta = ShardMeta {
@@ -247,7 +255,7 @@ impl ShardStore {
             stored_at: now_secs(),
         };
         match self.write(&shard_id, data, &tree, &meta) {
-            Ok(()) => Ok(meta),
+            Ok(()) => Ok((meta, true)),
             Err(e) => {
                 self.release(size);
                 let _ = fs::remove_file(self.path(&shard_id));
@@ -295,7 +303,32 @@ impl ShardStore {
     }
 
     fn put_meta(&self, shard_id: &ShardId, meta: &ShardMeta) -> Result<()> {
+        self.by_contract
+            .insert_lazy(&(meta.contract_id, *shard_id), &meta.size)?;
         self.index.insert(shard_id, meta)
+    }
+
+    /// The shards held under a contract, with their sizes.
+    pub fn contract_shards(&self, contract_id: &ContractId) -> Result<Vec<(ShardId, u64)>> {
+        self.by_contract
+            .iter_prefix(contract_id)
+            .map(|r| r.map(|((_, id), size)| (id, size)))
+            .collect()
+    }
+
+    /// Deletes every shard held under a contract; returns (count, bytes).
+    pub fn delete_contract(
+        &self,
+        owner: &PeerId,
+        contract_id: &ContractId,
+    ) -> Result<(u64, u64), WireError> {
+        let ids: Vec<ShardId> = self
+            .contract_shards(contract_id)
+            .map_err(internal)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        self.delete(owner, contract_id, &ids)
     }
 
     /// Returns a shard's bytes, only to the client that stored it. Other
@@ -315,13 +348,14 @@ impl ShardStore {
         })
     }
 
-    /// Deletes the requester's shards of one contract; returns how many.
+    /// Deletes the requester's shards of one contract; returns how many,
+    /// and their bytes.
     pub fn delete(
         &self,
         requester: &PeerId,
         contract_id: &ContractId,
         shard_ids: &[ShardId],
-    ) -> Result<u64, WireError> {
+    ) -> Result<(u64, u64), WireError> {
         // Index entries go first and durably, files after: a crash in
         // between leaves orphan files (harmless), never entries without bytes.
         let mut gone = Vec::new();
@@ -333,6 +367,9 @@ impl ShardStore {
                 continue;
             }
             self.index.remove_lazy(id).map_err(internal)?;
+            self.by_contract
+                .remove_lazy(&(*contract_id, *id))
+                .map_err(internal)?;
             gone.push((*id, meta.size));
         }
         self.index.flush().map_err(internal)?;
@@ -346,7 +383,7 @@ impl ShardStore {
             }
             self.release(*size);
         }
-        Ok(gone.len() as u64)
+        Ok((gone.len() as u64, gone.iter().map(|(_, s)| s).sum()))
     }
 
     /// Answers an audit's challenges, already checked for count and
@@ -456,9 +493,12 @@ mod tests {
             s.fetch(&other, &id).unwrap_err().kind,
             WireErrorKind::NotFound
         );
-        assert_eq!(s.delete(&other, &cid(1), &[id]).unwrap(), 0);
-        assert_eq!(s.delete(&owner, &cid(2), &[id]).unwrap(), 0);
-        assert_eq!(s.delete(&owner, &cid(1), &[id]).unwrap(), 1);
+        let n = data.len() as u64;
+        assert_eq!(s.contract_shards(&cid(1)).unwrap(), vec![(id, n)]);
+        assert_eq!(s.delete(&other, &cid(1), &[id]).unwrap(), (0, 0));
+        assert_eq!(s.delete(&owner, &cid(2), &[id]).unwrap(), (0, 0));
+        assert_eq!(s.delete(&owner, &cid(1), &[id]).unwrap(), (1, n));
+        assert!(s.contract_shards(&cid(1)).unwrap().is_empty());
         assert_eq!(s.used(), 0);
         assert!(!s.path(&id).exists());
     }

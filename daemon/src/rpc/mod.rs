@@ -16,6 +16,7 @@ use p2pstore_rpc::*;
 use zeroize::Zeroizing;
 
 use crate::client::RepairScope;
+use crate::client::manifest::Term;
 use crate::erasure::Scheme;
 use crate::error::{Error, Result};
 use crate::ids::FileId;
@@ -74,11 +75,25 @@ impl P2pstoreApiServer for RpcImpl {
         &self,
         path: String,
         redundancy: Option<String>,
+        term_blocks: Option<u32>,
+        keep: Option<bool>,
         op_id: Option<String>,
     ) -> RpcResult<PutResult> {
         let scheme = redundancy.as_deref().map(Scheme::parse).transpose()?;
         let path = self::path(&path)?;
-        Ok(self.node.client().await?.put(&path, scheme, op_id).await?)
+        let client = self.node.client().await?;
+        let term = match (term_blocks, keep.unwrap_or(false)) {
+            (Some(_), true) => {
+                return Err(Error::InvalidParams("give term_blocks or keep, not both".into()).into());
+            }
+            (Some(0), false) => {
+                return Err(Error::InvalidParams("term_blocks must be at least 1".into()).into());
+            }
+            (Some(blocks), false) => Some(Term::Until(client.tip_height().saturating_add(blocks))),
+            (None, true) => Some(Term::Keep),
+            (None, false) => None,
+        };
+        Ok(client.put(&path, scheme, term, op_id).await?)
     }
 
     async fn stat(&self, file_id: String) -> RpcResult<FileStat> {
@@ -184,9 +199,9 @@ impl P2pstoreApiServer for RpcImpl {
         let s = self.node.services().await?;
         let mut out = Vec::new();
         if let Some(c) = &s.client {
-            out.extend(c.contracts.list()?.iter().map(|c| c.to_rpc()));
+            out.extend(c.contract_infos()?);
         }
-        out.extend(s.provider.contracts.list()?.iter().map(|c| c.to_rpc()));
+        out.extend(s.provider.contract_infos()?);
         Ok(out)
     }
 

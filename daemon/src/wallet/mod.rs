@@ -41,6 +41,9 @@ use sync::RpcEmitter;
 /// Used when the caller gives no fee rate and bitcoind has no estimate yet
 /// (always the case on a fresh regtest chain).
 pub const DEFAULT_FEE_RATE_SAT_VB: u64 = 2;
+/// No payment is built below this rate, whatever bitcoind estimates: the
+/// default minimum relay fee.
+pub const MIN_FEE_RATE_SAT_VB: u64 = 1;
 /// Confirmation target for `estimatesmartfee` when the caller gives no rate.
 pub const DEFAULT_CONF_TARGET: u16 = 6;
 
