@@ -236,7 +236,9 @@ mod tests {
         let rpc = updated.to_rpc(5, 10);
         assert_eq!(rpc.payment_txids, vec![txid.to_string()]);
         assert_eq!(rpc.stored_bytes, 5);
-        store.update(&c.contract_id, |c| c.state = State::Lapsed).unwrap();
+        store
+            .update(&c.contract_id, |c| c.state = State::Lapsed)
+            .unwrap();
         assert!(store.live_with(&c.peer).unwrap().is_none());
     }
 }

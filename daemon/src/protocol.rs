@@ -431,12 +431,10 @@ mod tests {
             .map(|i| ShardId::from_bytes(id(i)))
             .collect();
         let contract_id = ContractId::from_bytes([0xff; 32]);
-        let requests = [
-            ControlRequest::Delete {
-                contract_id,
-                shard_ids: ids.clone(),
-            },
-        ];
+        let requests = [ControlRequest::Delete {
+            contract_id,
+            shard_ids: ids.clone(),
+        }];
         for r in &requests {
             let len = cbor_len(r);
             assert!(len <= MAX_CONTROL_MESSAGE, "{len} bytes: {r:?}");

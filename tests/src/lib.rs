@@ -206,6 +206,8 @@ pub struct NetOptions {
     /// Distinct prices make the client's choice deterministic: provider 1
     /// is cheapest.
     pub distinct_prices: bool,
+    /// Providers' price in sat/GiB/month (plus their number when distinct).
+    pub base_price: u64,
     /// Mine 101 blocks to the client so it can pay at once.
     pub fund_client: bool,
     /// The client's default redundancy: single copy unless a test asks.
@@ -220,6 +222,7 @@ impl Default for NetOptions {
             providers: 3,
             capacity: "1GiB".into(),
             distinct_prices: true,
+            base_price: 1000,
             fund_client: true,
             redundancy: "low".into(),
             client_args: Vec::new(),
@@ -343,9 +346,9 @@ impl Net {
         let mut providers = Vec::new();
         for i in 1..=opts.providers {
             let price = if opts.distinct_prices {
-                1000 + i as u64
+                opts.base_price + i as u64
             } else {
-                1000
+                opts.base_price
             };
             let mut args = bitcoind.daemon_args();
             args.extend([
@@ -470,7 +473,13 @@ impl Net {
         let put = self
             .client
             .rpc()
-            .put(src.to_string_lossy().into(), redundancy.map(Into::into), None, None, None)
+            .put(
+                src.to_string_lossy().into(),
+                redundancy.map(Into::into),
+                None,
+                None,
+                None,
+            )
             .await
             .unwrap();
         (put.file_id, digest, put.providers)

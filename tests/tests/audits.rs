@@ -19,7 +19,11 @@ async fn health(net: &Net, file_id: &str) -> (u32, u32) {
 /// sizes (one segment each).
 async fn shard_of(net: &Net, file_id: &str, provider: &str) -> PathBuf {
     let stat = net.client.rpc().stat(file_id.into()).await.unwrap();
-    assert_eq!(stat.segments.len(), 1, "one segment, one shard per provider");
+    assert_eq!(
+        stat.segments.len(),
+        1,
+        "one segment, one shard per provider"
+    );
     let scheme = p2pstored::erasure::Scheme::parse(&stat.redundancy).unwrap();
     let size = scheme.shard_len(stat.size as usize + p2pstored::crypto::TAG_LEN) as u64;
     let daemon = &net.providers[net.provider_by_peer(provider).await];

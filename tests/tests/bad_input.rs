@@ -26,7 +26,13 @@ async fn bad_paths_ids_and_no_room() {
     assert!(e.to_string().contains("does-not-exist"), "{e}");
 
     let e = rpc
-        .put(net.dir.path().to_string_lossy().into(), None, None, None, None)
+        .put(
+            net.dir.path().to_string_lossy().into(),
+            None,
+            None,
+            None,
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::INVALID_PATH);

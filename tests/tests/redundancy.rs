@@ -99,10 +99,7 @@ async fn medium_survives_lost_providers_and_repairs_onto_new_ones() {
     }
     let client_cs = net.client.rpc().contracts().await.unwrap();
     assert_eq!(
-        client_cs
-            .iter()
-            .filter(|c| c.stored_bytes == 0)
-            .count(),
+        client_cs.iter().filter(|c| c.stored_bytes == 0).count(),
         2,
         "lost providers keep nothing of the file, so they are not renewed"
     );
@@ -203,7 +200,13 @@ async fn too_few_providers_uploads_and_pays_nothing() {
     let e = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), Some("medium".into()), None, None, None)
+        .put(
+            src.to_string_lossy().into(),
+            Some("medium".into()),
+            None,
+            None,
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::NO_PROVIDER, "{e}");
@@ -228,7 +231,13 @@ async fn too_few_providers_uploads_and_pays_nothing() {
     let e = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), Some("9/4".into()), None, None, None)
+        .put(
+            src.to_string_lossy().into(),
+            Some("9/4".into()),
+            None,
+            None,
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::INVALID_PARAMS, "{e}");

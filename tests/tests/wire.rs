@@ -69,9 +69,18 @@ fn proposal(contract_id: ContractId, add_bytes: u64, tip: u32) -> Proposal {
 
 /// Forms a contract of the attacker's for `bytes`, paid from the honest
 /// client's wallet: a hostile peer with coins.
-async fn paid_contract(net: &Net, evil: &network::Client, provider: PeerId, id: ContractId, bytes: u64) {
+async fn paid_contract(
+    net: &Net,
+    evil: &network::Client,
+    provider: PeerId,
+    id: ContractId,
+    bytes: u64,
+) {
     let tip = net.bitcoind.height().await as u32;
-    let quote = evil.propose(provider, proposal(id, bytes, tip)).await.unwrap();
+    let quote = evil
+        .propose(provider, proposal(id, bytes, tip))
+        .await
+        .unwrap();
     let address = quote.payout_address.assume_checked().to_string();
     let txid = net
         .client
@@ -137,7 +146,9 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
     assert_eq!(refusal(resp), WireErrorKind::HashMismatch);
     // Past the paid allowance: refused.
     let data = vec![4u8; 3001];
-    let resp = evil.store(provider, contract_id, ShardId::of(&data), data).await;
+    let resp = evil
+        .store(provider, contract_id, ShardId::of(&data), data)
+        .await;
     assert_eq!(refusal(resp), WireErrorKind::Forbidden);
 
     // Far over the message limit: the provider drops the stream unread.
@@ -186,7 +197,11 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
     let notice = evil.payment_notice(provider, notice).await;
     assert_eq!(refusal(notice), WireErrorKind::PaymentNotFound);
     let contracts = net.providers[0].rpc().contracts().await.unwrap();
-    assert!(!contracts.iter().any(|c| c.contract_id == unpaid.to_string()));
+    assert!(
+        !contracts
+            .iter()
+            .any(|c| c.contract_id == unpaid.to_string())
+    );
     assert_eq!(
         contracts
             .iter()

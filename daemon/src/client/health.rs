@@ -18,8 +18,8 @@ use tracing::{info, warn};
 
 use super::ClientService;
 use super::audit::{self, AuditScope, ShardStatus};
-use super::manifest::{Manifest, ShardRef};
 use super::manifest::Term;
+use super::manifest::{Manifest, ShardRef};
 use super::pipeline::{Need, StoredShard};
 use super::put::{ShardSpec, Target, pick_distinct, store_shard};
 use crate::error::{Error, Result};
@@ -337,6 +337,7 @@ impl ClientService {
             Err(e) => {
                 let stored = stored.lock().map(|s| s.clone()).unwrap_or_default();
                 self.release(&acquired, &stored).await;
+                self.unhold(&acquired);
                 return Err(e);
             }
         };
@@ -352,7 +353,9 @@ impl ClientService {
         next.validate()?;
         // The swap: one write replaces the whole manifest, so a crash
         // leaves the old one or the new one, never a mix.
-        self.manifests.insert(&next)?;
+        let swapped = self.manifests.insert(&next);
+        self.unhold(&acquired);
+        swapped?;
         // The old copies stop being paid for: deleted where the provider
         // still answers, their bytes out of its allowance.
         self.drop_shards(&moved).await;

@@ -90,6 +90,8 @@ pub struct ClientService {
     repair_lock: Arc<tokio::sync::Mutex<()>>,
     /// Serializes building and broadcasting payments.
     pay_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Allowance held by uploads in progress, per contract.
+    held: Arc<std::sync::Mutex<std::collections::HashMap<ContractId, u64>>>,
 }
 
 impl ClientService {
@@ -136,6 +138,7 @@ impl ClientService {
             audits: AuditBook::open(db, terms.audit)?,
             repair_lock: Arc::new(tokio::sync::Mutex::new(())),
             pay_lock: Arc::new(tokio::sync::Mutex::new(())),
+            held: Arc::default(),
         })
     }
 

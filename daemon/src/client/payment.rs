@@ -226,7 +226,13 @@ impl ClientService {
                         }
                     })?;
                     o.settled = true;
-                    problems.push((o.peer, Error::PaymentRejected { peer: o.peer, reason }));
+                    problems.push((
+                        o.peer,
+                        Error::PaymentRejected {
+                            peer: o.peer,
+                            reason,
+                        },
+                    ));
                 }
                 Some(Notice::Later) => problems.push((
                     o.peer,
@@ -258,7 +264,9 @@ impl ClientService {
                 return;
             }
             match o.purpose {
-                Purpose::Revision(_) => c.allowance_bytes = c.allowance_bytes.saturating_add(o.add_bytes),
+                Purpose::Revision(_) => {
+                    c.allowance_bytes = c.allowance_bytes.saturating_add(o.add_bytes)
+                }
                 Purpose::Period {
                     allowance_bytes, ..
                 } => c.allowance_bytes = allowance_bytes,
@@ -358,7 +366,8 @@ impl ClientService {
             if needed <= c.paid_through_height || c.allowance_bytes == 0 {
                 // Nothing kept past this period: let it run out.
                 if tip >= c.paid_through_height {
-                    self.contracts.update(&c.contract_id, |c| c.state = State::Expired)?;
+                    self.contracts
+                        .update(&c.contract_id, |c| c.state = State::Expired)?;
                     info!(peer = %c.peer, contract = %c.contract_id.short(), "contract ran out unrenewed");
                 }
                 continue;
@@ -368,9 +377,11 @@ impl ClientService {
                 continue;
             }
             let term_end = c.term_end_height.max(needed).max(through);
-            let Some(amount) =
-                payment_amount(c.price_sat_per_gib_month, c.allowance_bytes, c.period_blocks)
-            else {
+            let Some(amount) = payment_amount(
+                c.price_sat_per_gib_month,
+                c.allowance_bytes,
+                c.period_blocks,
+            ) else {
                 warn!(contract = %c.contract_id.short(), "period amount overflows; not paying");
                 continue;
             };

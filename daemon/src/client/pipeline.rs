@@ -5,6 +5,8 @@
 //! upload that failed after paying left behind. Rollback is decided here
 //! alone, from the payment's [`PayOutcome`].
 
+use std::collections::HashMap;
+
 use libp2p::PeerId;
 use tracing::{info, warn};
 
@@ -31,12 +33,15 @@ pub(super) struct StoredShard {
     pub size: u64,
 }
 
-/// Allowance bought: `bytes` more under `contract_id`.
+/// Allowance for an upload under `contract_id`: `bytes` newly bought, or
+/// none when allowance already paid for and unused covered the need.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Acquired {
     pub peer: PeerId,
     pub contract_id: ContractId,
     pub bytes: u64,
+    /// Bytes held for this upload until it is recorded or released.
+    pub held: u64,
 }
 
 impl ClientService {
@@ -49,7 +54,25 @@ impl ClientService {
         // period payment may slip in between a quote and its payment.
         let _guard = self.pay_lock.lock().await;
         let tip = self.wallet.tip_height();
-        let asks = needs.iter().map(|n| self.quote(n, term_end, tip));
+        // Allowance paid for and unused (a put that died after paying left
+        // it) is used before any is bought, so a retry never pays twice.
+        let (mut covered, mut buy) = (Vec::new(), Vec::new());
+        let spare = self.spare_allowance()?;
+        for n in needs {
+            let live = self.contracts.live_with(&n.peer)?;
+            tracing::debug!(peer = %n.peer, need = n.bytes, live = ?live.as_ref().map(|c| (c.state, c.allowance_bytes)), spare = ?live.as_ref().and_then(|c| spare.get(&c.contract_id)), "allowance on hand");
+            match live {
+                Some(c) if spare.get(&c.contract_id).copied().unwrap_or(0) >= n.bytes => covered
+                    .push(Acquired {
+                        peer: n.peer,
+                        contract_id: c.contract_id,
+                        bytes: 0,
+                        held: n.bytes,
+                    }),
+                _ => buy.push(n),
+            }
+        }
+        let asks = buy.iter().map(|n| self.quote(n, term_end, tip));
         let mut dues = Vec::new();
         let mut first_err = None;
         for r in futures::future::join_all(asks).await {
@@ -58,18 +81,28 @@ impl ClientService {
                 Err(e) => first_err = first_err.or(Some(e)),
             }
         }
-        let acquired: Vec<Acquired> = dues
+        let mut acquired: Vec<Acquired> = dues
             .iter()
             .map(|d| Acquired {
                 peer: d.contract.peer,
                 contract_id: d.contract.contract_id,
                 bytes: d.add_bytes,
+                held: d.add_bytes,
             })
             .collect();
         if let Some(e) = first_err {
             self.forget_formations(&acquired)?;
             return Err(e);
         }
+        if dues.is_empty() {
+            self.hold(&covered);
+            info!(
+                providers = covered.len(),
+                "allowance already paid covers the upload"
+            );
+            return Ok(covered);
+        }
+        acquired.extend(covered);
         match self.pay(dues).await {
             PayOutcome::NotPaid(e) => {
                 self.forget_formations(&acquired)?;
@@ -86,6 +119,7 @@ impl ClientService {
                     Some((_, e)) => Err(e),
                     None => {
                         info!(txid = %intent.txid, providers = acquired.len(), "allowance paid");
+                        self.hold(&acquired);
                         Ok(acquired)
                     }
                 }
@@ -168,6 +202,53 @@ impl ClientService {
             add_bytes: n.bytes,
             deadline_height: quote.deadline_height,
         })
+    }
+
+    /// Paid allowance not used by any recorded file nor held by an upload
+    /// in progress, per contract.
+    fn spare_allowance(&self) -> Result<HashMap<ContractId, u64>> {
+        let mut used: HashMap<ContractId, u64> = HashMap::new();
+        for m in self.manifests.list()? {
+            for r in m.segments.iter().flat_map(|s| &s.shards) {
+                *used.entry(r.contract_id).or_default() += r.size;
+            }
+        }
+        if let Ok(held) = self.held.lock() {
+            for (id, bytes) in held.iter() {
+                *used.entry(*id).or_default() += bytes;
+            }
+        }
+        Ok(self
+            .contracts
+            .list()?
+            .into_iter()
+            .filter(|c| c.is_live())
+            .map(|c| {
+                let u = used.get(&c.contract_id).copied().unwrap_or(0);
+                (c.contract_id, c.allowance_bytes.saturating_sub(u))
+            })
+            .collect())
+    }
+
+    fn hold(&self, acquired: &[Acquired]) {
+        if let Ok(mut held) = self.held.lock() {
+            for a in acquired {
+                *held.entry(a.contract_id).or_default() += a.held;
+            }
+        }
+    }
+
+    /// Ends an upload's hold on its allowance: it is recorded in a
+    /// manifest now, or released.
+    pub(super) fn unhold(&self, acquired: &[Acquired]) {
+        if let Ok(mut held) = self.held.lock() {
+            for a in acquired {
+                if let Some(h) = held.get_mut(&a.contract_id) {
+                    *h = h.saturating_sub(a.held);
+                }
+            }
+            held.retain(|_, h| *h > 0);
+        }
     }
 
     /// Contracts that were being formed and will not be: unpaid, they

@@ -143,7 +143,10 @@ impl ClientService {
         };
         let file_id = FileId::random()?;
         let span = info_span!("put", file_id = %file_id.short(), scheme = %scheme.label());
-        let acquired = self.acquire(&needs, term_end).instrument(span.clone()).await?;
+        let acquired = self
+            .acquire(&needs, term_end)
+            .instrument(span.clone())
+            .await?;
         let contract_of = |peer: &PeerId| {
             acquired
                 .iter()
@@ -182,6 +185,7 @@ impl ClientService {
             warn!(parent: &span, "put failed: {e}");
             self.release(&acquired, &job.stored_shards()).await;
         }
+        self.unhold(&acquired);
         result
     }
 

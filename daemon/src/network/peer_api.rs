@@ -90,7 +90,9 @@ impl Client {
         let status = expect!(self.control(peer, ControlRequest::PaymentNotice(notice)).await,
             "a payment notice", ControlResponse::Paid(s) => s, ControlResponse::Error)?;
         if status.contract_id != id {
-            return Err(PeerError::Unexpected("a payment notice (another contract id)"));
+            return Err(PeerError::Unexpected(
+                "a payment notice (another contract id)",
+            ));
         }
         Ok(status)
     }

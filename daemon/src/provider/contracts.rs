@@ -93,7 +93,12 @@ fn internal(e: impl std::fmt::Display) -> WireError {
 
 impl Ledger {
     /// Claims `size` bytes of `peer`'s allowance under `contract_id`.
-    pub fn reserve(&self, peer: &PeerId, contract_id: &ContractId, size: u64) -> Result<(), WireError> {
+    pub fn reserve(
+        &self,
+        peer: &PeerId,
+        contract_id: &ContractId,
+        size: u64,
+    ) -> Result<(), WireError> {
         let mut accounts = self.accounts.lock().map_err(internal)?;
         let Some(a) = accounts.get_mut(contract_id).filter(|a| a.peer == *peer) else {
             return Err(WireError::new(
@@ -159,8 +164,9 @@ impl Ledger {
     /// Allowance promised but not yet used, which free space must cover.
     fn promised(&self) -> u64 {
         self.accounts.lock().map_or(0, |a| {
-            a.values()
-                .fold(0u64, |t, a| t.saturating_add(a.allowance.saturating_sub(a.used)))
+            a.values().fold(0u64, |t, a| {
+                t.saturating_add(a.allowance.saturating_sub(a.used))
+            })
         })
     }
 }
@@ -201,7 +207,11 @@ impl ProviderService {
             .list()?
             .iter()
             .map(|c| {
-                let held: u64 = store.contract_shards(&c.contract_id)?.iter().map(|(_, s)| s).sum();
+                let held: u64 = store
+                    .contract_shards(&c.contract_id)?
+                    .iter()
+                    .map(|(_, s)| s)
+                    .sum();
                 // A provider is paid when the client pays: no notice period.
                 Ok(c.to_rpc(held, 0))
             })
@@ -245,7 +255,10 @@ impl ProviderService {
         if p.term_end_height > max_end {
             return err(
                 WireErrorKind::BadTerms,
-                format!("term ends past {max_end} ({} blocks from now)", t.max_term_blocks),
+                format!(
+                    "term ends past {max_end} ({} blocks from now)",
+                    t.max_term_blocks
+                ),
             );
         }
         let existing = match self.contracts.get(&p.contract_id) {
@@ -266,7 +279,10 @@ impl ProviderService {
                 if p.price_sat_per_gib_month != c.price_sat_per_gib_month
                     || p.period_blocks != c.period_blocks
                 {
-                    return err(WireErrorKind::BadTerms, "price and period are the contract's");
+                    return err(
+                        WireErrorKind::BadTerms,
+                        "price and period are the contract's",
+                    );
                 }
                 if c.paid_through_height <= tip {
                     return err(
@@ -302,14 +318,16 @@ impl ProviderService {
                     period_blocks: p.period_blocks,
                     start_height: tip,
                 };
-                (tip.saturating_add(p.period_blocks), address, Some(formation))
+                (
+                    tip.saturating_add(p.period_blocks),
+                    address,
+                    Some(formation),
+                )
             }
         };
-        let Some(amount_sat) = payment_amount(
-            p.price_sat_per_gib_month,
-            p.add_bytes,
-            paid_through - tip,
-        ) else {
+        let Some(amount_sat) =
+            payment_amount(p.price_sat_per_gib_month, p.add_bytes, paid_through - tip)
+        else {
             return err(WireErrorKind::BadTerms, "amount overflows");
         };
         let revision_id = match RevisionId::random() {
@@ -379,7 +397,9 @@ impl ProviderService {
         for id in evicted {
             self.drop_quote(&id).map_err(internal)?;
         }
-        self.revisions.insert(&rev.revision_id, rev).map_err(internal)
+        self.revisions
+            .insert(&rev.revision_id, rev)
+            .map_err(internal)
     }
 
     /// Forgets an unpaid quote; a new contract's address goes back to the pool.
@@ -443,7 +463,10 @@ impl ProviderService {
                 term_end_height,
             } => {
                 let Some(c) = contract.as_ref().filter(|c| c.is_live()) else {
-                    return err(WireErrorKind::UnknownContract, "no running contract for this client");
+                    return err(
+                        WireErrorKind::UnknownContract,
+                        "no running contract for this client",
+                    );
                 };
                 if let Err(e) =
                     self.check_period(c, allowance_bytes, paid_through_height, term_end_height)
@@ -543,7 +566,10 @@ impl ProviderService {
             }
         }
         if !c.is_live() {
-            return err(WireErrorKind::BadTerms, format!("contract is {}", c.state.as_str()));
+            return err(
+                WireErrorKind::BadTerms,
+                format!("contract is {}", c.state.as_str()),
+            );
         }
         self.ledger.open(&c, self.ledger.used(&c.contract_id));
         info!(contract = %c.contract_id.short(), txid = %n.txid, value, kind = %kind, final_, allowance = c.allowance_bytes, paid_through = c.paid_through_height, "payment credited");
@@ -609,7 +635,9 @@ impl ProviderService {
         }
         let used = self.ledger.used(&c.contract_id);
         if allowance < used {
-            return bad(format!("{used} bytes are stored; the allowance cannot be less"));
+            return bad(format!(
+                "{used} bytes are stored; the allowance cannot be less"
+            ));
         }
         Ok(())
     }

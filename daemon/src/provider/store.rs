@@ -143,7 +143,11 @@ impl ShardStore {
         }
         for item in self.by_contract.iter() {
             let ((contract, id), _) = item?;
-            if self.index.get(&id)?.is_none_or(|m| m.contract_id != contract) {
+            if self
+                .index
+                .get(&id)?
+                .is_none_or(|m| m.contract_id != contract)
+            {
                 self.by_contract.remove_lazy(&(contract, id))?;
             }
         }

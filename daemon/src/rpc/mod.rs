@@ -84,7 +84,9 @@ impl P2pstoreApiServer for RpcImpl {
         let client = self.node.client().await?;
         let term = match (term_blocks, keep.unwrap_or(false)) {
             (Some(_), true) => {
-                return Err(Error::InvalidParams("give term_blocks or keep, not both".into()).into());
+                return Err(
+                    Error::InvalidParams("give term_blocks or keep, not both".into()).into(),
+                );
             }
             (Some(0), false) => {
                 return Err(Error::InvalidParams("term_blocks must be at least 1".into()).into());
