@@ -95,7 +95,7 @@ received_total=$(sum "${received[@]}")
 # A fresh network: every client-side contract is this put's.
 contract_sat=$(cli --json contracts | python3 -c '
 import json, sys
-print(sum(c["amount_sat"] for c in json.load(sys.stdin) if c["role"] == "client"))')
+print(sum(c["paid_sat"] for c in json.load(sys.stdin) if c["role"] == "client"))')
 
 section "audit: each provider proves random leaves of its shards (Merkle paths)"
 audit_json=$(cli --json audit "$file_id")
