@@ -133,6 +133,16 @@ fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<V> {
     serde_json::from_slice(bytes).map_err(|e| Error::CorruptRecord(e.to_string()))
 }
 
+/// One raw sled entry as a typed (key, value).
+fn decode_entry<K: Key, V: DeserializeOwned>(
+    item: sled::Result<(sled::IVec, sled::IVec)>,
+) -> Result<(K, V)> {
+    let (k, v) = item?;
+    let key = K::from_key(&k)
+        .ok_or_else(|| Error::CorruptRecord(format!("bad key {}", hex::encode(&k))))?;
+    Ok((key, decode(&v)?))
+}
+
 fn encode<V: Serialize>(v: &V) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| Error::Internal(format!("encoding a record: {e}")))
 }
@@ -227,22 +237,12 @@ impl<K: Key, V: Serialize + DeserializeOwned> Tree<K, V> {
     /// Every entry, in key order. A record that does not decode is an
     /// error, so corruption is reported rather than skipped.
     pub fn iter(&self) -> impl Iterator<Item = Result<(K, V)>> + '_ {
-        self.tree.iter().map(|item| {
-            let (k, v) = item?;
-            let key = K::from_key(&k)
-                .ok_or_else(|| Error::CorruptRecord(format!("bad key {}", hex::encode(&k))))?;
-            Ok((key, decode(&v)?))
-        })
+        self.tree.iter().map(decode_entry)
     }
 
     /// Every entry whose key starts with `prefix`'s key bytes, in order.
     pub fn iter_prefix(&self, prefix: &impl Key) -> impl Iterator<Item = Result<(K, V)>> + '_ {
-        self.tree.scan_prefix(prefix.to_key()).map(|item| {
-            let (k, v) = item?;
-            let key = K::from_key(&k)
-                .ok_or_else(|| Error::CorruptRecord(format!("bad key {}", hex::encode(&k))))?;
-            Ok((key, decode(&v)?))
-        })
+        self.tree.scan_prefix(prefix.to_key()).map(decode_entry)
     }
 
     /// Every value, in key order.

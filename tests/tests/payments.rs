@@ -69,24 +69,32 @@ async fn wait_contract_states(
     role: ContractRole,
     state: ContractState,
 ) -> Vec<ContractInfo> {
+    let what = format!("{}'s {role} contracts to be {state}", d.name);
+    wait_contracts(d, &what, move |c| c.role == role, move |c| c.state == state).await
+}
+
+/// Waits until the daemon has contracts that `keep` selects, all of them
+/// `done`; returns them.
+async fn wait_contracts(
+    d: &Daemon,
+    what: &str,
+    keep: impl Fn(&ContractInfo) -> bool + Copy,
+    done: impl Fn(&ContractInfo) -> bool + Copy,
+) -> Vec<ContractInfo> {
     let rpc = d.rpc();
-    wait_for(
-        &format!("{}'s {role} contracts to be {state}", d.name),
-        90,
-        || {
-            let rpc = rpc.clone();
-            async move {
-                let cs: Vec<ContractInfo> = rpc
-                    .contracts()
-                    .await
-                    .ok()?
-                    .into_iter()
-                    .filter(|c| c.role == role)
-                    .collect();
-                (!cs.is_empty() && cs.iter().all(|c| c.state == state)).then_some(cs)
-            }
-        },
-    )
+    wait_for(what, 90, || {
+        let rpc = rpc.clone();
+        async move {
+            let cs: Vec<ContractInfo> = rpc
+                .contracts()
+                .await
+                .ok()?
+                .into_iter()
+                .filter(keep)
+                .collect();
+            (!cs.is_empty() && cs.iter().all(done)).then_some(cs)
+        }
+    })
     .await
 }
 
@@ -102,22 +110,14 @@ async fn fees_paid(d: &Daemon) -> u64 {
         .sum()
 }
 
-/// Waits until every client contract is paid through at least `height`.
+/// Waits until every active client contract is paid through at least `height`.
 async fn wait_paid_through(d: &Daemon, height: u32) -> Vec<ContractInfo> {
-    let rpc = d.rpc();
-    wait_for(&format!("contracts paid through {height}"), 90, || {
-        let rpc = rpc.clone();
-        async move {
-            let cs: Vec<ContractInfo> = rpc
-                .contracts()
-                .await
-                .ok()?
-                .into_iter()
-                .filter(|c| c.role == ContractRole::Client && c.state == ContractState::Active)
-                .collect();
-            (!cs.is_empty() && cs.iter().all(|c| c.paid_through_height >= height)).then_some(cs)
-        }
-    })
+    wait_contracts(
+        d,
+        &format!("contracts paid through {height}"),
+        |c| c.role == ContractRole::Client && c.state == ContractState::Active,
+        move |c| c.paid_through_height >= height,
+    )
     .await
 }
 

@@ -20,7 +20,7 @@ use super::ClientService;
 use super::audit::{self, AuditScope, ShardStatus};
 use super::manifest::Term;
 use super::manifest::{Manifest, ShardRef};
-use super::pipeline::{Need, StoredShard};
+use super::pipeline::{Need, StoredShard, contract_with};
 use super::put::{ShardSpec, Target, pick_distinct, store_shard};
 use crate::error::{Error, Result};
 use crate::ids::{FileId, ShardId};
@@ -290,13 +290,6 @@ impl ClientService {
             Term::Keep => tip.saturating_add(self.term_blocks),
         };
         let acquired = self.acquire(&needs, term_end).await?;
-        let contract_of = |peer: &PeerId| {
-            acquired
-                .iter()
-                .find(|a| a.peer == *peer)
-                .map(|a| a.contract_id)
-                .unwrap_or_default()
-        };
         let client = self.net.local_peer_id();
         let stored = std::sync::Mutex::new(Vec::new());
         let sends = rebuilt.iter().map(|(i, p, c, bytes)| {
@@ -304,7 +297,7 @@ impl ClientService {
             let old = &m.segments[*i].shards[*p];
             let t = Target {
                 peer,
-                contract_id: contract_of(&peer),
+                contract_id: contract_with(&acquired, &peer),
             };
             let spec = ShardSpec {
                 id: old.shard_id,

@@ -153,12 +153,7 @@ impl ClientService {
 
     /// The client's contracts, with the bytes its manifests keep under each.
     pub fn contract_infos(&self) -> Result<Vec<p2pstore_rpc::ContractInfo>> {
-        let mut stored: std::collections::HashMap<ContractId, u64> = Default::default();
-        for m in self.manifests.list()? {
-            for r in m.segments.iter().flat_map(|s| &s.shards) {
-                *stored.entry(r.contract_id).or_default() += r.size;
-            }
-        }
+        let stored = self.recorded_bytes()?;
         Ok(self
             .contracts
             .list()?

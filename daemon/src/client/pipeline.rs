@@ -44,6 +44,15 @@ pub(super) struct Acquired {
     pub held: u64,
 }
 
+/// The contract an upload to `peer` goes under.
+pub(super) fn contract_with(acquired: &[Acquired], peer: &PeerId) -> ContractId {
+    acquired
+        .iter()
+        .find(|a| a.peer == *peer)
+        .map(|a| a.contract_id)
+        .unwrap_or_default()
+}
+
 impl ClientService {
     /// Buys each need's bytes of allowance, running to at least
     /// `term_end`, and returns once every provider has credited it: only
@@ -59,9 +68,7 @@ impl ClientService {
         let (mut covered, mut buy) = (Vec::new(), Vec::new());
         let spare = self.spare_allowance()?;
         for n in needs {
-            let live = self.contracts.live_with(&n.peer)?;
-            tracing::debug!(peer = %n.peer, need = n.bytes, live = ?live.as_ref().map(|c| (c.state, c.allowance_bytes)), spare = ?live.as_ref().and_then(|c| spare.get(&c.contract_id)), "allowance on hand");
-            match live {
+            match self.contracts.live_with(&n.peer)? {
                 Some(c) if spare.get(&c.contract_id).copied().unwrap_or(0) >= n.bytes => covered
                     .push(Acquired {
                         peer: n.peer,
@@ -69,10 +76,12 @@ impl ClientService {
                         bytes: 0,
                         held: n.bytes,
                     }),
-                _ => buy.push(n),
+                live => buy.push((n, live)),
             }
         }
-        let asks = buy.iter().map(|n| self.quote(n, term_end, tip));
+        let asks = buy
+            .into_iter()
+            .map(|(n, live)| self.quote(n, live, term_end, tip));
         let mut dues = Vec::new();
         let mut first_err = None;
         for r in futures::future::join_all(asks).await {
@@ -127,10 +136,17 @@ impl ClientService {
         }
     }
 
-    /// Asks one provider for a quote and checks it against the price.
-    async fn quote(&self, n: &Need, term_end: u32, tip: u32) -> Result<Due> {
+    /// Asks one provider for a quote (a revision of `existing`, the
+    /// running contract with it, or a new contract) and checks it against
+    /// the price.
+    async fn quote(
+        &self,
+        n: &Need,
+        existing: Option<Contract>,
+        term_end: u32,
+        tip: u32,
+    ) -> Result<Due> {
         let peer = n.peer;
-        let existing = self.contracts.live_with(&peer)?;
         let proposal = match &existing {
             Some(c) => Proposal {
                 contract_id: c.contract_id,
@@ -204,15 +220,21 @@ impl ClientService {
         })
     }
 
-    /// Paid allowance not used by any recorded file nor held by an upload
-    /// in progress, per contract.
-    fn spare_allowance(&self) -> Result<HashMap<ContractId, u64>> {
+    /// Bytes the manifests keep under each contract.
+    pub(super) fn recorded_bytes(&self) -> Result<HashMap<ContractId, u64>> {
         let mut used: HashMap<ContractId, u64> = HashMap::new();
         for m in self.manifests.list()? {
             for r in m.segments.iter().flat_map(|s| &s.shards) {
                 *used.entry(r.contract_id).or_default() += r.size;
             }
         }
+        Ok(used)
+    }
+
+    /// Paid allowance not used by any recorded file nor held by an upload
+    /// in progress, per contract.
+    fn spare_allowance(&self) -> Result<HashMap<ContractId, u64>> {
+        let mut used = self.recorded_bytes()?;
         if let Ok(held) = self.held.lock() {
             for (id, bytes) in held.iter() {
                 *used.entry(*id).or_default() += bytes;

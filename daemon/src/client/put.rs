@@ -26,7 +26,7 @@ use tracing::{Instrument, info, info_span, warn};
 use sha2::{Digest, Sha256};
 
 use super::manifest::{MANIFEST_VERSION, Manifest, Segment, ShardRef, Term};
-use super::pipeline::{Need, StoredShard};
+use super::pipeline::{Need, StoredShard, contract_with};
 use super::reliability::Reliability;
 use super::{ClientService, FoundProvider};
 use crate::crypto::{FileKey, Hash, TAG_LEN, sha256};
@@ -147,13 +147,6 @@ impl ClientService {
             .acquire(&needs, term_end)
             .instrument(span.clone())
             .await?;
-        let contract_of = |peer: &PeerId| {
-            acquired
-                .iter()
-                .find(|a| a.peer == *peer)
-                .map(|a| a.contract_id)
-                .unwrap_or_default()
-        };
         let targets: Vec<Vec<Target>> = assignment
             .iter()
             .map(|chosen| {
@@ -161,7 +154,7 @@ impl ClientService {
                     .iter()
                     .map(|&c| Target {
                         peer: candidates[c].peer,
-                        contract_id: contract_of(&candidates[c].peer),
+                        contract_id: contract_with(&acquired, &candidates[c].peer),
                     })
                     .collect()
             })

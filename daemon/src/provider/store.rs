@@ -136,9 +136,12 @@ impl ShardStore {
                     _ => tracing::warn!(shard = %id, "shard no longer matches its id"),
                 }
             }
-            // The two trees are written together but not atomically.
-            self.by_contract
-                .insert_lazy(&(meta.contract_id, id), &meta.size)?;
+            // The two trees are written together but not atomically: a
+            // crash may leave this entry missing.
+            let key = (meta.contract_id, id);
+            if self.by_contract.get(&key)?.is_none() {
+                self.by_contract.insert_lazy(&key, &meta.size)?;
+            }
             used = used.saturating_add(meta.size);
         }
         for item in self.by_contract.iter() {
