@@ -36,6 +36,14 @@ pub const DEFAULT_PERIOD_BLOCKS: u32 = 144;
 /// Six hours of notice, so a payment confirms before the period ends.
 pub const DEFAULT_RENEW_BEFORE_BLOCKS: u32 = 36;
 pub const DEFAULT_FEE_TARGET_BLOCKS: u16 = crate::wallet::DEFAULT_CONF_TARGET;
+/// An hour unconfirmed before a payment is bumped: a period payment has
+/// `renew_before_blocks` (six hours by default) to confirm.
+pub const DEFAULT_FEE_BUMP_BLOCKS: u32 = 6;
+/// No payment, and no bump, pays more than this: a fee spike must not
+/// drain the wallet unattended.
+pub const DEFAULT_MAX_FEE_RATE_SAT_VB: u64 = 100;
+/// A week of daily periods.
+pub const DEFAULT_BUDGET_WARN_PERIODS: u32 = 7;
 /// Regtest, so that nothing spends real coins by accident.
 pub const DEFAULT_NETWORK: &str = "regtest";
 pub const DEFAULT_MAX_PRICE_SAT_PER_GIB_MONTH: u64 = 100_000;
@@ -153,6 +161,15 @@ pub struct Args {
     /// Client: confirmation target of bitcoind's fee estimate, in blocks
     #[arg(long)]
     pub fee_target_blocks: Option<u16>,
+    /// Client: bump (RBF) a payment still unconfirmed after this many blocks
+    #[arg(long)]
+    pub fee_bump_blocks: Option<u32>,
+    /// Client: the highest fee rate any payment or bump pays, in sat/vB
+    #[arg(long)]
+    pub max_fee_rate_sat_vb: Option<u64>,
+    /// Client: warn when the wallet cannot pay this many coming periods
+    #[arg(long)]
+    pub budget_warn_periods: Option<u32>,
     /// Client: default redundancy of put: low, medium, high or K/N
     #[arg(long)]
     pub redundancy: Option<String>,
@@ -240,6 +257,15 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
             format!("bitcoind's estimate, else {DEFAULT_FEE_RATE_SAT_VB}"),
         ),
         ("fee_target_blocks", DEFAULT_FEE_TARGET_BLOCKS.to_string()),
+        ("fee_bump_blocks", DEFAULT_FEE_BUMP_BLOCKS.to_string()),
+        (
+            "max_fee_rate_sat_vb",
+            DEFAULT_MAX_FEE_RATE_SAT_VB.to_string(),
+        ),
+        (
+            "budget_warn_periods",
+            DEFAULT_BUDGET_WARN_PERIODS.to_string(),
+        ),
         ("redundancy", DEFAULT_REDUNDANCY.into()),
         ("repair_margin", DEFAULT_REPAIR_MARGIN.to_string()),
         ("health_check_secs", DEFAULT_HEALTH_CHECK_SECS.to_string()),
@@ -313,6 +339,9 @@ struct FileConfig {
     renew_before_blocks: Option<u32>,
     fee_rate_sat_vb: Option<u64>,
     fee_target_blocks: Option<u16>,
+    fee_bump_blocks: Option<u32>,
+    max_fee_rate_sat_vb: Option<u64>,
+    budget_warn_periods: Option<u32>,
     payment_window_blocks: Option<u32>,
     grace_blocks: Option<u32>,
     min_confirmations: Option<u32>,
@@ -344,8 +373,8 @@ pub struct Config {
     pub term_blocks: u32,
     pub period_blocks: u32,
     pub renew_before_blocks: u32,
-    pub fee_rate_sat_vb: Option<u64>,
-    pub fee_target_blocks: u16,
+    pub fees: crate::client::FeePolicy,
+    pub budget_warn_periods: u32,
     pub payment_rules: crate::provider::PaymentRules,
     pub redundancy: Scheme,
     pub repair_margin: u16,
@@ -429,6 +458,7 @@ impl Config {
                 flag
             }
         };
+        let fees = fee_policy(&args, &file)?;
         let mut listen = pick(args.listen, file.listen);
         if listen.is_empty() {
             listen = default_listen();
@@ -557,14 +587,6 @@ impl Config {
                 .term_blocks
                 .or(file.term_blocks)
                 .unwrap_or(DEFAULT_TERM_BLOCKS),
-            fee_rate_sat_vb: match args.fee_rate_sat_vb.or(file.fee_rate_sat_vb) {
-                Some(r) if r == 0 || r > 10_000 => {
-                    return Err(Error::Config(format!(
-                        "fee rate {r} sat/vB is outside 1..=10000"
-                    )));
-                }
-                other => other,
-            },
             period_blocks: match args
                 .period_blocks
                 .or(file.period_blocks)
@@ -577,19 +599,11 @@ impl Config {
                 .renew_before_blocks
                 .or(file.renew_before_blocks)
                 .unwrap_or(DEFAULT_RENEW_BEFORE_BLOCKS),
-            fee_target_blocks: match args
-                .fee_target_blocks
-                .or(file.fee_target_blocks)
-                .unwrap_or(DEFAULT_FEE_TARGET_BLOCKS)
-            {
-                // bitcoind's estimatesmartfee accepts 1..=1008.
-                t @ 1..=1008 => t,
-                t => {
-                    return Err(Error::Config(format!(
-                        "fee_target_blocks {t} is outside 1..=1008"
-                    )));
-                }
-            },
+            fees,
+            budget_warn_periods: args
+                .budget_warn_periods
+                .or(file.budget_warn_periods)
+                .unwrap_or(DEFAULT_BUDGET_WARN_PERIODS),
             payment_rules: crate::provider::PaymentRules {
                 payment_window_blocks: args
                     .payment_window_blocks
@@ -632,6 +646,62 @@ impl Config {
             datadir,
         })
     }
+}
+
+/// The client's fee settings: a fixed rate or bitcoind's estimate, when
+/// to bump, and the ceiling on both.
+fn fee_policy(args: &Args, file: &FileConfig) -> Result<crate::client::FeePolicy> {
+    let rate = |name: &str, r: u64| {
+        if r == 0 || r > 10_000 {
+            Err(Error::Config(format!(
+                "{name} {r} sat/vB is outside 1..=10000"
+            )))
+        } else {
+            Ok(r)
+        }
+    };
+    let fixed_rate = match args.fee_rate_sat_vb.or(file.fee_rate_sat_vb) {
+        Some(r) => Some(rate("fee_rate_sat_vb", r)?),
+        None => None,
+    };
+    let max_rate = rate(
+        "max_fee_rate_sat_vb",
+        args.max_fee_rate_sat_vb
+            .or(file.max_fee_rate_sat_vb)
+            .unwrap_or(DEFAULT_MAX_FEE_RATE_SAT_VB),
+    )?;
+    if fixed_rate.is_some_and(|r| r > max_rate) {
+        return Err(Error::Config(format!(
+            "fee_rate_sat_vb is above max_fee_rate_sat_vb ({max_rate})"
+        )));
+    }
+    let target_blocks = match args
+        .fee_target_blocks
+        .or(file.fee_target_blocks)
+        .unwrap_or(DEFAULT_FEE_TARGET_BLOCKS)
+    {
+        // bitcoind's estimatesmartfee accepts 1..=1008.
+        t @ 1..=1008 => t,
+        t => {
+            return Err(Error::Config(format!(
+                "fee_target_blocks {t} is outside 1..=1008"
+            )));
+        }
+    };
+    let bump_after_blocks = match args
+        .fee_bump_blocks
+        .or(file.fee_bump_blocks)
+        .unwrap_or(DEFAULT_FEE_BUMP_BLOCKS)
+    {
+        0 => return Err(Error::Config("fee_bump_blocks must be at least 1".into())),
+        n => n,
+    };
+    Ok(crate::client::FeePolicy {
+        fixed_rate,
+        target_blocks,
+        bump_after_blocks,
+        max_rate,
+    })
 }
 
 #[cfg(test)]
@@ -771,7 +841,7 @@ mod tests {
             DEFAULT_MAX_PRICE_SAT_PER_GIB_MONTH
         );
         assert_eq!(cfg.term_blocks, DEFAULT_TERM_BLOCKS);
-        assert_eq!(cfg.fee_rate_sat_vb, None);
+        assert_eq!(cfg.fees.fixed_rate, None);
         assert_eq!(cfg.redundancy, Scheme::parse(DEFAULT_REDUNDANCY).unwrap());
         assert_eq!(cfg.repair_margin, DEFAULT_REPAIR_MARGIN);
         assert_eq!(cfg.health_check.as_secs(), DEFAULT_HEALTH_CHECK_SECS);

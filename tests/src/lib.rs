@@ -299,6 +299,28 @@ impl Bitcoind {
             .await
     }
 
+    /// Mines blocks that leave the mempool alone, as miners do with
+    /// transactions whose fee is too low.
+    pub async fn mine_empty(&self, n: u32) {
+        for _ in 0..n {
+            self.call(
+                "generateblock",
+                serde_json::json!(["bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080", []]),
+            )
+            .await
+            .unwrap();
+        }
+    }
+
+    /// Transactions in bitcoind's mempool.
+    pub async fn mempool(&self) -> Vec<String> {
+        let v = self
+            .call("getrawmempool", serde_json::json!([]))
+            .await
+            .unwrap();
+        serde_json::from_value(v).unwrap()
+    }
+
     pub async fn height(&self) -> u64 {
         self.call("getblockcount", serde_json::json!([]))
             .await

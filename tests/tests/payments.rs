@@ -460,3 +460,88 @@ async fn price_cap_and_bitcoind_outage() {
     let st = net.client.rpc().status().await.unwrap();
     assert!(st.bitcoind_error.is_some() || st.state == NodeState::Running);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_period_payment_is_bumped_and_counts_once() {
+    const BUMP: u32 = 2;
+    let mut args = period_args();
+    args.extend(["--fee-bump-blocks".into(), BUMP.to_string()]);
+    let net = Net::start(NetOptions {
+        providers: 1,
+        base_price: PRICE,
+        client_args: args,
+        ..Default::default()
+    })
+    .await;
+    net.put_random("stuck.bin", 2 << 20, None).await;
+    let cs = wait_contract_states(&net.client, ContractRole::Client, ContractState::Active).await;
+    let through = cs[0].paid_through_height;
+    // Mine to the renewal, then only empty blocks: the period payment
+    // sits in the mempool as if its fee were too low.
+    let tip = net.bitcoind.height().await as u32;
+    net.bitcoind
+        .mine_burn((through - RENEW_BEFORE).saturating_sub(tip).max(1))
+        .await;
+    let cs = wait_paid_through(&net.client, through + PERIOD).await;
+    let stuck = cs[0].payment_txids[1].clone();
+    assert_eq!(net.bitcoind.mempool().await, vec![stuck.clone()]);
+    let provider = &net.providers[0];
+    net.bitcoind.mine_empty(BUMP).await;
+
+    // The client replaces it at a higher fee, and the provider follows.
+    let bumped = wait_for("the period payment to be bumped", 60, || {
+        let rpc = net.client.rpc();
+        let stuck = stuck.clone();
+        async move {
+            let cs = rpc.contracts().await.ok()?;
+            let txid = cs[0].payment_txids.get(1)?.clone();
+            (txid != stuck).then_some(txid)
+        }
+    })
+    .await;
+    assert_eq!(net.bitcoind.mempool().await, vec![bumped.clone()]);
+    let theirs = wait_contracts(
+        provider,
+        "the provider to follow the replacement",
+        |c| c.role == ContractRole::Provider,
+        |c| c.payment_txids.len() == 2 && c.payment_txids[1] == bumped,
+    )
+    .await;
+    assert_eq!(theirs[0].paid_through_height, through + PERIOD);
+    let fee = |txid: String| {
+        let bitcoind = &net.bitcoind;
+        async move {
+            let e = bitcoind
+                .call("getmempoolentry", serde_json::json!([txid]))
+                .await
+                .unwrap();
+            (e["fees"]["base"].as_f64().unwrap() * 1e8).round() as u64
+                / e["vsize"].as_u64().unwrap()
+        }
+    };
+    assert!(
+        fee(bumped.clone()).await > 2,
+        "bumped above the fallback rate"
+    );
+
+    // Once mined, the period counts once: the provider holds exactly what
+    // the contract says, and the contract runs on.
+    net.bitcoind.mine_burn(1).await;
+    net.wait_synced().await;
+    let theirs =
+        wait_contract_states(provider, ContractRole::Provider, ContractState::Active).await;
+    let mine = contracts(&net.client, ContractRole::Client).await;
+    assert_eq!(theirs[0].payment_txids, mine[0].payment_txids);
+    assert_eq!(theirs[0].paid_sat, mine[0].paid_sat);
+    wait_balance(provider, mine[0].paid_sat).await;
+    let spends = net
+        .client
+        .rpc()
+        .wallet_txs()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.sent_sat > 0)
+        .count();
+    assert_eq!(spends, 2, "the prepayment and one period payment");
+}

@@ -45,6 +45,18 @@ pub struct FoundProvider {
     pub addrs: Vec<Multiaddr>,
 }
 
+/// How the client sets and bumps the fees of its payments, from config.
+#[derive(Clone, Copy, Debug)]
+pub struct FeePolicy {
+    /// A fixed rate in sat/vB; None asks bitcoind for `target_blocks`.
+    pub fixed_rate: Option<u64>,
+    pub target_blocks: u16,
+    /// A payment unconfirmed this many blocks after it went out is bumped.
+    pub bump_after_blocks: u32,
+    /// No payment or bump pays more per vbyte.
+    pub max_rate: u64,
+}
+
 /// What the client asks of providers, from config.
 #[derive(Clone, Debug)]
 pub struct ClientTerms {
@@ -55,9 +67,9 @@ pub struct ClientTerms {
     pub period_blocks: u32,
     /// Pay the next period this many blocks before the current one ends.
     pub renew_before_blocks: u32,
-    /// A fixed fee rate; None asks bitcoind for `fee_target_blocks`.
-    pub fee_rate_sat_vb: Option<u64>,
-    pub fee_target_blocks: u16,
+    pub fees: FeePolicy,
+    /// `wallet budget` warns when the wallet cannot pay this many periods.
+    pub budget_warn_periods: u32,
     pub default_scheme: Scheme,
     /// Repair a segment once its valid shards fall below K + this margin.
     pub repair_margin: u16,
@@ -80,8 +92,8 @@ pub struct ClientService {
     term_blocks: u32,
     period_blocks: u32,
     renew_before_blocks: u32,
-    fee_rate_sat_vb: Option<u64>,
-    fee_target_blocks: u16,
+    fees: FeePolicy,
+    budget_warn_periods: u32,
     default_scheme: Scheme,
     repair_margin: u16,
     reliability: Reliability,
@@ -130,8 +142,8 @@ impl ClientService {
             term_blocks: terms.term_blocks,
             period_blocks: terms.period_blocks,
             renew_before_blocks: terms.renew_before_blocks,
-            fee_rate_sat_vb: terms.fee_rate_sat_vb,
-            fee_target_blocks: terms.fee_target_blocks,
+            fees: terms.fees,
+            budget_warn_periods: terms.budget_warn_periods,
             default_scheme: terms.default_scheme,
             repair_margin: terms.repair_margin,
             reliability: Reliability::open(db)?,

@@ -64,6 +64,23 @@ pub struct PaymentIntent {
     pub tx_hex: String,
     pub outputs: Vec<IntentOutput>,
     pub state: IntentState,
+    /// The rate it was built at, in sat/vB.
+    #[serde(default)]
+    pub fee_rate_sat_vb: u64,
+    /// The tip when it went out: it is bumped `fee_bump_blocks` later if
+    /// still unconfirmed.
+    #[serde(default)]
+    pub broadcast_height: Option<u32>,
+    /// Seen in a block: nothing more to watch.
+    #[serde(default)]
+    pub confirmed: bool,
+    /// The payments this one replaces by RBF, oldest first: same outputs,
+    /// lower fees. At most one of them, or this, confirms.
+    #[serde(default)]
+    pub replaces: Vec<Txid>,
+    /// The payment that replaced this one, once it went out.
+    #[serde(default, with = "as_text::opt")]
+    pub replaced_by: Option<Txid>,
 }
 
 /// What paying did, as far as the client can know. Rollback is decided
@@ -92,6 +109,9 @@ const NOTICE_ATTEMPTS: u32 = 5;
 const NOTICE_RETRY: Duration = Duration::from_secs(1);
 /// Blocks a period payment may wait unbroadcast before it is rebuilt.
 const PERIOD_PAYMENT_WINDOW: u32 = 6;
+/// A bump pays at least this much more than the fallback rate, so that it
+/// clears bitcoind's incremental relay fee whatever the original paid.
+const MIN_BUMPED_RATE: u64 = crate::wallet::DEFAULT_FEE_RATE_SAT_VB;
 
 enum Notice {
     Credited(ContractStatus),
@@ -106,18 +126,30 @@ impl ClientService {
 
     /// The fee rate for a payment: the configured one, else bitcoind's
     /// estimate for `fee_target_blocks`, else the fallback when it has
-    /// none (a fresh regtest chain); never below the floor.
+    /// none (a fresh regtest chain); never below the floor nor above
+    /// `max_fee_rate_sat_vb`.
     pub(super) async fn fee_rate(&self) -> u64 {
-        if let Some(rate) = self.fee_rate_sat_vb {
-            return rate;
-        }
-        match self.wallet.estimate_fee_rate(self.fee_target_blocks).await {
-            Ok(rate) => rate.max(crate::wallet::MIN_FEE_RATE_SAT_VB),
-            Err(e) => {
-                warn!("fee estimate unavailable, using the fallback: {e}");
-                crate::wallet::DEFAULT_FEE_RATE_SAT_VB
-            }
-        }
+        let rate = match self.fees.fixed_rate {
+            Some(rate) => rate,
+            None => match self.wallet.estimate_fee_rate(self.fees.target_blocks).await {
+                Ok(rate) => {
+                    info!(
+                        rate,
+                        target = self.fees.target_blocks,
+                        "fee rate from bitcoind's estimate"
+                    );
+                    rate
+                }
+                Err(e) => {
+                    info!(
+                        rate = crate::wallet::DEFAULT_FEE_RATE_SAT_VB,
+                        "no fee estimate, using the fallback: {e}"
+                    );
+                    crate::wallet::DEFAULT_FEE_RATE_SAT_VB
+                }
+            },
+        };
+        rate.clamp(crate::wallet::MIN_FEE_RATE_SAT_VB, self.fees.max_rate)
     }
 
     /// Builds, records and broadcasts one transaction paying every `due`.
@@ -161,6 +193,11 @@ impl ClientService {
             tx_hex: serialize_hex(&tx),
             outputs: outs,
             state: IntentState::Signed,
+            fee_rate_sat_vb: rate,
+            broadcast_height: None,
+            confirmed: false,
+            replaces: Vec::new(),
+            replaced_by: None,
         };
         if let Err(e) = self.save_intent(&intent) {
             self.wallet.cancel_tx(&tx);
@@ -184,8 +221,7 @@ impl ClientService {
             }
         }
         failpoint::hit("after-broadcast");
-        intent.state = IntentState::Broadcast;
-        if let Err(e) = self.save_intent(&intent) {
+        if let Err(e) = self.went_out(&mut intent) {
             return PayOutcome::MaybePaid(e);
         }
         info!(%txid, outputs = intent.outputs.len(), fee_rate = rate, "payment broadcast");
@@ -215,7 +251,7 @@ impl ClientService {
             match answer {
                 None => {}
                 Some(Notice::Credited(status)) => {
-                    self.credit(o, txid, &status)?;
+                    self.credit(o, txid, &intent.replaces, &status)?;
                     o.settled = true;
                 }
                 Some(Notice::Refused(reason)) => {
@@ -250,8 +286,15 @@ impl ClientService {
         Ok(problems)
     }
 
-    /// Applies a confirmed payment to the client's record, once.
-    fn credit(&self, o: &IntentOutput, txid: Txid, status: &ContractStatus) -> Result<()> {
+    /// Applies a confirmed payment to the client's record, once. A
+    /// replacement takes the place of the payment it replaced.
+    fn credit(
+        &self,
+        o: &IntentOutput,
+        txid: Txid,
+        replaces: &[Txid],
+        status: &ContractStatus,
+    ) -> Result<()> {
         let (kind, through) = match o.purpose {
             Purpose::Revision(_) => (PaymentKind::Revision, status.paid_through_height),
             Purpose::Period {
@@ -261,6 +304,11 @@ impl ClientService {
         };
         self.contracts.update(&o.contract_id, |c| {
             if c.has_payment(&txid, o.vout) {
+                return;
+            }
+            if let Some(p) = c.payments.iter_mut().find(|p| replaces.contains(&p.txid)) {
+                p.txid = txid;
+                p.vout = o.vout;
                 return;
             }
             match o.purpose {
@@ -451,13 +499,15 @@ impl ClientService {
                     warn!(txid = %intent.txid, "{e}");
                 }
             }
+            self.watch_unconfirmed().await?;
         }
         self.pay_periods().await?;
         Ok(())
     }
 
     /// A signed intent after a crash: broadcast it again (the same bytes),
-    /// or give it up if its deadline passed unbroadcast. True when it is
+    /// or give it up if its deadline passed unbroadcast, or, for a
+    /// replacement, if what it replaces confirmed first. True when it is
     /// out and its notices are due.
     async fn resume(&self, intent: &mut PaymentIntent) -> Result<bool> {
         let txid = intent.txid;
@@ -465,15 +515,17 @@ impl ClientService {
             .map_err(|e| Error::CorruptRecord(format!("stored tx: {e}")))?;
         if self.wallet.find_tx(txid).is_none() {
             let tip = self.wallet.tip_height();
-            if intent.outputs.iter().any(|o| tip >= o.deadline_height) {
-                // Never broadcast, and too late now: the quotes lapsed.
-                warn!(%txid, "payment deadline passed before broadcast; abandoning it");
+            // A replacement's original is out already, so the quotes'
+            // deadline is not its to meet; the original confirming is.
+            let too_late = if intent.replaces.is_empty() {
+                intent.outputs.iter().any(|o| tip >= o.deadline_height)
+            } else {
+                intent.replaces.iter().any(|t| self.is_confirmed(*t))
+            };
+            if too_late {
+                warn!(%txid, "payment not broadcast in time; abandoning it");
                 self.wallet.cancel_tx(&tx);
-                for o in &mut intent.outputs {
-                    o.settled = true;
-                }
-                intent.state = IntentState::Done;
-                self.save_intent(intent)?;
+                self.abandon(intent)?;
                 return Ok(false);
             }
             if let Err(e) = self.wallet.broadcast(&tx).await {
@@ -482,9 +534,177 @@ impl ClientService {
             }
         }
         info!(%txid, "recovered an interrupted payment");
-        intent.state = IntentState::Broadcast;
-        self.save_intent(intent)?;
+        self.went_out(intent)?;
         Ok(true)
+    }
+
+    fn is_confirmed(&self, txid: Txid) -> bool {
+        self.wallet
+            .find_tx(txid)
+            .is_some_and(|t| t.height.is_some())
+    }
+
+    /// Gives an intent up: nothing of it is owed or to be notified.
+    fn abandon(&self, intent: &mut PaymentIntent) -> Result<()> {
+        for o in &mut intent.outputs {
+            o.settled = true;
+        }
+        intent.state = IntentState::Done;
+        self.save_intent(intent)
+    }
+
+    /// Records that an intent reached bitcoind; a replacement also marks
+    /// the payments it replaced, whose notices it now carries.
+    fn went_out(&self, intent: &mut PaymentIntent) -> Result<()> {
+        intent.state = IntentState::Broadcast;
+        intent.broadcast_height = Some(self.wallet.tip_height());
+        self.save_intent(intent)?;
+        for old in &intent.replaces {
+            self.payments.update(old, |p| {
+                p.replaced_by = Some(intent.txid);
+                p.state = IntentState::Done;
+                for o in &mut p.outputs {
+                    o.settled = true;
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Watches unconfirmed payments: bumps (RBF) those unconfirmed
+    /// `fee_bump_blocks` after they went out, and when one of a family of
+    /// replacements confirms, makes it the payment of record. Must run
+    /// under `pay_lock`.
+    async fn watch_unconfirmed(&self) -> Result<()> {
+        let tip = self.wallet.tip_height();
+        let intents = self.payments.values()?;
+        // Replacements signed but not out yet: their originals wait.
+        let pending: Vec<Txid> = intents
+            .iter()
+            .filter(|i| i.state == IntentState::Signed)
+            .flat_map(|i| i.replaces.iter().copied())
+            .collect();
+        for mut intent in intents {
+            if intent.confirmed || intent.state == IntentState::Signed {
+                continue;
+            }
+            match self.wallet.find_tx(intent.txid) {
+                Some(t) if t.height.is_some() => {
+                    self.confirmed(&mut intent)?;
+                    continue;
+                }
+                Some(_) => {}
+                // Replaced, or gone from the mempool: nothing to bump.
+                None => continue,
+            }
+            if intent.replaced_by.is_some() || pending.contains(&intent.txid) {
+                continue;
+            }
+            let Some(since) = intent.broadcast_height else {
+                // Recorded before heights were: start counting now.
+                intent.broadcast_height = Some(tip);
+                self.save_intent(&intent)?;
+                continue;
+            };
+            if tip >= since.saturating_add(self.fees.bump_after_blocks)
+                && let Err(e) = self.bump(&intent).await
+            {
+                warn!(txid = %intent.txid, "fee bump failed: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// A payment confirmed. If it belongs to a family of replacements, it
+    /// is the one that counts: the others are given up, and the contracts
+    /// it pays name it again.
+    fn confirmed(&self, intent: &mut PaymentIntent) -> Result<()> {
+        intent.confirmed = true;
+        let family: Vec<Txid> = self
+            .payments
+            .values()?
+            .into_iter()
+            .filter(|p| p.txid != intent.txid)
+            .filter(|p| intent.replaces.contains(&p.txid) || p.replaces.contains(&intent.txid))
+            .map(|mut p| {
+                if p.state == IntentState::Signed {
+                    if let Ok(tx) = deserialize_hex::<Transaction>(&p.tx_hex) {
+                        self.wallet.cancel_tx(&tx);
+                    }
+                }
+                p.replaced_by = Some(intent.txid);
+                let _ = self.abandon(&mut p);
+                p.txid
+            })
+            .collect();
+        if !family.is_empty() {
+            intent.replaced_by = None;
+            for o in &intent.outputs {
+                self.contracts.update(&o.contract_id, |c| {
+                    if let Some(p) = c.payments.iter_mut().find(|p| family.contains(&p.txid)) {
+                        p.txid = intent.txid;
+                        p.vout = o.vout;
+                    }
+                })?;
+            }
+            info!(txid = %intent.txid, replaced = family.len(), "payment confirmed; its replacements are void");
+        }
+        self.save_intent(intent)
+    }
+
+    /// Replaces a stuck payment by one paying the same outputs at a
+    /// higher rate, records it, sends it and tells the providers.
+    async fn bump(&self, old: &PaymentIntent) -> Result<()> {
+        let floor = old.fee_rate_sat_vb.max(MIN_BUMPED_RATE);
+        let rate = self
+            .fee_rate()
+            .await
+            .max(floor.saturating_add((floor / 2).max(2)))
+            .min(self.fees.max_rate);
+        if rate <= old.fee_rate_sat_vb {
+            warn!(txid = %old.txid, rate, "payment unconfirmed, and the fee rate is at max_fee_rate_sat_vb already");
+            return Ok(());
+        }
+        let tx = self.wallet.build_fee_bump(old.txid, rate)?;
+        let mut outputs = old.outputs.clone();
+        for o in &mut outputs {
+            let spk = o.address.script_pubkey();
+            let Some(vout) = tx.output.iter().position(|x| x.script_pubkey == spk) else {
+                self.wallet.cancel_tx(&tx);
+                return Err(Error::Internal("a bump lost a payment output".into()));
+            };
+            o.vout = vout as u32;
+            o.settled = false;
+        }
+        let mut replaces = old.replaces.clone();
+        replaces.push(old.txid);
+        let mut intent = PaymentIntent {
+            txid: tx.compute_txid(),
+            tx_hex: serialize_hex(&tx),
+            outputs,
+            state: IntentState::Signed,
+            fee_rate_sat_vb: rate,
+            broadcast_height: None,
+            confirmed: false,
+            replaces,
+            replaced_by: None,
+        };
+        if let Err(e) = self.save_intent(&intent) {
+            self.wallet.cancel_tx(&tx);
+            return Err(e);
+        }
+        failpoint::hit("before-bump-broadcast");
+        if let Err(e) = self.wallet.broadcast(&tx).await {
+            // Stays signed: the next round sends it again, or gives it up
+            // if the original confirms first.
+            return Err(e.into());
+        }
+        self.went_out(&mut intent)?;
+        info!(old = %old.txid, new = %intent.txid, rate, "payment bumped");
+        for (peer, e) in self.notify(&mut intent).await? {
+            warn!(%peer, "bumped payment: {e}");
+        }
+        Ok(())
     }
 
     pub fn spawn_reconciler(&self, every: Duration) -> tokio::task::JoinHandle<()> {

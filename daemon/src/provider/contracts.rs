@@ -436,6 +436,26 @@ impl ProviderService {
         {
             return self.status(c);
         }
+        // A bumped payment (RBF) takes the place of the one it replaced.
+        if let Some(c) = &contract
+            && c.payments.iter().any(|p| !p.final_)
+        {
+            if wallet
+                .received_at(n.txid, n.vout, &c.payout_address)
+                .is_none()
+                && wallet.sync_now().await.is_err()
+            {
+                return err(
+                    WireErrorKind::Unavailable,
+                    "provider's bitcoind is unreachable; try later",
+                );
+            }
+            match self.adopt_replacements(c.clone()) {
+                Ok((c, _)) if c.has_payment(&n.txid, n.vout) => return self.status(&c),
+                Ok(_) => {}
+                Err(e) => return err(WireErrorKind::Internal, e.to_string()),
+            }
+        }
         let (address, due, revision, kind, through) = match n.purpose {
             Purpose::Revision(id) => {
                 let rev = match self.revisions.get(&id) {
@@ -681,13 +701,13 @@ impl ProviderService {
             if !c.is_live() {
                 continue;
             }
-            let mut dropped = false;
+            let (c, dropped) = self.adopt_replacements(c)?;
             let mut now_final = Vec::new();
             for p in c.payments.iter().filter(|p| !p.final_) {
-                match wallet.received_at(p.txid, p.vout, &c.payout_address) {
-                    None => dropped = true,
-                    Some((_, h)) if self.is_final(h) => now_final.push((p.txid, p.vout)),
-                    Some(_) => {}
+                if let Some((_, h)) = wallet.received_at(p.txid, p.vout, &c.payout_address)
+                    && self.is_final(h)
+                {
+                    now_final.push((p.txid, p.vout));
                 }
             }
             let end = if dropped {
@@ -716,6 +736,48 @@ impl ProviderService {
             }
         }
         Ok(ended)
+    }
+
+    /// Follows payments the client replaced (RBF) to the transaction that
+    /// replaced them, when it pays the contract as much. Returns the
+    /// contract as recorded now, and whether some unconfirmed payment is
+    /// gone without a replacement (double-spent, or dropped from the
+    /// mempool).
+    fn adopt_replacements(&self, c: Contract) -> crate::Result<(Contract, bool)> {
+        let Some(wallet) = &self.wallet else {
+            return Ok((c, false));
+        };
+        let mut swaps = Vec::new();
+        let mut gone = false;
+        for p in c.payments.iter().filter(|p| !p.final_) {
+            if wallet
+                .received_at(p.txid, p.vout, &c.payout_address)
+                .is_some()
+            {
+                continue;
+            }
+            match wallet.replacement_of(p.txid, &c.payout_address) {
+                Some((txid, vout, value)) if value >= p.amount_sat => {
+                    swaps.push((p.txid, txid, vout));
+                }
+                _ => gone = true,
+            }
+        }
+        if swaps.is_empty() {
+            return Ok((c, gone));
+        }
+        let updated = self.contracts.update(&c.contract_id, |c| {
+            for (old, txid, vout) in &swaps {
+                if let Some(p) = c.payments.iter_mut().find(|p| p.txid == *old) {
+                    p.txid = *txid;
+                    p.vout = *vout;
+                }
+            }
+        })?;
+        for (old, txid, _) in &swaps {
+            info!(contract = %c.contract_id.short(), %old, new = %txid, "payment replaced by its payer");
+        }
+        Ok((updated.unwrap_or(c), gone))
     }
 
     /// Ends a contract: uploads stop, the shards go, then the record says

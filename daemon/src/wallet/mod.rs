@@ -446,7 +446,7 @@ impl WalletService {
 
         let mut guard = self.inner.lock();
         let state = &mut *guard;
-        let mut psbt = {
+        let psbt = {
             let mut builder = state.wallet.build_tx();
             for (address, amount) in outputs {
                 builder.add_recipient(address.script_pubkey(), Amount::from_sat(*amount));
@@ -456,6 +456,49 @@ impl WalletService {
                 .unspendable(state.reserved.iter().copied().collect());
             builder.finish()?
         };
+        self.sign_and_reserve(state, psbt)
+    }
+
+    /// A replacement (BIP 125) of our unconfirmed `txid` at `fee_rate_sat_vb`:
+    /// the same recipients and amounts, the fee taken from the change.
+    /// Signed, not broadcast; its inputs reserved as for
+    /// [`WalletService::build_signed_tx`].
+    pub fn build_fee_bump(
+        &self,
+        txid: Txid,
+        fee_rate_sat_vb: u64,
+    ) -> Result<Transaction, WalletError> {
+        let fee_rate = FeeRate::from_sat_per_vb(fee_rate_sat_vb).ok_or_else(|| {
+            WalletError::Other(format!("fee rate {fee_rate_sat_vb} sat/vB is too large"))
+        })?;
+        let mut guard = self.inner.lock();
+        let state = &mut *guard;
+        let psbt = {
+            let mut builder = state
+                .wallet
+                .build_fee_bump(txid)
+                .map_err(|e| WalletError::Other(format!("cannot bump {txid}: {e}")))?;
+            builder
+                .fee_rate(fee_rate)
+                .unspendable(state.reserved.iter().copied().collect());
+            builder.finish()?
+        };
+        self.sign_and_reserve(state, psbt)
+    }
+
+    /// The fee rate `tx` pays, in sat/vB rounded down; None when some
+    /// input is not ours.
+    pub fn fee_rate_of(&self, tx: &Transaction) -> Option<u64> {
+        let state = self.inner.lock();
+        let fee = state.wallet.calculate_fee(tx).ok()?;
+        Some(fee.to_sat() / tx.vsize().max(1) as u64)
+    }
+
+    fn sign_and_reserve(
+        &self,
+        state: &mut State,
+        mut psbt: bdk_wallet::bitcoin::Psbt,
+    ) -> Result<Transaction, WalletError> {
         self.inner.key.sign(&mut psbt, state.wallet.secp_ctx())?;
         let finalized = state
             .wallet
@@ -570,6 +613,37 @@ impl WalletService {
             return None;
         }
         Some((output.value.to_sat(), confirmed_height(&ctx.chain_position)))
+    }
+
+    /// An output paying `address` in a transaction that replaced `txid`
+    /// (spends one of its inputs) and is in the wallet's canonical view:
+    /// (txid, vout, value). A payment bumped by its payer turns up here.
+    pub fn replacement_of(&self, txid: Txid, address: &Address) -> Option<(Txid, u32, u64)> {
+        let state = self.inner.lock();
+        let old = state.wallet.tx_graph().get_tx(txid)?;
+        let spent: HashSet<OutPoint> = old.input.iter().map(|i| i.previous_output).collect();
+        let spk = address.script_pubkey();
+        state
+            .wallet
+            .transactions()
+            .filter(|ctx| ctx.tx_node.txid != txid)
+            .filter(|ctx| {
+                ctx.tx_node
+                    .tx
+                    .input
+                    .iter()
+                    .any(|i| spent.contains(&i.previous_output))
+            })
+            .find_map(|ctx| {
+                let (vout, out) = ctx
+                    .tx_node
+                    .tx
+                    .output
+                    .iter()
+                    .enumerate()
+                    .find(|(_, o)| o.script_pubkey == spk)?;
+                Some((ctx.tx_node.txid, vout as u32, out.value.to_sat()))
+            })
     }
 
     /// The largest output, in the wallet's canonical view (mempool or
