@@ -1,6 +1,7 @@
 //! Redundancy: a sealed segment split into K data shards plus N-K parity
 //! shards (Reed-Solomon, reed-solomon-simd), any K of which rebuild it.
-//! 1-of-1 is the plain single copy: the shard is the ciphertext itself.
+//! 1-of-1 is the plain single copy: the shard is the ciphertext itself,
+//! and K-of-K stripes without parity.
 
 use serde::{Deserialize, Serialize};
 
@@ -75,10 +76,13 @@ impl Scheme {
                 s
             })
             .collect();
-        let recovery =
-            reed_solomon_simd::encode(self.k as usize, (self.n - self.k) as usize, &shards)
-                .map_err(|e| Error::Internal(format!("erasure encoding: {e}")))?;
-        shards.extend(recovery);
+        // K/K is striping without parity, which the codec does not take.
+        if self.n > self.k {
+            let recovery =
+                reed_solomon_simd::encode(self.k as usize, (self.n - self.k) as usize, &shards)
+                    .map_err(|e| Error::Internal(format!("erasure encoding: {e}")))?;
+            shards.extend(recovery);
+        }
         Ok(shards)
     }
 
@@ -151,6 +155,8 @@ mod tests {
             Scheme::MEDIUM,
             Scheme::HIGH,
             Scheme { k: 1, n: 3 },
+            Scheme { k: 2, n: 2 },
+            Scheme { k: 3, n: 3 },
         ] {
             let shards = scheme.encode(&cipher).unwrap();
             assert_eq!(shards.len(), scheme.n as usize);
