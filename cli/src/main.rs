@@ -63,6 +63,12 @@ enum Cmd {
         /// Renew the file's storage for as long as it exists
         #[arg(long)]
         keep: bool,
+        /// Store it even if the same content is stored under this name
+        #[arg(long)]
+        force: bool,
+        /// Operation id: a put retried with the id of one that finished returns its result [default: a new one]
+        #[arg(long)]
+        op_id: Option<String>,
     },
     /// A file's health, segment by segment, worst first
     Stat { file_id: String },
@@ -104,6 +110,12 @@ enum WalletCmd {
     Send { address: String, amount_sat: u64 },
     /// Wallet transactions, unconfirmed first
     Txs,
+    /// What the coming periods of all contracts will cost, against the balance
+    Budget {
+        /// Periods to look ahead [default: the daemon's budget_warn_periods]
+        #[arg(long)]
+        periods: Option<u32>,
+    },
 }
 
 fn first_line(path: &PathBuf) -> Result<String> {
@@ -134,6 +146,19 @@ fn absolute(p: &PathBuf) -> Result<String> {
         .with_context(|| format!("bad path {}", p.display()))?
         .to_string_lossy()
         .into_owned())
+}
+
+/// How long `put` keeps asking a daemon that went away mid-put.
+const PUT_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(120);
+const PUT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The daemon went away during the call (not: it answered with an error,
+/// nor: it is still working past the timeout).
+fn is_connection_lost(e: &jsonrpsee::core::ClientError) -> bool {
+    matches!(
+        e,
+        jsonrpsee::core::ClientError::Transport(_) | jsonrpsee::core::ClientError::RestartNeeded(_)
+    )
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -170,19 +195,40 @@ async fn run(cli: Cli) -> Result<()> {
             shards,
             term,
             keep,
+            force,
+            op_id,
         } => {
             let path = absolute(&file)?;
-            let op = progress::op_id();
-            let call = client.put(
-                path,
-                redundancy.or(shards),
-                term,
-                keep.then_some(true),
-                Some(op.clone()),
-            );
-            let r = progress::with_bar(&client, show_progress, op, call)
-                .await
-                .map_err(conn::describe)?;
+            let op = op_id.unwrap_or_else(progress::op_id);
+            let redundancy = redundancy.or(shards);
+            let mut client = client;
+            let started = std::time::Instant::now();
+            // A daemon that goes away mid-put (a crash, a restart by its
+            // service manager) is asked again with the same operation id:
+            // a put that finished returns its result, one that did not runs
+            // again and reuses what it already paid for.
+            let r = loop {
+                let call = client.put(
+                    path.clone(),
+                    redundancy.clone(),
+                    term,
+                    keep.then_some(true),
+                    force.then_some(true),
+                    Some(op.clone()),
+                );
+                match progress::with_bar(&client, show_progress, op.clone(), call).await {
+                    Err(e) if is_connection_lost(&e) && started.elapsed() < PUT_RETRY_FOR => {
+                        eprintln!("lost the daemon ({e}); retrying put with op id {op}");
+                        tokio::time::sleep(PUT_RETRY_PAUSE).await;
+                        if let Ok(c) =
+                            p2pstore_rpc::conn::connect(&datadir, cli.rpc_addr.as_deref())
+                        {
+                            client = c;
+                        }
+                    }
+                    other => break other.map_err(conn::describe)?,
+                }
+            };
             out.put(&r)
         }
         Cmd::Get { file_id, output } => {
@@ -260,6 +306,12 @@ async fn run(cli: Cli) -> Result<()> {
                 .map_err(conn::describe)?;
             out.line(&r, &r.txid)
         }
+        Cmd::Wallet(WalletCmd::Budget { periods }) => out.budget(
+            &client
+                .wallet_budget(periods)
+                .await
+                .map_err(conn::describe)?,
+        ),
         Cmd::Wallet(WalletCmd::Txs) => out.txs(&client.wallet_txs().await.map_err(conn::describe)?),
     }
 }

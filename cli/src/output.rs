@@ -5,6 +5,11 @@ use indicatif::HumanBytes;
 use p2pstore_rpc::*;
 use serde::Serialize;
 
+/// The first 16 characters of an id, enough to tell ids apart in a table.
+fn short(id: &str) -> &str {
+    id.get(..16).unwrap_or(id)
+}
+
 pub struct Printer {
     pub json: bool,
 }
@@ -67,11 +72,42 @@ impl Printer {
         }
         println!("{}", r.file_id);
         eprintln!(
-            "stored {} ({}) with {}",
+            "{} {} ({}) with {}",
+            if r.existing {
+                "already stored (nothing paid; --force stores another copy):"
+            } else {
+                "stored"
+            },
             r.name,
             HumanBytes(r.size),
             r.providers.join(", ")
         );
+        Ok(())
+    }
+
+    pub fn budget(&self, b: &Budget) -> Result<()> {
+        if self.json {
+            return self.json(b);
+        }
+        for l in &b.contracts {
+            println!(
+                "{}  {}  {:>10} sat/period  x{:<4} {:>12} sat  next at {}",
+                short(&l.contract_id),
+                short(&l.peer_id),
+                l.period_sat,
+                l.periods,
+                l.total_sat,
+                l.next_payment_height
+                    .map_or_else(|| "-".to_string(), |h| h.to_string()),
+            );
+        }
+        println!(
+            "next {} periods: {} sat ({} sat payments + ~{} sat fees); spendable {} sat",
+            b.periods, b.total_sat, b.payments_sat, b.fees_sat, b.spendable_sat
+        );
+        if let Some(w) = &b.warning {
+            println!("WARNING: {w}");
+        }
         Ok(())
     }
 
@@ -256,7 +292,7 @@ impl Printer {
             };
             println!(
                 "{}  {:<8} {:<11} {:>10} of {:>10}  paid {:>8} sat through {} (term {})  {}  peer {}",
-                &c.contract_id[..16],
+                short(&c.contract_id),
                 c.role,
                 c.state,
                 HumanBytes(c.stored_bytes).to_string(),

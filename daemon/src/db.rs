@@ -26,6 +26,9 @@ pub mod trees {
     pub const PROVIDER_CONTRACTS: &str = "provider_contracts";
     /// Client: txid → payment intent, written before broadcast.
     pub const PAYMENTS: &str = "payments";
+    /// Client: put operation id → the finished put's result, so a retried
+    /// put returns it instead of storing and paying again.
+    pub const PUT_OPS: &str = "put_ops";
     /// Client: provider peer id → the addresses it was last seen at.
     pub const PEERS: &str = "peers";
     /// Client: provider peer id → successes, failures, latency.
@@ -80,6 +83,16 @@ impl<A: Key, B: Key> Key for (A, B) {
         // Both halves of every pair used are 32-byte ids.
         let (a, b) = bytes.split_at_checked(32)?;
         Some((A::from_key(a)?, B::from_key(b)?))
+    }
+}
+
+/// A text key: spare addresses, operation ids.
+impl Key for String {
+    fn to_key(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+    fn from_key(bytes: &[u8]) -> Option<Self> {
+        String::from_utf8(bytes.to_vec()).ok()
     }
 }
 

@@ -46,6 +46,10 @@ pub struct PutResult {
     /// `K/N`: any K of each segment's N shards rebuild it.
     pub redundancy: String,
     pub providers: Vec<String>,
+    /// True when nothing was stored or paid: the same content under the
+    /// same name was stored already (see `force`), or this answers a put
+    /// with the same `op_id` that finished before.
+    pub existing: bool,
 }
 
 /// Shards in good standing by the latest audits (not failed, provider not
@@ -238,6 +242,38 @@ pub struct WalletTx {
     pub fee_sat: Option<u64>,
     pub confirmations: u32,
     pub height: Option<u32>,
+}
+
+/// What the coming periods of the client's running contracts will cost.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+pub struct Budget {
+    /// Periods looked ahead: the request's, else `budget_warn_periods`.
+    pub periods: u32,
+    pub contracts: Vec<BudgetLine>,
+    /// Sum of the contracts' payments over those periods.
+    pub payments_sat: u64,
+    /// Estimated fees: one transaction a period at today's fee rate.
+    pub fees_sat: u64,
+    pub total_sat: u64,
+    /// Confirmed and unconfirmed balance, immature coinbase excluded.
+    pub spendable_sat: u64,
+    /// What the wallet lacks to pay them all; 0 when it can.
+    pub shortfall_sat: u64,
+    /// Set when the wallet cannot pay them all.
+    pub warning: Option<String>,
+}
+
+/// One contract's share of a [`Budget`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+pub struct BudgetLine {
+    pub contract_id: String,
+    pub peer_id: String,
+    /// What one period costs at the current allowance.
+    pub period_sat: u64,
+    /// Periods within the look-ahead that the files on it still need.
+    pub periods: u32,
+    pub total_sat: u64,
+    pub next_payment_height: Option<u32>,
 }
 
 /// A storage contract as one side of it sees it.
@@ -454,7 +490,11 @@ api! {
         /// or `K/N`; the default comes from the config. `term_blocks` keeps
         /// the file that many blocks (default: the config's `term_blocks`);
         /// `keep` renews it for as long as it exists. `op_id`, a
-        /// caller-chosen id, lets `progress` report on this put while it runs.
+        /// caller-chosen id, lets `progress` report on this put while it
+        /// runs, and makes the put idempotent: a put with the `op_id` of one
+        /// that finished returns that put's result, storing and paying
+        /// nothing. Content already stored under the same name (same
+        /// plaintext SHA-256) returns the stored file unless `force`.
         #[method(name = "put")]
         async fn put(
             &self,
@@ -462,6 +502,7 @@ api! {
             redundancy: Option<String>,
             term_blocks: Option<u32>,
             keep: Option<bool>,
+            force: Option<bool>,
             op_id: Option<String>,
         ) -> RpcResult<PutResult>;
 
@@ -532,6 +573,12 @@ api! {
         /// Wallet transactions, unconfirmed first.
         #[method(name = "wallet_txs")]
         async fn wallet_txs(&self) -> RpcResult<Vec<WalletTx>>;
+
+        /// What the next `periods` periods (default `budget_warn_periods`)
+        /// of every running contract will cost, fees included, against the
+        /// wallet's balance.
+        #[method(name = "wallet_budget")]
+        async fn wallet_budget(&self, periods: Option<u32>) -> RpcResult<Budget>;
 
         /// Storage contracts on both sides: as client (what we pay for) and
         /// as provider (what we are paid for).

@@ -501,6 +501,7 @@ impl Net {
                 None,
                 None,
                 None,
+                None,
             )
             .await
             .unwrap();

@@ -19,7 +19,14 @@ async fn bad_paths_ids_and_no_room() {
 
     let missing = net.dir.path().join("does-not-exist");
     let e = rpc
-        .put(missing.to_string_lossy().into(), None, None, None, None)
+        .put(
+            missing.to_string_lossy().into(),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::INVALID_PATH);
@@ -28,6 +35,7 @@ async fn bad_paths_ids_and_no_room() {
     let e = rpc
         .put(
             net.dir.path().to_string_lossy().into(),
+            None,
             None,
             None,
             None,
@@ -45,7 +53,7 @@ async fn bad_paths_ids_and_no_room() {
         .set_len(64 << 20)
         .unwrap();
     let e = rpc
-        .put(big.to_string_lossy().into(), None, None, None, None)
+        .put(big.to_string_lossy().into(), None, None, None, None, None)
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::NO_PROVIDER);
@@ -162,7 +170,7 @@ async fn provider_vanishes_mid_put() {
         let rpc = rpc.clone();
         let src = src.to_string_lossy().into_owned();
         let op = op.clone();
-        async move { rpc.put(src, None, None, None, Some(op)).await }
+        async move { rpc.put(src, None, None, None, None, Some(op)).await }
     });
     wait_for("upload to start", 60, || {
         let rpc = rpc.clone();

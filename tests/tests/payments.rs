@@ -20,7 +20,7 @@ async fn put_crashing_at(net: &mut Net, failpoint: &str, name: &str) -> [u8; 32]
     let res = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), None, None, None, None)
+        .put(src.to_string_lossy().into(), None, None, None, None, None)
         .await;
     assert!(res.is_err(), "the client should have died at {failpoint}");
     net.client.kill();
@@ -256,11 +256,25 @@ async fn a_term_ends_unrenewed_and_keep_renews() {
     let kept = net.dir.path().join("kept.bin");
     let kept_digest = random_file(&kept, 1 << 20);
     let short = rpc
-        .put(short.to_string_lossy().into(), None, Some(15), None, None)
+        .put(
+            short.to_string_lossy().into(),
+            None,
+            Some(15),
+            None,
+            None,
+            None,
+        )
         .await
         .unwrap();
     let kept = rpc
-        .put(kept.to_string_lossy().into(), None, None, Some(true), None)
+        .put(
+            kept.to_string_lossy().into(),
+            None,
+            None,
+            Some(true),
+            None,
+            None,
+        )
         .await
         .unwrap();
     let cs = wait_contract_states(&net.client, ContractRole::Client, ContractState::Active).await;
@@ -305,9 +319,16 @@ async fn an_unrenewed_contract_expires_at_its_term_end() {
     let rpc = net.client.rpc();
     let src = net.dir.path().join("term.bin");
     random_file(&src, 1 << 20);
-    rpc.put(src.to_string_lossy().into(), None, Some(25), None, None)
-        .await
-        .unwrap();
+    rpc.put(
+        src.to_string_lossy().into(),
+        None,
+        Some(25),
+        None,
+        None,
+        None,
+    )
+    .await
+    .unwrap();
     let cs = wait_contract_states(&net.client, ContractRole::Client, ContractState::Active).await;
     let term_end = cs[0].term_end_height;
     // The client goes away; the provider collects at the term's end.
@@ -332,7 +353,7 @@ async fn insufficient_funds_uploads_and_pays_nothing() {
     let e = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), None, None, None, None)
+        .put(src.to_string_lossy().into(), None, None, None, None, None)
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::INSUFFICIENT_FUNDS, "{e}");
@@ -385,7 +406,7 @@ async fn crash_after_paying_never_pays_twice() {
     let put = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), None, None, None, None)
+        .put(src.to_string_lossy().into(), None, None, None, None, None)
         .await
         .unwrap();
     net.bitcoind.mine_burn(1).await;
@@ -420,7 +441,7 @@ async fn price_cap_and_bitcoind_outage() {
     let put = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), None, None, None, None)
+        .put(src.to_string_lossy().into(), None, None, None, None, None)
         .await
         .unwrap();
 
@@ -433,7 +454,14 @@ async fn price_cap_and_bitcoind_outage() {
     let e = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), None, None, None, None)
+        .put(
+            src.to_string_lossy().into(),
+            None,
+            None,
+            None,
+            Some(true),
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::PRICE_TOO_HIGH, "{e}");
@@ -448,7 +476,14 @@ async fn price_cap_and_bitcoind_outage() {
     let e = net
         .client
         .rpc()
-        .put(src.to_string_lossy().into(), None, None, None, None)
+        .put(
+            src.to_string_lossy().into(),
+            None,
+            None,
+            None,
+            Some(true),
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), codes::BITCOIND_UNREACHABLE, "{e}");
@@ -544,4 +579,216 @@ async fn a_stuck_period_payment_is_bumped_and_counts_once() {
         .filter(|t| t.sent_sat > 0)
         .count();
     assert_eq!(spends, 2, "the prepayment and one period payment");
+}
+
+/// Payments the client's wallet made.
+async fn spends(d: &Daemon) -> usize {
+    d.rpc()
+        .wallet_txs()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|t| t.sent_sat > 0)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_put_is_idempotent_by_op_id_and_by_content() {
+    let mut net = Net::start(NetOptions {
+        providers: 1,
+        ..Default::default()
+    })
+    .await;
+    let src = net.dir.path().join("same.bin");
+    let digest = random_file(&src, 2 << 20);
+    let path: String = src.to_string_lossy().into();
+    let datadir = net.client.datadir.clone();
+    let put = |force: Option<bool>, op: &str| {
+        let rpc = p2pstore_rpc::conn::connect(&datadir, None).unwrap();
+        let path = path.clone();
+        let op = op.to_string();
+        async move { rpc.put(path, None, None, None, force, Some(op)).await }
+    };
+    let first = put(None, "op-1").await.unwrap();
+    assert!(!first.existing);
+    let provider = &net.providers[0];
+    let stored = provider.rpc().status().await.unwrap().stored_bytes;
+    assert_eq!(spends(&net.client).await, 1);
+
+    // The same operation again, even after a restart: its result, nothing
+    // stored or paid.
+    net.client.restart().await;
+    let again = put(None, "op-1").await.unwrap();
+    assert_eq!(
+        (again.file_id.as_str(), again.existing),
+        (first.file_id.as_str(), true)
+    );
+    // The same content under the same name: the stored file.
+    let dup = put(None, "op-2").await.unwrap();
+    assert_eq!(
+        (dup.file_id.as_str(), dup.existing),
+        (first.file_id.as_str(), true)
+    );
+    assert_eq!(net.client.rpc().ls().await.unwrap().len(), 1);
+    assert_eq!(provider.rpc().status().await.unwrap().stored_bytes, stored);
+    assert_eq!(spends(&net.client).await, 1);
+
+    // --force stores a second copy; changed content is a new file.
+    let forced = put(Some(true), "op-3").await.unwrap();
+    assert!(!forced.existing && forced.file_id != first.file_id);
+    random_file(&src, 2 << 20);
+    let changed = put(None, "op-4").await.unwrap();
+    assert!(!changed.existing && changed.file_id != first.file_id);
+    assert_eq!(net.client.rpc().ls().await.unwrap().len(), 3);
+    net.assert_get(&first.file_id, digest, "same.out").await;
+
+    // Operation ids are bounded text.
+    for bad in ["", "has space", &"x".repeat(129)] {
+        let e = put(None, bad).await.unwrap_err();
+        assert_eq!(rpc_code(&e), codes::INVALID_PARAMS, "{bad:?}: {e}");
+    }
+}
+
+/// The daemon dies after recording a put but before answering; the CLI
+/// asks the restarted daemon again with the same operation id and gets
+/// the stored file, paid once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_retries_a_put_across_a_daemon_crash_without_paying_twice() {
+    let mut net = Net::start(NetOptions {
+        providers: 1,
+        ..Default::default()
+    })
+    .await;
+    net.client.stop();
+    net.client.env = vec![("P2PSTORE_FAILPOINT".into(), "after-put-recorded".into())];
+    net.client.start().await;
+    let src = net.dir.path().join("retried.bin");
+    let digest = random_file(&src, 3 << 20);
+    let cli = std::process::Command::new(bin("p2pstore-cli"))
+        .arg("--datadir")
+        .arg(&net.client.datadir)
+        .args(["--json", "put", "--op-id", "retried-op"])
+        .arg(&src)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = net.client.datadir.join("p2pstored.log");
+    wait_for("the client to die at the failpoint", 60, || {
+        let hit = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("failpoint hit");
+        async move { hit.then_some(()) }
+    })
+    .await;
+    net.client.kill();
+    net.client.env.clear();
+    net.client.start().await;
+
+    let out = tokio::task::spawn_blocking(move || cli.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("retrying put with op id retried-op"),
+        "{stderr}"
+    );
+    let r: p2pstore_rpc::PutResult = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r.existing);
+    let ls = net.client.rpc().ls().await.unwrap();
+    assert_eq!(ls.len(), 1);
+    assert_eq!(ls[0].file_id, r.file_id);
+    assert_eq!(spends(&net.client).await, 1);
+    net.assert_get(&r.file_id, digest, "retried.out").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_budget_adds_up_and_warns_when_the_wallet_is_short() {
+    const PERIODS: u32 = 5;
+    let mut args = period_args();
+    args.extend(["--budget-warn-periods".into(), PERIODS.to_string()]);
+    let net = Net::start(NetOptions {
+        providers: 2,
+        redundancy: "2/2".into(),
+        base_price: PRICE,
+        client_args: args,
+        provider_args: short_terms(),
+        // Funded with a fixed sum below, not with coinbases that keep
+        // maturing as blocks are mined.
+        fund_client: false,
+        ..Default::default()
+    })
+    .await;
+    let rpc = net.client.rpc();
+    let funder = &net.providers[1];
+    net.fund(funder).await;
+    let to = rpc.wallet_address().await.unwrap().address;
+    funder.rpc().wallet_send(to, 1_000_000).await.unwrap();
+    net.bitcoind.mine_burn(1).await;
+    wait_balance(&net.client, 1_000_000).await;
+    let src = net.dir.path().join("budget.bin");
+    random_file(&src, 2 << 20);
+    // Kept three periods from now: the budget counts only what is needed.
+    let term = 3 * PERIOD;
+    rpc.put(
+        src.to_string_lossy().into(),
+        None,
+        Some(term),
+        None,
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let cs = wait_contract_states(&net.client, ContractRole::Client, ContractState::Active).await;
+    let tip = net.bitcoind.height().await as u32;
+    let b = rpc.wallet_budget(None).await.unwrap();
+    assert_eq!(b.periods, PERIODS);
+    assert_eq!(b.contracts.len(), 2);
+    for line in &b.contracts {
+        let c = cs
+            .iter()
+            .find(|c| c.contract_id == line.contract_id)
+            .unwrap();
+        assert_eq!(Some(line.period_sat), c.next_payment_sat);
+        assert_eq!(line.next_payment_height, c.next_payment_height);
+        // Periods that start before the file's term ends.
+        let needed = (0..PERIODS)
+            .filter(|k| c.paid_through_height + k * PERIOD < tip + term)
+            .count() as u32;
+        assert_eq!(line.periods, needed, "{line:?}");
+        assert!(needed > 0 && needed < PERIODS);
+        assert_eq!(line.total_sat, line.period_sat * needed as u64);
+    }
+    assert_eq!(
+        b.payments_sat,
+        b.contracts.iter().map(|l| l.total_sat).sum::<u64>()
+    );
+    assert!(b.fees_sat > 0);
+    assert_eq!(b.total_sat, b.payments_sat + b.fees_sat);
+    let bal = rpc.wallet_balance().await.unwrap();
+    assert_eq!(b.spendable_sat, bal.confirmed_sat + bal.unconfirmed_sat);
+    assert_eq!((b.shortfall_sat, b.warning.as_ref()), (0, None));
+
+    // Send nearly everything away: the budget, and the log at the next
+    // period payment, say the wallet is short.
+    let keep = b.total_sat / 2;
+    let burn = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".to_string();
+    rpc.wallet_send(burn, b.spendable_sat - keep).await.unwrap();
+    let short = rpc.wallet_budget(None).await.unwrap();
+    assert!(short.shortfall_sat > 0, "{short:?}");
+    assert_eq!(short.shortfall_sat, short.total_sat - short.spendable_sat);
+    assert!(short.warning.as_ref().unwrap().contains("short"));
+    let due = cs.iter().map(|c| c.paid_through_height).min().unwrap() - RENEW_BEFORE;
+    let tip = net.bitcoind.height().await as u32;
+    net.bitcoind.mine_burn(due.saturating_sub(tip).max(1)).await;
+    wait_for("the budget warning in the log", 60, || {
+        let warned = net.client.log().contains("sat short of the next 5 periods");
+        async move { warned.then_some(()) }
+    })
+    .await;
+    let e = rpc.wallet_budget(Some(0)).await.unwrap_err();
+    assert_eq!(rpc_code(&e), codes::INVALID_PARAMS);
 }

@@ -206,6 +206,7 @@ async fn too_few_providers_uploads_and_pays_nothing() {
             None,
             None,
             None,
+            None,
         )
         .await
         .unwrap_err();
@@ -234,6 +235,7 @@ async fn too_few_providers_uploads_and_pays_nothing() {
         .put(
             src.to_string_lossy().into(),
             Some("9/4".into()),
+            None,
             None,
             None,
             None,

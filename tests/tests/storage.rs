@@ -12,7 +12,7 @@ async fn put_get_rm_and_restarts() {
     let client = net.client.rpc();
 
     let put = client
-        .put(src.to_string_lossy().into(), None, None, None, None)
+        .put(src.to_string_lossy().into(), None, None, None, None, None)
         .await
         .unwrap();
     assert_eq!(put.size, 20 * 1024 * 1024);
@@ -166,7 +166,7 @@ async fn empty_file_round_trips() {
     std::fs::write(&src, b"").unwrap();
     let client = net.client.rpc();
     let put = client
-        .put(src.to_string_lossy().into(), None, None, None, None)
+        .put(src.to_string_lossy().into(), None, None, None, None, None)
         .await
         .unwrap();
     assert_eq!((put.size, put.segments), (0, 1));

@@ -220,7 +220,7 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
     let digest = random_file(&src, 5 << 20);
     let rpc = net.client.rpc();
     let put = rpc
-        .put(src.to_string_lossy().into(), None, None, None, None)
+        .put(src.to_string_lossy().into(), None, None, None, None, None)
         .await
         .unwrap();
     let out = net.dir.path().join("after.out");

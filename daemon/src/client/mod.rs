@@ -5,6 +5,7 @@
 //! [`health`]).
 
 pub mod audit;
+mod budget;
 mod get;
 mod health;
 pub mod manifest;
@@ -57,6 +58,49 @@ pub struct FeePolicy {
     pub max_rate: u64,
 }
 
+/// Where a payment's fee rate came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeeSource {
+    Fixed,
+    Estimate,
+    /// bitcoind had no estimate, or could not be asked.
+    Fallback,
+}
+
+impl FeeSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeeSource::Fixed => "fixed",
+            FeeSource::Estimate => "estimate",
+            FeeSource::Fallback => "fallback",
+        }
+    }
+}
+
+impl FeePolicy {
+    /// The configured rate, else bitcoind's `estimate`, else the fallback
+    /// when it has none (a fresh regtest chain) or cannot be asked; never
+    /// below the relay floor nor above `max_rate`.
+    pub fn choose(
+        &self,
+        estimate: std::result::Result<Option<u64>, crate::wallet::WalletError>,
+    ) -> (u64, FeeSource) {
+        let (rate, source) = match (self.fixed_rate, estimate) {
+            (Some(rate), _) => (rate, FeeSource::Fixed),
+            (None, Ok(Some(rate))) => (rate, FeeSource::Estimate),
+            (None, Ok(None)) => (crate::wallet::DEFAULT_FEE_RATE_SAT_VB, FeeSource::Fallback),
+            (None, Err(e)) => {
+                tracing::warn!("fee estimate unavailable: {e}");
+                (crate::wallet::DEFAULT_FEE_RATE_SAT_VB, FeeSource::Fallback)
+            }
+        };
+        (
+            rate.clamp(crate::wallet::MIN_FEE_RATE_SAT_VB, self.max_rate),
+            source,
+        )
+    }
+}
+
 /// What the client asks of providers, from config.
 #[derive(Clone, Debug)]
 pub struct ClientTerms {
@@ -83,6 +127,9 @@ pub struct ClientService {
     manifests: ManifestStore,
     pub contracts: ContractStore,
     payments: Tree<bdk_wallet::bitcoin::Txid, PaymentIntent>,
+    put_ops: Tree<String, put::PutOp>,
+    /// Operation ids of puts running now.
+    running_ops: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Where each provider was last seen, as text (a peer's multiaddr may
     /// use protocols a later version no longer parses).
     peers: Tree<PeerId, Vec<String>>,
@@ -135,6 +182,8 @@ impl ClientService {
             manifests: ManifestStore::open(db)?,
             contracts: ContractStore::open(db, Role::Client)?,
             payments: Tree::open(db, trees::PAYMENTS)?,
+            put_ops: Tree::open(db, trees::PUT_OPS)?,
+            running_ops: Default::default(),
             peers,
             progress,
             wallet,

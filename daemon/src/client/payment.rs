@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::ClientService;
-use super::manifest::Term;
+use super::manifest::{Manifest, Term};
 use crate::contracts::{Contract, PaymentKind, PaymentRecord, State};
 use crate::error::{Error, Result};
 use crate::failpoint;
@@ -119,37 +119,46 @@ enum Notice {
     Later,
 }
 
+/// The files with shards under contract `c`.
+pub(super) fn files_on<'a>(c: &Contract, manifests: &'a [Manifest]) -> Vec<&'a Manifest> {
+    manifests
+        .iter()
+        .filter(|m| {
+            m.segments
+                .iter()
+                .flat_map(|s| &s.shards)
+                .any(|r| r.contract_id == c.contract_id)
+        })
+        .collect()
+}
+
+/// The height until which `files` need contract `c`, seen from a payment
+/// through `through`: a kept file needs every next period.
+pub(super) fn needed_until(c: &Contract, files: &[&Manifest], through: u32) -> u32 {
+    files
+        .iter()
+        .map(|m| match m.term {
+            Term::Until(h) => h,
+            Term::Keep => through.saturating_add(c.period_blocks),
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 impl ClientService {
     fn save_intent(&self, intent: &PaymentIntent) -> Result<()> {
         self.payments.insert(&intent.txid, intent)
     }
 
-    /// The fee rate for a payment: the configured one, else bitcoind's
-    /// estimate for `fee_target_blocks`, else the fallback when it has
-    /// none (a fresh regtest chain); never below the floor nor above
-    /// `max_fee_rate_sat_vb`.
+    /// The fee rate for a payment now (see [`FeePolicy::choose`]).
     pub(super) async fn fee_rate(&self) -> u64 {
-        let rate = match self.fees.fixed_rate {
-            Some(rate) => rate,
-            None => match self.wallet.estimate_fee_rate(self.fees.target_blocks).await {
-                Ok(rate) => {
-                    info!(
-                        rate,
-                        target = self.fees.target_blocks,
-                        "fee rate from bitcoind's estimate"
-                    );
-                    rate
-                }
-                Err(e) => {
-                    info!(
-                        rate = crate::wallet::DEFAULT_FEE_RATE_SAT_VB,
-                        "no fee estimate, using the fallback: {e}"
-                    );
-                    crate::wallet::DEFAULT_FEE_RATE_SAT_VB
-                }
-            },
+        let estimate = match self.fees.fixed_rate {
+            Some(_) => Ok(None),
+            None => self.wallet.estimate_fee_rate(self.fees.target_blocks).await,
         };
-        rate.clamp(crate::wallet::MIN_FEE_RATE_SAT_VB, self.fees.max_rate)
+        let (rate, source) = self.fees.choose(estimate);
+        info!(rate, source = source.as_str(), "payment fee rate");
+        rate
     }
 
     /// Builds, records and broadcasts one transaction paying every `due`.
@@ -392,25 +401,9 @@ impl ClientService {
             {
                 continue;
             }
-            let files: Vec<_> = manifests
-                .iter()
-                .filter(|m| {
-                    m.segments
-                        .iter()
-                        .flat_map(|s| &s.shards)
-                        .any(|r| r.contract_id == c.contract_id)
-                })
-                .collect();
+            let files = files_on(&c, &manifests);
             let through = c.paid_through_height.saturating_add(c.period_blocks);
-            // How long the files on this contract still need it.
-            let needed = files
-                .iter()
-                .map(|m| match m.term {
-                    Term::Until(h) => h,
-                    Term::Keep => through.saturating_add(c.period_blocks),
-                })
-                .max()
-                .unwrap_or(0);
+            let needed = needed_until(&c, &files, through);
             if needed <= c.paid_through_height || c.allowance_bytes == 0 {
                 // Nothing kept past this period: let it run out.
                 if tip >= c.paid_through_height {
@@ -449,7 +442,10 @@ impl ClientService {
             return Ok(0);
         }
         let count = dues.len();
-        match self.pay(dues).await {
+        let outcome = self.pay(dues).await;
+        // Each round of period payments, paid or not, looks ahead.
+        self.warn_if_short().await;
+        match outcome {
             PayOutcome::Paid(mut intent) => {
                 for (peer, e) in self.notify(&mut intent).await? {
                     warn!(%peer, "period payment: {e}");
@@ -463,7 +459,7 @@ impl ClientService {
     /// Stops paying a provider that failed its audits: the contract ends
     /// and every shard it holds is marked lost, so the repair moves them
     /// before the provider deletes them.
-    fn fail_contract(&self, c: &Contract, files: &[&super::manifest::Manifest]) -> Result<()> {
+    fn fail_contract(&self, c: &Contract, files: &[&Manifest]) -> Result<()> {
         self.contracts
             .update(&c.contract_id, |c| c.state = State::Failed)?;
         let mut shards = 0;
@@ -627,10 +623,10 @@ impl ClientService {
             .filter(|p| p.txid != intent.txid)
             .filter(|p| intent.replaces.contains(&p.txid) || p.replaces.contains(&intent.txid))
             .map(|mut p| {
-                if p.state == IntentState::Signed {
-                    if let Ok(tx) = deserialize_hex::<Transaction>(&p.tx_hex) {
-                        self.wallet.cancel_tx(&tx);
-                    }
+                if p.state == IntentState::Signed
+                    && let Ok(tx) = deserialize_hex::<Transaction>(&p.tx_hex)
+                {
+                    self.wallet.cancel_tx(&tx);
                 }
                 p.replaced_by = Some(intent.txid);
                 let _ = self.abandon(&mut p);

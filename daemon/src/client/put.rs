@@ -81,18 +81,141 @@ pub(super) struct Target {
     pub contract_id: ContractId,
 }
 
+/// A finished put, kept under its operation id.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PutOp {
+    pub result: p2pstore_rpc::PutResult,
+    pub finished_at: u64,
+}
+
+/// How long a finished put answers a retry with its operation id.
+pub const PUT_OP_TTL_SECS: u64 = 7 * 24 * 3600;
+/// Finished puts remembered at most; the oldest are forgotten first.
+pub const MAX_PUT_OPS: usize = 10_000;
+
+/// Frees an operation id when its put ends, however it ends.
+struct RunningOp<'a> {
+    running: &'a std::sync::Mutex<HashSet<String>>,
+    id: String,
+}
+
+impl Drop for RunningOp<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.running.lock() {
+            r.remove(&self.id);
+        }
+    }
+}
+
 impl ClientService {
     /// Stores the file at `path` at `scheme` (the configured default when
     /// None) for `term` (the configured term when None), and pays for it.
+    /// Idempotent by `op_id`, and by content unless `force`.
     pub async fn put(
         &self,
         path: &Path,
         scheme: Option<Scheme>,
         term: Option<Term>,
+        force: bool,
+        op_id: Option<String>,
+    ) -> Result<p2pstore_rpc::PutResult> {
+        let Some(id) = op_id else {
+            return self.put_once(path, scheme, term, force, None).await;
+        };
+        if let Some(op) = self.put_ops.get(&id)? {
+            info!(op_id = %id, file_id = %op.result.file_id, "put retried: returning its result");
+            return Ok(p2pstore_rpc::PutResult {
+                existing: true,
+                ..op.result
+            });
+        }
+        let _running = {
+            let mut running = self
+                .running_ops
+                .lock()
+                .map_err(|_| Error::Internal("operation registry poisoned".into()))?;
+            if !running.insert(id.clone()) {
+                return Err(Error::InvalidParams(format!(
+                    "a put with op_id {id} is running already"
+                )));
+            }
+            RunningOp {
+                running: &self.running_ops,
+                id: id.clone(),
+            }
+        };
+        let result = self
+            .put_once(path, scheme, term, force, Some(id.clone()))
+            .await?;
+        self.remember_op(id, &result)?;
+        Ok(result)
+    }
+
+    /// Keeps a finished put's result for retries, within the bounds.
+    fn remember_op(&self, id: String, result: &p2pstore_rpc::PutResult) -> Result<()> {
+        let now = now_secs();
+        let mut ops: Vec<(String, u64)> = Vec::new();
+        for item in self.put_ops.iter() {
+            let (k, op) = item?;
+            if now.saturating_sub(op.finished_at) > PUT_OP_TTL_SECS {
+                self.put_ops.remove_lazy(&k)?;
+            } else {
+                ops.push((k, op.finished_at));
+            }
+        }
+        if ops.len() >= MAX_PUT_OPS {
+            ops.sort_by_key(|(_, at)| *at);
+            for (k, _) in &ops[..=ops.len() - MAX_PUT_OPS] {
+                self.put_ops.remove_lazy(k)?;
+            }
+        }
+        self.put_ops.insert(
+            &id,
+            &PutOp {
+                result: result.clone(),
+                finished_at: now,
+            },
+        )
+    }
+
+    /// The file of this name already stored with exactly this content.
+    async fn stored_copy(
+        &self,
+        file: &std::fs::File,
+        name: &str,
+        size: u64,
+    ) -> Result<Option<Manifest>> {
+        let same: Vec<Manifest> = self
+            .manifests
+            .list()?
+            .into_iter()
+            .filter(|m| m.name == name && m.size == size)
+            .collect();
+        if same.is_empty() {
+            return Ok(None);
+        }
+        // Only now is the file read twice: once to compare, once to put.
+        let file = file
+            .try_clone()
+            .map_err(|e| Error::InvalidPath(format!("cannot read the file: {e}")))?;
+        let digest = tokio::task::spawn_blocking(move || content_digest(&file, size)).await??;
+        Ok(same.into_iter().find(|m| m.content_digest == digest))
+    }
+
+    async fn put_once(
+        &self,
+        path: &Path,
+        scheme: Option<Scheme>,
+        term: Option<Term>,
+        force: bool,
         op_id: Option<String>,
     ) -> Result<p2pstore_rpc::PutResult> {
         let scheme = scheme.unwrap_or(self.default_scheme);
         let (file, name, size) = open_source(path)?;
+        if !force && let Some(m) = self.stored_copy(&file, &name, size).await? {
+            info!(file_id = %m.file_id.short(), "content stored already: nothing to put");
+            return Ok(put_result(&m, true));
+        }
         // Fail fast: without bitcoind nothing could be paid for.
         let tip = u32::try_from(self.wallet.check_bitcoind().await?).unwrap_or(u32::MAX);
         let candidates = self.candidates().await?;
@@ -202,12 +325,7 @@ impl ClientService {
             .buffered(PIPELINE)
             .try_collect::<Vec<(Segment, Hash)>>()
             .await?;
-        let mut digest = Sha256::new();
-        let mut segments = Vec::with_capacity(uploaded.len());
-        for (segment, plain_hash) in uploaded {
-            digest.update(plain_hash);
-            segments.push(segment);
-        }
+        let (segments, hashes): (Vec<Segment>, Vec<Hash>) = uploaded.into_iter().unzip();
         let manifest = Manifest {
             version: MANIFEST_VERSION,
             file_id: job.file_id,
@@ -217,19 +335,13 @@ impl ClientService {
             segment_size: SEGMENT_SIZE as u64,
             scheme: job.scheme,
             term,
-            content_digest: digest.finalize().into(),
+            content_digest: digest_of(&hashes),
             segments,
         };
         self.manifests.insert(&manifest)?;
+        crate::failpoint::hit("after-put-recorded");
         info!(size = job.size, "put finished");
-        Ok(p2pstore_rpc::PutResult {
-            file_id: job.file_id.to_string(),
-            name,
-            size: job.size,
-            segments: job.count,
-            redundancy: job.scheme.label(),
-            providers: manifest.providers().iter().map(|p| p.to_string()).collect(),
-        })
+        Ok(put_result(&manifest, false))
     }
 
     /// Providers the client will use, best first: protocol, term, price
@@ -297,6 +409,44 @@ impl ClientService {
         }
         Ok(cheap)
     }
+}
+
+fn put_result(m: &Manifest, existing: bool) -> p2pstore_rpc::PutResult {
+    p2pstore_rpc::PutResult {
+        file_id: m.file_id.to_string(),
+        name: m.name.clone(),
+        size: m.size,
+        segments: m.segments.len() as u64,
+        redundancy: m.scheme.label(),
+        providers: m.providers().iter().map(|p| p.to_string()).collect(),
+        existing,
+    }
+}
+
+/// A file's content digest: SHA-256 over its segments' plaintext hashes.
+fn digest_of(hashes: &[Hash]) -> [u8; 32] {
+    let mut digest = Sha256::new();
+    for h in hashes {
+        digest.update(h);
+    }
+    digest.finalize().into()
+}
+
+/// The content digest of `size` bytes of `file`, as put records it.
+fn content_digest(file: &std::fs::File, size: u64) -> Result<[u8; 32]> {
+    let seg = SEGMENT_SIZE as u64;
+    let mut buf = vec![0u8; SEGMENT_SIZE];
+    let mut hashes = Vec::with_capacity(size.div_ceil(seg) as usize);
+    for offset in (0..size).step_by(SEGMENT_SIZE) {
+        let len = seg.min(size - offset) as usize;
+        file.read_exact_at(&mut buf[..len], offset)
+            .map_err(|e| Error::InvalidPath(format!("reading the file: {e}")))?;
+        hashes.push(sha256(&buf[..len]));
+    }
+    if size == 0 {
+        hashes.push(sha256(&[]));
+    }
+    Ok(digest_of(&hashes))
 }
 
 fn open_source(path: &Path) -> Result<(std::fs::File, String, u64)> {

@@ -18,7 +18,6 @@ use tracing::{info, warn};
 
 use super::ProviderService;
 use crate::contracts::{Contract, PaymentKind, PaymentRecord, Role, State};
-use crate::db::Key;
 use crate::ids::{ContractId, RevisionId, as_text, checked_address};
 use crate::protocol::*;
 use crate::provider::store::now_secs;
@@ -54,16 +53,6 @@ pub struct Formation {
     pub price_sat_per_gib_month: u64,
     pub period_blocks: u32,
     pub start_height: u32,
-}
-
-/// A text key, for the spare-address pool.
-impl Key for String {
-    fn to_key(&self) -> Vec<u8> {
-        self.as_bytes().to_vec()
-    }
-    fn from_key(bytes: &[u8]) -> Option<Self> {
-        String::from_utf8(bytes.to_vec()).ok()
-    }
 }
 
 /// What the provider checks on every upload, in memory.

@@ -26,6 +26,10 @@ use crate::node::Node;
 const MAX_REQUEST_BODY: u32 = 1024 * 1024;
 /// Bitcoin's 21 million coins, the largest amount anyone can send.
 const MAX_MONEY_SAT: u64 = 21_000_000 * 100_000_000;
+/// Operation ids are the caller's; this bounds what the node keeps of them.
+const MAX_OP_ID_LEN: usize = 128;
+/// A budget looks at most this far ahead (years of daily periods).
+const MAX_BUDGET_PERIODS: u32 = 10_000;
 
 /// A file id from a caller. Text that is no id names no file.
 fn file_id(text: &str) -> Result<FileId> {
@@ -77,8 +81,19 @@ impl P2pstoreApiServer for RpcImpl {
         redundancy: Option<String>,
         term_blocks: Option<u32>,
         keep: Option<bool>,
+        force: Option<bool>,
         op_id: Option<String>,
     ) -> RpcResult<PutResult> {
+        if let Some(id) = &op_id
+            && (id.is_empty()
+                || id.len() > MAX_OP_ID_LEN
+                || !id.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(Error::InvalidParams(format!(
+                "op_id must be 1 to {MAX_OP_ID_LEN} printable ASCII characters"
+            ))
+            .into());
+        }
         let scheme = redundancy.as_deref().map(Scheme::parse).transpose()?;
         let path = self::path(&path)?;
         let client = self.node.client().await?;
@@ -95,7 +110,9 @@ impl P2pstoreApiServer for RpcImpl {
             (None, true) => Some(Term::Keep),
             (None, false) => None,
         };
-        Ok(client.put(&path, scheme, term, op_id).await?)
+        Ok(client
+            .put(&path, scheme, term, force.unwrap_or(false), op_id)
+            .await?)
     }
 
     async fn stat(&self, file_id: String) -> RpcResult<FileStat> {
@@ -173,6 +190,15 @@ impl P2pstoreApiServer for RpcImpl {
         Ok(AddressResult {
             address: a.to_string(),
         })
+    }
+
+    async fn wallet_budget(&self, periods: Option<u32>) -> RpcResult<Budget> {
+        if periods.is_some_and(|p| p == 0 || p > MAX_BUDGET_PERIODS) {
+            return Err(
+                Error::InvalidParams(format!("periods must be 1 to {MAX_BUDGET_PERIODS}")).into(),
+            );
+        }
+        Ok(self.node.client().await?.budget(periods).await?)
     }
 
     async fn wallet_send(&self, address: String, amount_sat: u64) -> RpcResult<SendResult> {

@@ -307,8 +307,9 @@ impl WalletService {
     }
 
     /// bitcoind's fee estimate for `target_blocks`, in sat/vB (rounded up),
-    /// or [`DEFAULT_FEE_RATE_SAT_VB`] when it has none yet.
-    pub async fn estimate_fee_rate(&self, target_blocks: u16) -> Result<u64, WalletError> {
+    /// or None when it has none yet (too little fee history, as on a fresh
+    /// regtest chain).
+    pub async fn estimate_fee_rate(&self, target_blocks: u16) -> Result<Option<u64>, WalletError> {
         let rpc = self.inner.rpc.clone();
         let estimate = tokio::task::spawn_blocking(move || {
             rpc.client()?
@@ -317,11 +318,10 @@ impl WalletService {
         })
         .await
         .map_err(|e| WalletError::Other(format!("fee estimation failed: {e}")))??;
-        Ok(match estimate.fee_rate {
-            // bitcoind reports BTC per 1000 vB.
-            Some(per_kvb) => per_kvb.to_sat().div_ceil(1000).max(1),
-            None => DEFAULT_FEE_RATE_SAT_VB,
-        })
+        // bitcoind reports BTC per 1000 vB.
+        Ok(estimate
+            .fee_rate
+            .map(|per_kvb| per_kvb.to_sat().div_ceil(1000).max(1)))
     }
 
     pub fn balance(&self) -> WalletBalance {
@@ -403,7 +403,10 @@ impl WalletService {
     ) -> Result<Txid, WalletError> {
         let fee_rate = match fee_rate_sat_vb {
             Some(rate) => rate,
-            None => self.estimate_fee_rate(DEFAULT_CONF_TARGET).await?,
+            None => self
+                .estimate_fee_rate(DEFAULT_CONF_TARGET)
+                .await?
+                .unwrap_or(DEFAULT_FEE_RATE_SAT_VB),
         };
         let tx = self.build_signed_tx(outputs, Some(fee_rate))?;
         match self.broadcast(&tx).await {

@@ -341,3 +341,62 @@ async fn unreachable_bitcoind_is_reported_not_fatal() {
         Err(WalletError::BitcoindUnreachable(_))
     ));
 }
+
+/// bitcoind has no fee estimate on a fresh chain; after blocks of
+/// transactions paying a steady rate it estimates that rate, and the
+/// client's policy takes it over the fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fee_estimate_follows_fee_history() {
+    const RATE: u64 = 12;
+    let node = Bitcoind::start(AuthMode::UserPass);
+    let (_dir, db) = temp_db();
+    let w = open(&db, 4, &node);
+    let policy = crate::client::FeePolicy {
+        fixed_rate: None,
+        target_blocks: 2,
+        bump_after_blocks: 6,
+        max_rate: 100,
+    };
+    let mine_to = w.new_address().expect("address");
+    node.mine(130, &mine_to);
+    w.sync_now().await.expect("sync");
+    let none = w
+        .estimate_fee_rate(policy.target_blocks)
+        .await
+        .expect("rpc");
+    assert_eq!(none, None, "no fee history yet");
+    assert_eq!(
+        policy.choose(Ok(none)),
+        (
+            super::DEFAULT_FEE_RATE_SAT_VB,
+            crate::client::FeeSource::Fallback
+        )
+    );
+
+    // A transaction a block, each spending a confirmed coin, so bitcoind
+    // tracks every one of them.
+    let mut estimate = None;
+    for _ in 0..40 {
+        let tx = w
+            .build_signed_tx(&[(foreign(), COIN)], Some(RATE))
+            .expect("tx");
+        w.broadcast(&tx).await.expect("broadcast");
+        node.mine(1, &mine_to);
+        w.sync_now().await.expect("sync");
+        estimate = w
+            .estimate_fee_rate(policy.target_blocks)
+            .await
+            .expect("rpc");
+        if estimate.is_some() {
+            break;
+        }
+    }
+    let rate = estimate.expect("an estimate after 40 blocks of history");
+    assert!((RATE..=RATE + 1).contains(&rate), "estimated {rate} sat/vB");
+    assert_eq!(
+        policy.choose(Ok(Some(rate))),
+        (rate, crate::client::FeeSource::Estimate)
+    );
+    // The ceiling holds whatever bitcoind says.
+    assert_eq!(policy.choose(Ok(Some(5000))).0, 100);
+}
