@@ -326,6 +326,7 @@ impl Node {
             stored_bytes: 0,
             capacity_bytes: 0,
             free_bytes: 0,
+            pending_quotes: 0,
             files: 0,
             network: None,
             tip_height: None,
@@ -344,6 +345,7 @@ impl Node {
             status.stored_bytes = store.used();
             status.capacity_bytes = store.capacity();
             status.free_bytes = store.free();
+            status.pending_quotes = s.provider.pending_quotes() as u64;
         }
         if let Some(c) = &s.client {
             status.files = c.manifests().count() as u64;

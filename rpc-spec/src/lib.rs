@@ -142,6 +142,9 @@ pub struct Status {
     pub stored_bytes: u64,
     pub capacity_bytes: u64,
     pub free_bytes: u64,
+    /// Provider: quotes given and not yet paid (each a small record until
+    /// it is paid or lapses; capped).
+    pub pending_quotes: u64,
     pub files: u64,
     /// Bitcoin network of the wallet; None on a bootstrap node.
     pub network: Option<String>,

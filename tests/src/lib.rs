@@ -155,6 +155,22 @@ impl Daemon {
         let _ = child.wait();
     }
 
+    /// Waits until the process ends by itself (at a failpoint, say) and
+    /// reaps it.
+    pub async fn wait_exit(&mut self, secs: u64) {
+        let name = self.name.clone();
+        let child = self.child.as_mut().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                self.child = None;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{name} did not exit within {secs} s");
+    }
+
     /// Graceful stop (SIGTERM), as a service manager would.
     pub fn stop(&mut self) {
         self.signal_and_wait(libc::SIGTERM);
@@ -327,6 +343,14 @@ impl Bitcoind {
             .unwrap()
             .as_u64()
             .unwrap()
+    }
+
+    /// How a wallet opened by a test reaches this bitcoind.
+    pub fn wallet_config(&self) -> p2pstored::wallet::BitcoindConfig {
+        self.inner
+            .lock()
+            .unwrap()
+            .config(Duration::from_millis(200))
     }
 
     pub fn kill(&mut self) {

@@ -792,3 +792,144 @@ async fn the_budget_adds_up_and_warns_when_the_wallet_is_short() {
     let e = rpc.wallet_budget(Some(0)).await.unwrap_err();
     assert_eq!(rpc_code(&e), codes::INVALID_PARAMS);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_failing_audits_is_not_paid_and_its_shards_move() {
+    let mut args = period_args();
+    // One failed shard is below this score; every leaf is challenged, so
+    // a deleted shard is found by the first audit.
+    args.extend(
+        [
+            "--min-audit-score",
+            "0.99",
+            "--audit-leaves-per-shard",
+            "2048",
+        ]
+        .map(String::from),
+    );
+    let net = Net::start(NetOptions {
+        providers: 5,
+        redundancy: "medium".into(),
+        base_price: PRICE,
+        client_args: args,
+        ..Default::default()
+    })
+    .await;
+    let rpc = net.client.rpc();
+    let (file_id, digest, holders) = net.put_random("audited.bin", 2 << 20, None).await;
+    assert_eq!(holders.len(), 4);
+    let cs = wait_contract_states(&net.client, ContractRole::Client, ContractState::Active).await;
+    let victim = holders[0].clone();
+    let v = net.provider_by_peer(&victim).await;
+    for shard in shard_files(&net.providers[v]) {
+        std::fs::remove_file(shard).unwrap();
+    }
+    let report = rpc.audit(Some(file_id.clone())).await.unwrap();
+    let failed = report.iter().find(|r| r.peer_id == victim).unwrap();
+    assert!(failed.counts.failed > 0, "{failed:?}");
+
+    // The next period is paid to the three that pass, not to the victim.
+    let through = cs.iter().map(|c| c.paid_through_height).min().unwrap();
+    let tip = net.bitcoind.height().await as u32;
+    net.bitcoind
+        .mine_burn((through - RENEW_BEFORE).saturating_sub(tip).max(1))
+        .await;
+    let honest = wait_paid_through(&net.client, through + PERIOD).await;
+    assert_eq!(honest.len(), 3);
+    assert!(honest.iter().all(|c| c.peer_id != victim));
+    let theirs = wait_contracts(
+        &net.client,
+        "the victim's contract to fail",
+        |c| c.peer_id == victim,
+        |c| c.state == ContractState::Failed,
+    )
+    .await;
+    assert_eq!(theirs[0].payment_txids.len(), 1, "only the prepayment");
+    net.bitcoind.mine_burn(1).await;
+    net.wait_synced().await;
+    assert_eq!(total(&net.providers[v]).await, theirs[0].paid_sat);
+
+    // Its shard moves to the fifth provider, and the file reads back.
+    let r = rpc.repair(Some(file_id.clone())).await.unwrap();
+    assert_eq!(r.shards_rebuilt, 1, "{r:?}");
+    let stat = rpc.stat(file_id.clone()).await.unwrap();
+    assert!(!stat.providers.contains(&victim));
+    assert_eq!(stat.health.good, 4);
+    net.assert_get(&file_id, digest, "audited.out").await;
+    // And it is never paid again, while the honest three are.
+    net.bitcoind.mine_burn(PERIOD).await;
+    let paid: Vec<String> = honest.iter().map(|c| c.contract_id.clone()).collect();
+    wait_contracts(
+        &net.client,
+        "the honest three paid another period",
+        |c| paid.contains(&c.contract_id),
+        |c| c.paid_through_height >= through + 2 * PERIOD,
+    )
+    .await;
+    let theirs = contracts(&net.client, ContractRole::Client)
+        .await
+        .into_iter()
+        .find(|c| c.peer_id == victim)
+        .unwrap();
+    assert_eq!(
+        (theirs.state, theirs.payment_txids.len()),
+        (ContractState::Failed, 1)
+    );
+}
+
+/// The client dies at each point of a period payment in turn: before the
+/// broadcast, after it, and after a provider credited it but before the
+/// record says so. Restarted, it finishes that payment: every period is
+/// paid exactly once, and no contract lapses.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_killed_during_period_payments_pays_each_period_once() {
+    const POINTS: [&str; 3] = ["before-broadcast", "after-broadcast", "after-credit"];
+    let mut net = Net::start(NetOptions {
+        providers: 2,
+        redundancy: "2/2".into(),
+        base_price: PRICE,
+        client_args: period_args(),
+        provider_args: vec!["--grace-blocks".into(), "3".into()],
+        ..Default::default()
+    })
+    .await;
+    let (file_id, digest, _) = net.put_random("killed.bin", 2 << 20, None).await;
+    let cs = wait_contract_states(&net.client, ContractRole::Client, ContractState::Active).await;
+    let first = cs[0].paid_through_height;
+    for (k, point) in POINTS.into_iter().enumerate() {
+        let through = first + k as u32 * PERIOD;
+        net.client.stop();
+        net.client.env = vec![("P2PSTORE_FAILPOINT".into(), point.into())];
+        net.client.start().await;
+        let tip = net.bitcoind.height().await as u32;
+        net.bitcoind
+            .mine_burn((through - RENEW_BEFORE).saturating_sub(tip).max(1))
+            .await;
+        net.client.wait_exit(60).await;
+        assert_eq!(net.client.log().matches("failpoint hit").count(), k + 1);
+        net.client.env.clear();
+        net.client.start().await;
+        wait_paid_through(&net.client, through + PERIOD).await;
+    }
+    net.bitcoind.mine_burn(1).await;
+    net.wait_synced().await;
+    let mine = contracts(&net.client, ContractRole::Client).await;
+    for p in &net.providers {
+        let theirs = wait_contract_states(p, ContractRole::Provider, ContractState::Active).await;
+        assert_eq!(theirs.len(), 1);
+        let c = mine
+            .iter()
+            .find(|c| c.contract_id == theirs[0].contract_id)
+            .unwrap();
+        // The prepayment and one payment per period, no more.
+        assert_eq!(c.payment_txids.len(), 1 + POINTS.len(), "{c:?}");
+        assert_eq!(theirs[0].payment_txids, c.payment_txids);
+        assert_eq!(
+            theirs[0].paid_through_height,
+            first + POINTS.len() as u32 * PERIOD
+        );
+        wait_balance(p, c.paid_sat).await;
+    }
+    assert_eq!(spends(&net.client).await, 1 + POINTS.len());
+    net.assert_get(&file_id, digest, "killed.out").await;
+}

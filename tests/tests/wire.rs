@@ -1,6 +1,7 @@
 //! A hostile peer speaking the wire protocol directly to a real provider:
 //! uploads outside a contract, shards whose bytes do not match their id,
-//! shards over the limit, and payment notices that pay nothing.
+//! shards over the limit, payment notices that pay nothing, payments
+//! double-spent out of the mempool, and floods of proposals.
 
 use std::time::Duration;
 
@@ -356,5 +357,175 @@ async fn audits_are_bounded_owned_and_throttled() {
             && report[0].counts.failed == 0
             && report[0].counts.unknown == 0,
         "{report:?}"
+    );
+}
+
+/// A wallet of the test's own, outside any daemon.
+fn own_wallet(net: &Net, seed: u8, dir: &std::path::Path) -> p2pstored::wallet::WalletService {
+    let db = sled::open(dir).unwrap();
+    p2pstored::wallet::WalletService::open(
+        &db,
+        &p2pstored::testutil::seed(seed),
+        bdk_wallet::bitcoin::Network::Regtest,
+        net.bitcoind.wallet_config(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_double_spent_payment_never_activates_a_contract() {
+    let (net, provider, evil) = one_provider_and_an_attacker().await;
+    // Two copies of one wallet that holds a single coin: one pays the
+    // provider, the other spends the same coin elsewhere at a higher fee.
+    let payer = own_wallet(&net, 21, &net.dir.path().join("payer"));
+    let twin = own_wallet(&net, 21, &net.dir.path().join("twin"));
+    let address = payer.new_address().unwrap();
+    net.client
+        .rpc()
+        .wallet_send(address.to_string(), 200_000)
+        .await
+        .unwrap();
+    net.bitcoind.mine_burn(1).await;
+    payer.sync_now().await.unwrap();
+    twin.sync_now().await.unwrap();
+    assert_eq!(payer.balance().confirmed_sat, 200_000);
+
+    let tip = net.bitcoind.height().await as u32;
+    let id = ContractId::from_bytes([11u8; 32]);
+    let quote = evil
+        .propose(provider, proposal(id, 10_000, tip))
+        .await
+        .unwrap();
+    let to = quote.payout_address.assume_checked();
+    let tx = payer
+        .build_signed_tx(&[(to.clone(), quote.amount_sat)], Some(2))
+        .unwrap();
+    payer.broadcast(&tx).await.unwrap();
+    let vout = tx
+        .output
+        .iter()
+        .position(|o| o.script_pubkey == to.script_pubkey())
+        .unwrap() as u32;
+    let notice = PaymentNotice {
+        contract_id: id,
+        txid: tx.compute_txid(),
+        vout,
+        purpose: Purpose::Revision(quote.revision_id),
+    };
+    evil.payment_notice(provider, notice).await.unwrap();
+    let state = |net: &Net| {
+        let rpc = net.providers[0].rpc();
+        async move {
+            rpc.contracts()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|c| c.contract_id == id.to_string())
+                .map(|c| c.state)
+        }
+    };
+    // Provisional: uploads may go ahead, but it is not active.
+    assert_eq!(state(&net).await, Some(ContractState::Provisional));
+    let data = vec![5u8; 2000];
+    evil.store(provider, id, ShardId::of(&data), data)
+        .await
+        .unwrap();
+    assert!(net.providers[0].rpc().status().await.unwrap().stored_bytes > 0);
+
+    // The twin spends the coin elsewhere, and that is what gets mined.
+    let foreign: bdk_wallet::bitcoin::Address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+        .parse::<bdk_wallet::bitcoin::Address<_>>()
+        .unwrap()
+        .assume_checked();
+    let spend = twin
+        .build_signed_tx(&[(foreign, 150_000)], Some(20))
+        .unwrap();
+    assert_eq!(spend.input[0].previous_output, tx.input[0].previous_output);
+    twin.broadcast(&spend).await.unwrap();
+    net.bitcoind.mine_burn(1).await;
+    let ended = wait_for("the contract to be dropped", 60, || {
+        let net = &net;
+        async move {
+            let s = state(net).await?;
+            (s != ContractState::Provisional).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(ended, ContractState::Dropped, "it must never become active");
+    assert_eq!(
+        net.providers[0].rpc().status().await.unwrap().stored_bytes,
+        0
+    );
+    let data = vec![6u8; 1000];
+    assert_eq!(
+        refusal(evil.store(provider, id, ShardId::of(&data), data).await),
+        WireErrorKind::UnknownContract
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_proposals_from_fresh_peers_costs_bounded_records() {
+    use p2pstored::provider::{MAX_QUOTES, MAX_QUOTES_PER_PEER};
+    let (net, provider, first) = one_provider_and_an_attacker().await;
+    let addr: Multiaddr = net.providers[0].p2p_addr().parse().unwrap();
+    let tip = net.bitcoind.height().await as u32;
+    let mut n = 0u8;
+    let mut next_id = || {
+        n = n.wrapping_add(1);
+        let mut b = [0xF0u8; 32];
+        b[0] = n;
+        b
+    };
+    // One peer: capped per peer.
+    for _ in 0..MAX_QUOTES_PER_PEER {
+        let id = ContractId::from_bytes(next_id());
+        first
+            .propose(provider, proposal(id, 1 << 20, tip))
+            .await
+            .unwrap();
+    }
+    let id = ContractId::from_bytes(next_id());
+    assert_eq!(
+        refusal(first.propose(provider, proposal(id, 1 << 20, tip)).await),
+        WireErrorKind::RateLimited
+    );
+    // Fresh peer ids until the provider holds more quotes than its cap:
+    // the oldest are evicted, never more are kept.
+    let peers = MAX_QUOTES / MAX_QUOTES_PER_PEER + 2;
+    let mut count = 0u32;
+    for _ in 0..peers {
+        let evil = attacker(&net.bootstrap_addr).await;
+        evil.add_addresses(provider, vec![addr.clone()]).await;
+        let sends = (0..MAX_QUOTES_PER_PEER).map(|_| {
+            count += 1;
+            let mut b = [0u8; 32];
+            b[..4].copy_from_slice(&count.to_be_bytes());
+            let p = proposal(ContractId::from_bytes(b), 1 << 20, tip);
+            let evil = evil.clone();
+            async move { evil.propose(provider, p).await }
+        });
+        for r in futures::future::join_all(sends).await {
+            r.unwrap();
+        }
+    }
+    let st = net.providers[0].rpc().status().await.unwrap();
+    assert_eq!(st.pending_quotes, MAX_QUOTES as u64);
+    assert_eq!(st.stored_bytes, 0);
+    assert!(shard_files(&net.providers[0]).is_empty());
+    // Evicted first: the lone peer's quotes are gone, and paying one now
+    // buys nothing.
+    assert!(net.providers[0].rpc().contracts().await.unwrap().is_empty());
+
+    // An honest client still puts and gets.
+    let (file_id, digest, _) = net.put_random("honest.bin", 1 << 20, None).await;
+    net.assert_get(&file_id, digest, "honest.out").await;
+    assert!(
+        net.providers[0]
+            .rpc()
+            .status()
+            .await
+            .unwrap()
+            .pending_quotes
+            <= MAX_QUOTES as u64
     );
 }

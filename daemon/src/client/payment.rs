@@ -212,6 +212,7 @@ impl ClientService {
             self.wallet.cancel_tx(&tx);
             return PayOutcome::NotPaid(e);
         }
+        failpoint::hit("before-broadcast");
         match self.wallet.broadcast(&tx).await {
             Ok(_) => {}
             Err(WalletError::BitcoindUnreachable(e)) => {
@@ -261,6 +262,8 @@ impl ClientService {
                 None => {}
                 Some(Notice::Credited(status)) => {
                     self.credit(o, txid, &intent.replaces, &status)?;
+                    // Credited, but the intent does not say so yet.
+                    failpoint::hit("after-credit");
                     o.settled = true;
                 }
                 Some(Notice::Refused(reason)) => {

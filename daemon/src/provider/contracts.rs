@@ -350,6 +350,11 @@ impl ProviderService {
         })
     }
 
+    /// Unpaid quotes held, as recorded on disk.
+    pub fn pending_quotes(&self) -> usize {
+        self.revisions.len()
+    }
+
     /// An address for a new contract: one a lapsed quote left unused if
     /// there is one, so that quotes nobody pays cannot grow the wallet.
     fn payout_address(&self) -> crate::Result<Address> {

@@ -3,6 +3,7 @@
 //! inbound request gets an answer instead of a timeout.
 
 mod contracts;
+pub use contracts::{MAX_QUOTES, MAX_QUOTES_PER_PEER};
 pub mod store;
 
 use std::collections::HashSet;
