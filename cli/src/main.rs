@@ -98,6 +98,8 @@ enum Cmd {
     Wallet(WalletCmd),
     /// Storage contracts, as client and as provider
     Contracts,
+    /// Where transfer time went: busy seconds per stage since the daemon started
+    Perf,
 }
 
 #[derive(Subcommand)]
@@ -284,6 +286,15 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Status => out.status(&client.status().await.map_err(conn::describe)?),
         Cmd::Providers => out.providers(&client.providers().await.map_err(conn::describe)?),
         Cmd::Contracts => out.contracts(&client.contracts().await.map_err(conn::describe)?),
+        Cmd::Perf => {
+            let p = client.perf().await.map_err(conn::describe)?;
+            let text = p
+                .iter()
+                .map(|s| format!("{:<8} {:>10.3} s  {:>8} times", s.stage, s.seconds, s.count))
+                .collect::<Vec<_>>()
+                .join("\n");
+            out.line(&p, &text)
+        }
         Cmd::Wallet(WalletCmd::Balance) => {
             let b = client.wallet_balance().await.map_err(conn::describe)?;
             let text = format!(

@@ -22,6 +22,7 @@ pub mod merkle;
 pub mod network;
 pub mod node;
 pub mod progress;
+pub mod perf;
 pub mod protocol;
 pub mod provider;
 pub mod rpc;

@@ -247,6 +247,17 @@ pub struct WalletTx {
     pub height: Option<u32>,
 }
 
+/// Busy time of one stage of moving bytes, summed over threads since the
+/// daemon started (see `perf`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct StageTime {
+    /// read, hash, seal, code, network, output (client); verify, write,
+    /// fsync (provider).
+    pub stage: String,
+    pub seconds: f64,
+    pub count: u64,
+}
+
 /// What the coming periods of the client's running contracts will cost.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct Budget {
@@ -587,6 +598,11 @@ api! {
         /// as provider (what we are paid for).
         #[method(name = "contracts")]
         async fn contracts(&self) -> RpcResult<Vec<ContractInfo>>;
+
+        /// Where transfer time went since the daemon started: busy time per
+        /// stage, summed over threads (stages overlap).
+        #[method(name = "perf")]
+        async fn perf(&self) -> RpcResult<Vec<StageTime>>;
 
         /// This OpenRPC document.
         #[method(name = "rpc.discover")]

@@ -19,6 +19,7 @@ use super::put::PIPELINE;
 use super::reliability::Reliability;
 use crate::crypto::{FileKey, random_bytes};
 use crate::error::{Error, Result};
+use crate::perf::{self, Stage};
 use crate::ids::{FileId, ShardId};
 use crate::network::{Client as NetClient, PeerError};
 use crate::progress::Op;
@@ -125,15 +126,19 @@ impl DownloadJob {
             let seg = &job.manifest.segments[i];
             let mut buf = cipher;
             let count = job.manifest.segments.len() as u64;
-            job.key
-                .open(&job.manifest.file_id, i as u64, count, &seg.nonce, &mut buf)?;
+            perf::time(Stage::Seal, || {
+                job.key
+                    .open(&job.manifest.file_id, i as u64, count, &seg.nonce, &mut buf)
+            })?;
             if buf.len() as u64 != seg.plain_len {
                 return Err(Error::Integrity(format!(
                     "segment {i} has the wrong length"
                 )));
             }
-            job.file
-                .write_all_at(&buf, i as u64 * job.manifest.segment_size)?;
+            perf::time(Stage::Output, || {
+                job.file
+                    .write_all_at(&buf, i as u64 * job.manifest.segment_size)
+            })?;
             Ok(())
         })
         .await??;
@@ -160,9 +165,10 @@ impl Fetcher {
                 let expected = shard.shard_id;
                 // Hash before anything else: bytes that are not exactly
                 // what we stored are never fed to the decoder or cipher.
-                let ok =
-                    tokio::task::spawn_blocking(move || (ShardId::of(&d) == expected).then_some(d))
-                        .await?;
+                let ok = tokio::task::spawn_blocking(move || {
+                    perf::time(Stage::Hash, || ShardId::of(&d) == expected).then_some(d)
+                })
+                .await?;
                 ok.ok_or_else(|| {
                     Error::Integrity(format!(
                         "shard {sid} from provider {peer} does not match its hash"
@@ -258,9 +264,16 @@ impl Fetcher {
 
     /// The sealed bytes of segment `i`.
     pub async fn segment(&self, manifest: &Manifest, i: usize) -> Result<Vec<u8>> {
+        let started = Instant::now();
         let shards = self.gather(manifest, i, &[]).await?;
+        // Includes the hashing of each shard as it arrives (also counted
+        // under hash): the wait for the segment's K shards.
+        perf::add(Stage::Network, started.elapsed());
         let scheme = manifest.scheme;
         let cipher_len = manifest.segments[i].cipher_len as usize;
-        tokio::task::spawn_blocking(move || scheme.decode(&shards, cipher_len)).await?
+        tokio::task::spawn_blocking(move || {
+            perf::time(Stage::Code, || scheme.decode(&shards, cipher_len))
+        })
+        .await?
     }
 }

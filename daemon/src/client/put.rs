@@ -33,6 +33,7 @@ use crate::crypto::{FileKey, Hash, TAG_LEN, sha256};
 use crate::erasure::Scheme;
 use crate::error::{Error, Result};
 use crate::ids::{ContractId, FileId, ShardId};
+use crate::perf::{self, Stage};
 use crate::network::Client as NetClient;
 use crate::progress::Op;
 use crate::protocol::*;
@@ -571,16 +572,16 @@ impl UploadJob {
         let job = self.clone();
         let (nonce, plain_hash, plain_len, cipher_len, shards) =
             tokio::task::spawn_blocking(move || -> Result<_> {
-                let mut buf = job.read_segment(i)?;
-                let plain_hash = sha256(&buf);
+                let mut buf = perf::time(Stage::Read, || job.read_segment(i))?;
+                let plain_hash = perf::time(Stage::Hash, || sha256(&buf));
                 let plain_len = buf.len() as u64;
-                let nonce = job.key.seal(&job.file_id, i, job.count, &mut buf)?;
-                let shards: Vec<(ShardId, Vec<u8>)> = job
-                    .scheme
-                    .encode(&buf)?
-                    .into_iter()
-                    .map(|s| (ShardId::of(&s), s))
-                    .collect();
+                let nonce = perf::time(Stage::Seal, || {
+                    job.key.seal(&job.file_id, i, job.count, &mut buf)
+                })?;
+                let coded = perf::time(Stage::Code, || job.scheme.encode(&buf))?;
+                let shards: Vec<(ShardId, Vec<u8>)> = perf::time(Stage::Hash, || {
+                    coded.into_iter().map(|s| (ShardId::of(&s), s)).collect()
+                });
                 Ok((nonce, plain_hash, plain_len, buf.len() as u64, shards))
             })
             .await??;
@@ -611,7 +612,9 @@ impl UploadJob {
                     })
                 }
             });
+        let started = Instant::now();
         let refs = futures::future::try_join_all(sends).await?;
+        perf::add(Stage::Network, started.elapsed());
         progress.add(plain_len);
         Ok((
             Segment {

@@ -25,6 +25,7 @@ use crate::db::{Tree, trees};
 use crate::error::{Error, Result};
 use crate::ids::{ContractId, ShardId, as_text};
 use crate::merkle::{self, HASH_LEN};
+use crate::perf::{self, Stage};
 use crate::protocol::{AuditAnswer, Challenge, MAX_SHARD_BYTES, WireError, WireErrorKind};
 
 /// Suffix of the file holding a shard's Merkle tree.
@@ -227,7 +228,7 @@ impl ShardStore {
                 format!("shard of {size} bytes exceeds {MAX_SHARD_BYTES}"),
             ));
         }
-        let tree = merkle::Tree::build(data);
+        let tree = perf::time(Stage::Verify, || merkle::Tree::build(data));
         if tree.root() != *shard_id.as_bytes() {
             return Err(wire(
                 WireErrorKind::HashMismatch,
@@ -301,18 +302,19 @@ impl ShardStore {
             .join("tmp")
             .join(hex::encode(random_bytes::<16>()?));
         let mut f = fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
+        perf::time(Stage::Write, || f.write_all(data))?;
+        perf::time(Stage::Fsync, || f.sync_all())?;
         drop(f);
         fs::rename(&tmp, final_path)?;
-        fs::File::open(parent)?.sync_all()?;
+        perf::time(Stage::Fsync, || fs::File::open(parent)?.sync_all())?;
         Ok(())
     }
 
     fn put_meta(&self, shard_id: &ShardId, meta: &ShardMeta) -> Result<()> {
         self.by_contract
             .insert_lazy(&(meta.contract_id, *shard_id), &meta.size)?;
-        self.index.insert(shard_id, meta)
+        // insert flushes sled: the index's fsync.
+        perf::time(Stage::Fsync, || self.index.insert(shard_id, meta))
     }
 
     /// The shards held under a contract, with their sizes.

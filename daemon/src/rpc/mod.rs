@@ -192,6 +192,10 @@ impl P2pstoreApiServer for RpcImpl {
         })
     }
 
+    async fn perf(&self) -> RpcResult<Vec<StageTime>> {
+        Ok(crate::perf::snapshot())
+    }
+
     async fn wallet_budget(&self, periods: Option<u32>) -> RpcResult<Budget> {
         if periods.is_some_and(|p| p == 0 || p > MAX_BUDGET_PERIODS) {
             return Err(
