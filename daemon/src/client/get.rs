@@ -19,9 +19,9 @@ use super::put::PIPELINE;
 use super::reliability::Reliability;
 use crate::crypto::{FileKey, random_bytes};
 use crate::error::{Error, Result};
-use crate::perf::{self, Stage};
 use crate::ids::{FileId, ShardId};
 use crate::network::{Client as NetClient, PeerError};
+use crate::perf::{self, Stage};
 use crate::progress::Op;
 
 impl ClientService {
