@@ -2,8 +2,9 @@
 # README's first command: starts a local network that pays in regtest
 # bitcoin (scripts/regtest-up.sh: bitcoind, bootstrap node, 4 providers, a
 # client with coins), stores a 16 MiB random file (the client pays the
-# provider for it), shows the contracts and both wallets, mines a block,
-# fetches the file back and checks it is byte-identical. Leaves the network
+# provider for it), shows the contracts, the budget of the coming periods
+# and both wallets, mines a block, fetches the file back and checks it is
+# byte-identical. Leaves the network
 # running so you can keep using it; scripts/regtest-down.sh stops it.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -76,6 +77,9 @@ for d in "${holders[@]}"; do
   section "contracts, as $(basename "$d") sees them"
   cli --datadir "$d" contracts
 done
+
+section "what the next periods will cost"
+cli wallet budget
 
 # The payment is in the mempool: wait until both wallets have seen it.
 client_paid() { (($(total_of "$DIR/client") < client0)); }
