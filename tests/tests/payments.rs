@@ -110,6 +110,26 @@ async fn fees_paid(d: &Daemon) -> u64 {
         .sum()
 }
 
+/// Payments the client's wallet made.
+async fn spends(d: &Daemon) -> usize {
+    d.rpc()
+        .wallet_txs()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|t| t.sent_sat > 0)
+        .count()
+}
+
+/// Mines until the next period of contracts paid through `through` is due
+/// (at least one block).
+async fn mine_to_renewal(net: &Net, through: u32) {
+    let tip = net.bitcoind.height().await as u32;
+    net.bitcoind
+        .mine_burn((through - RENEW_BEFORE).saturating_sub(tip).max(1))
+        .await;
+}
+
 /// Waits until every active client contract is paid through at least `height`.
 async fn wait_paid_through(d: &Daemon, height: u32) -> Vec<ContractInfo> {
     wait_contracts(
@@ -170,9 +190,7 @@ async fn periods_are_paid_in_one_transaction_and_add_up_exactly() {
     // Three periods: each is paid RENEW_BEFORE blocks early, for every
     // provider in one transaction.
     for k in 1..=3u32 {
-        let due = first + (k - 1) * PERIOD - RENEW_BEFORE;
-        let tip = net.bitcoind.height().await as u32;
-        net.bitcoind.mine_burn(due.saturating_sub(tip).max(1)).await;
+        mine_to_renewal(&net, first + (k - 1) * PERIOD).await;
         let cs = wait_paid_through(&net.client, first + k * PERIOD).await;
         for c in &cs {
             assert_eq!(c.payment_txids.len(), 1 + k as usize);
@@ -412,16 +430,11 @@ async fn crash_after_paying_never_pays_twice() {
     net.bitcoind.mine_burn(1).await;
     net.wait_synced().await;
     assert_eq!(total(provider).await, cs[0].paid_sat);
-    let spends = net
-        .client
-        .rpc()
-        .wallet_txs()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|t| t.sent_sat > 0)
-        .count();
-    assert_eq!(spends, 1, "exactly one payment left the client's wallet");
+    assert_eq!(
+        spends(&net.client).await,
+        1,
+        "exactly one payment left the client's wallet"
+    );
     assert_eq!(
         contracts(&net.client, ContractRole::Client).await[0].payment_txids,
         cs[0].payment_txids
@@ -513,10 +526,7 @@ async fn a_stuck_period_payment_is_bumped_and_counts_once() {
     let through = cs[0].paid_through_height;
     // Mine to the renewal, then only empty blocks: the period payment
     // sits in the mempool as if its fee were too low.
-    let tip = net.bitcoind.height().await as u32;
-    net.bitcoind
-        .mine_burn((through - RENEW_BEFORE).saturating_sub(tip).max(1))
-        .await;
+    mine_to_renewal(&net, through).await;
     let cs = wait_paid_through(&net.client, through + PERIOD).await;
     let stuck = cs[0].payment_txids[1].clone();
     assert_eq!(net.bitcoind.mempool().await, vec![stuck.clone()]);
@@ -569,27 +579,11 @@ async fn a_stuck_period_payment_is_bumped_and_counts_once() {
     assert_eq!(theirs[0].payment_txids, mine[0].payment_txids);
     assert_eq!(theirs[0].paid_sat, mine[0].paid_sat);
     wait_balance(provider, mine[0].paid_sat).await;
-    let spends = net
-        .client
-        .rpc()
-        .wallet_txs()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|t| t.sent_sat > 0)
-        .count();
-    assert_eq!(spends, 2, "the prepayment and one period payment");
-}
-
-/// Payments the client's wallet made.
-async fn spends(d: &Daemon) -> usize {
-    d.rpc()
-        .wallet_txs()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|t| t.sent_sat > 0)
-        .count()
+    assert_eq!(
+        spends(&net.client).await,
+        2,
+        "the prepayment and one period payment"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -781,9 +775,11 @@ async fn the_budget_adds_up_and_warns_when_the_wallet_is_short() {
     assert!(short.shortfall_sat > 0, "{short:?}");
     assert_eq!(short.shortfall_sat, short.total_sat - short.spendable_sat);
     assert!(short.warning.as_ref().unwrap().contains("short"));
-    let due = cs.iter().map(|c| c.paid_through_height).min().unwrap() - RENEW_BEFORE;
-    let tip = net.bitcoind.height().await as u32;
-    net.bitcoind.mine_burn(due.saturating_sub(tip).max(1)).await;
+    mine_to_renewal(
+        &net,
+        cs.iter().map(|c| c.paid_through_height).min().unwrap(),
+    )
+    .await;
     wait_for("the budget warning in the log", 60, || {
         let warned = net.client.log().contains("sat short of the next 5 periods");
         async move { warned.then_some(()) }
@@ -830,10 +826,7 @@ async fn a_provider_failing_audits_is_not_paid_and_its_shards_move() {
 
     // The next period is paid to the three that pass, not to the victim.
     let through = cs.iter().map(|c| c.paid_through_height).min().unwrap();
-    let tip = net.bitcoind.height().await as u32;
-    net.bitcoind
-        .mine_burn((through - RENEW_BEFORE).saturating_sub(tip).max(1))
-        .await;
+    mine_to_renewal(&net, through).await;
     let honest = wait_paid_through(&net.client, through + PERIOD).await;
     assert_eq!(honest.len(), 3);
     assert!(honest.iter().all(|c| c.peer_id != victim));
@@ -901,10 +894,7 @@ async fn a_client_killed_during_period_payments_pays_each_period_once() {
         net.client.stop();
         net.client.env = vec![("P2PSTORE_FAILPOINT".into(), point.into())];
         net.client.start().await;
-        let tip = net.bitcoind.height().await as u32;
-        net.bitcoind
-            .mine_burn((through - RENEW_BEFORE).saturating_sub(tip).max(1))
-            .await;
+        mine_to_renewal(&net, through).await;
         net.client.wait_exit(60).await;
         assert_eq!(net.client.log().matches("failpoint hit").count(), k + 1);
         net.client.env.clear();

@@ -109,8 +109,9 @@ const NOTICE_ATTEMPTS: u32 = 5;
 const NOTICE_RETRY: Duration = Duration::from_secs(1);
 /// Blocks a period payment may wait unbroadcast before it is rebuilt.
 const PERIOD_PAYMENT_WINDOW: u32 = 6;
-/// A bump pays at least this much more than the fallback rate, so that it
-/// clears bitcoind's incremental relay fee whatever the original paid.
+/// The least rate a bump starts from: an original recorded without its
+/// rate counts as paying the fallback, so its bump still clears
+/// bitcoind's incremental relay fee.
 const MIN_BUMPED_RATE: u64 = crate::wallet::DEFAULT_FEE_RATE_SAT_VB;
 
 enum Notice {
@@ -173,39 +174,56 @@ impl ClientService {
             Ok(tx) => tx,
             Err(e) => return PayOutcome::NotPaid(e.into()),
         };
-        let mut outs = Vec::with_capacity(dues.len());
-        for d in dues {
-            let spk = d.contract.payout_address.script_pubkey();
-            // Two dues never share an address (one per contract), so the
-            // output is the one with this script.
-            let Some(vout) = tx.output.iter().position(|o| o.script_pubkey == spk) else {
-                self.wallet.cancel_tx(&tx);
-                return PayOutcome::NotPaid(Error::Internal(
-                    "payment output missing from the built transaction".into(),
-                ));
-            };
-            outs.push(IntentOutput {
+        let outputs = dues
+            .into_iter()
+            .map(|d| IntentOutput {
                 contract_id: d.contract.contract_id,
                 peer: d.contract.peer,
                 address: d.contract.payout_address,
-                vout: vout as u32,
+                // Set from the built transaction by `record_and_send`.
+                vout: 0,
                 amount_sat: d.amount_sat,
                 purpose: d.purpose,
                 add_bytes: d.add_bytes,
                 deadline_height: d.deadline_height,
                 settled: false,
-            });
+            })
+            .collect();
+        self.record_and_send(tx, outputs, rate, Vec::new()).await
+    }
+
+    /// Records the signed `tx` paying `outputs` (a replacement of the
+    /// payments `replaces`, if any), then broadcasts it. The one place a
+    /// payment goes out.
+    async fn record_and_send(
+        &self,
+        tx: Transaction,
+        mut outputs: Vec<IntentOutput>,
+        rate: u64,
+        replaces: Vec<Txid>,
+    ) -> PayOutcome {
+        for o in &mut outputs {
+            let spk = o.address.script_pubkey();
+            // Two outputs never share an address (one per contract), so the
+            // output is the one with this script.
+            let Some(vout) = tx.output.iter().position(|x| x.script_pubkey == spk) else {
+                self.wallet.cancel_tx(&tx);
+                return PayOutcome::NotPaid(Error::Internal(
+                    "payment output missing from the built transaction".into(),
+                ));
+            };
+            o.vout = vout as u32;
         }
         let txid = tx.compute_txid();
         let mut intent = PaymentIntent {
             txid,
             tx_hex: serialize_hex(&tx),
-            outputs: outs,
+            outputs,
             state: IntentState::Signed,
             fee_rate_sat_vb: rate,
             broadcast_height: None,
             confirmed: false,
-            replaces: Vec::new(),
+            replaces,
             replaced_by: None,
         };
         if let Err(e) = self.save_intent(&intent) {
@@ -559,14 +577,21 @@ impl ClientService {
         intent.broadcast_height = Some(self.wallet.tip_height());
         self.save_intent(intent)?;
         for old in &intent.replaces {
-            self.payments.update(old, |p| {
-                p.replaced_by = Some(intent.txid);
-                p.state = IntentState::Done;
-                for o in &mut p.outputs {
-                    o.settled = true;
-                }
-            })?;
+            self.mark_replaced(old, intent.txid)?;
         }
+        Ok(())
+    }
+
+    /// A payment another of its family stands for: nothing of it is owed
+    /// or to be notified any more.
+    fn mark_replaced(&self, txid: &Txid, by: Txid) -> Result<()> {
+        self.payments.update(txid, |p| {
+            p.replaced_by = Some(by);
+            p.state = IntentState::Done;
+            for o in &mut p.outputs {
+                o.settled = true;
+            }
+        })?;
         Ok(())
     }
 
@@ -576,20 +601,20 @@ impl ClientService {
     /// under `pay_lock`.
     async fn watch_unconfirmed(&self) -> Result<()> {
         let tip = self.wallet.tip_height();
-        let intents = self.payments.values()?;
+        let snapshot = self.payments.values()?;
         // Replacements signed but not out yet: their originals wait.
-        let pending: Vec<Txid> = intents
+        let pending: Vec<Txid> = snapshot
             .iter()
             .filter(|i| i.state == IntentState::Signed)
             .flat_map(|i| i.replaces.iter().copied())
             .collect();
-        for mut intent in intents {
+        for mut intent in snapshot.iter().cloned() {
             if intent.confirmed || intent.state == IntentState::Signed {
                 continue;
             }
             match self.wallet.find_tx(intent.txid) {
                 Some(t) if t.height.is_some() => {
-                    self.confirmed(&mut intent)?;
+                    self.confirmed(&mut intent, &snapshot)?;
                     continue;
                 }
                 Some(_) => {}
@@ -617,25 +642,23 @@ impl ClientService {
     /// A payment confirmed. If it belongs to a family of replacements, it
     /// is the one that counts: the others are given up, and the contracts
     /// it pays name it again.
-    fn confirmed(&self, intent: &mut PaymentIntent) -> Result<()> {
+    fn confirmed(&self, intent: &mut PaymentIntent, others: &[PaymentIntent]) -> Result<()> {
         intent.confirmed = true;
-        let family: Vec<Txid> = self
-            .payments
-            .values()?
-            .into_iter()
-            .filter(|p| p.txid != intent.txid)
-            .filter(|p| intent.replaces.contains(&p.txid) || p.replaces.contains(&intent.txid))
-            .map(|mut p| {
-                if p.state == IntentState::Signed
-                    && let Ok(tx) = deserialize_hex::<Transaction>(&p.tx_hex)
-                {
-                    self.wallet.cancel_tx(&tx);
-                }
-                p.replaced_by = Some(intent.txid);
-                let _ = self.abandon(&mut p);
-                p.txid
-            })
-            .collect();
+        let mut family = Vec::new();
+        for p in others {
+            if p.txid == intent.txid
+                || !(intent.replaces.contains(&p.txid) || p.replaces.contains(&intent.txid))
+            {
+                continue;
+            }
+            if p.state == IntentState::Signed
+                && let Ok(tx) = deserialize_hex::<Transaction>(&p.tx_hex)
+            {
+                self.wallet.cancel_tx(&tx);
+            }
+            self.mark_replaced(&p.txid, intent.txid)?;
+            family.push(p.txid);
+        }
         if !family.is_empty() {
             intent.replaced_by = None;
             for o in &intent.outputs {
@@ -667,38 +690,17 @@ impl ClientService {
         let tx = self.wallet.build_fee_bump(old.txid, rate)?;
         let mut outputs = old.outputs.clone();
         for o in &mut outputs {
-            let spk = o.address.script_pubkey();
-            let Some(vout) = tx.output.iter().position(|x| x.script_pubkey == spk) else {
-                self.wallet.cancel_tx(&tx);
-                return Err(Error::Internal("a bump lost a payment output".into()));
-            };
-            o.vout = vout as u32;
             o.settled = false;
         }
         let mut replaces = old.replaces.clone();
         replaces.push(old.txid);
-        let mut intent = PaymentIntent {
-            txid: tx.compute_txid(),
-            tx_hex: serialize_hex(&tx),
-            outputs,
-            state: IntentState::Signed,
-            fee_rate_sat_vb: rate,
-            broadcast_height: None,
-            confirmed: false,
-            replaces,
-            replaced_by: None,
+        // Refused for good: forgotten, and the original is bumped again
+        // next round. Unsure: it stays signed, and the next round sends it
+        // again, or gives it up if the original confirms first.
+        let mut intent = match self.record_and_send(tx, outputs, rate, replaces).await {
+            PayOutcome::Paid(intent) => intent,
+            PayOutcome::NotPaid(e) | PayOutcome::MaybePaid(e) => return Err(e),
         };
-        if let Err(e) = self.save_intent(&intent) {
-            self.wallet.cancel_tx(&tx);
-            return Err(e);
-        }
-        failpoint::hit("before-bump-broadcast");
-        if let Err(e) = self.wallet.broadcast(&tx).await {
-            // Stays signed: the next round sends it again, or gives it up
-            // if the original confirms first.
-            return Err(e.into());
-        }
-        self.went_out(&mut intent)?;
         info!(old = %old.txid, new = %intent.txid, rate, "payment bumped");
         for (peer, e) in self.notify(&mut intent).await? {
             warn!(%peer, "bumped payment: {e}");

@@ -489,14 +489,6 @@ impl WalletService {
         self.sign_and_reserve(state, psbt)
     }
 
-    /// The fee rate `tx` pays, in sat/vB rounded down; None when some
-    /// input is not ours.
-    pub fn fee_rate_of(&self, tx: &Transaction) -> Option<u64> {
-        let state = self.inner.lock();
-        let fee = state.wallet.calculate_fee(tx).ok()?;
-        Some(fee.to_sat() / tx.vsize().max(1) as u64)
-    }
-
     fn sign_and_reserve(
         &self,
         state: &mut State,
