@@ -1,5 +1,6 @@
 //! Measures what audits cost (scripts/bench.sh runs it, release build):
-//! - building a shard's Merkle tree against one plain SHA-256 pass;
+//! - building a shard's (BLAKE3) Merkle tree against one plain BLAKE3
+//!   pass and one plain SHA-256 pass (the tree's hash before protocol 4);
 //! - the provider's cost per challenge: a real `ShardStore` on a temp dir
 //!   answers random challenges with positioned reads (warm page cache:
 //!   the shards were just written), in µs and bytes read;
@@ -10,7 +11,7 @@
 use std::time::Instant;
 
 use libp2p::PeerId;
-use p2pstored::crypto::sha256;
+use p2pstored::crypto::{content_hash, sha256};
 use p2pstored::ids::{ContractId, ShardId};
 use p2pstored::merkle;
 use p2pstored::protocol::{AuditAnswer, Challenge, MAX_AUDIT_CHALLENGES};
@@ -31,13 +32,16 @@ fn main() -> anyhow::Result<()> {
     let mut rng = rand::rng();
 
     let mut shards = Vec::new();
-    let (mut tree_secs, mut sha_secs) = (0.0, 0.0);
+    let (mut tree_secs, mut blake_secs, mut sha_secs) = (0.0, 0.0, 0.0);
     for _ in 0..SHARDS {
         let mut data = vec![0u8; SHARD_BYTES];
         rng.fill(&mut data[..]);
         let t = Instant::now();
         let id = ShardId::of(&data);
         tree_secs += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        std::hint::black_box(content_hash(&data));
+        blake_secs += t.elapsed().as_secs_f64();
         let t = Instant::now();
         std::hint::black_box(sha256(&data));
         sha_secs += t.elapsed().as_secs_f64();
@@ -48,6 +52,7 @@ fn main() -> anyhow::Result<()> {
     }
     let mib = (SHARDS * SHARD_BYTES) as f64 / (1 << 20) as f64;
     println!("merkle_root_mib_s {:.0}", mib / tree_secs);
+    println!("blake3_mib_s {:.0}", mib / blake_secs);
     println!("sha256_mib_s {:.0}", mib / sha_secs);
 
     let leaves = merkle::leaf_count(SHARD_BYTES as u64) as u32;

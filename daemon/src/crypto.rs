@@ -24,6 +24,13 @@ pub fn sha256(data: &[u8]) -> Hash {
     Sha256::digest(data).into()
 }
 
+/// The hash of content the client checks on the way back (a segment's
+/// plaintext, a file's content digest): BLAKE3, several times faster
+/// than SHA-256 over whole files.
+pub fn content_hash(data: &[u8]) -> Hash {
+    *blake3::hash(data).as_bytes()
+}
+
 /// Fills a fresh array from the OS RNG.
 pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut out = [0u8; N];

@@ -16,7 +16,8 @@ use crate::protocol::{Receipt, SEGMENT_SIZE};
 /// 3: shard ids are Merkle roots (protocol 2); older manifests name shards
 /// by SHA-256 and cannot be audited, so they are refused as corrupt.
 /// 4: a file has a term, and a content digest for deduplication.
-pub const MANIFEST_VERSION: u32 = 4;
+/// 5: shard ids and the content digest are BLAKE3 (protocol 4).
+pub const MANIFEST_VERSION: u32 = 5;
 
 /// How long a file is kept (and paid for).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

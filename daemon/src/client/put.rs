@@ -23,13 +23,11 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use tracing::{Instrument, info, info_span, warn};
 
-use sha2::{Digest, Sha256};
-
 use super::manifest::{MANIFEST_VERSION, Manifest, Segment, ShardRef, Term};
 use super::pipeline::{Need, StoredShard, contract_with};
 use super::reliability::Reliability;
 use super::{ClientService, FoundProvider};
-use crate::crypto::{FileKey, Hash, TAG_LEN, sha256};
+use crate::crypto::{FileKey, Hash, TAG_LEN, content_hash};
 use crate::erasure::Scheme;
 use crate::error::{Error, Result};
 use crate::ids::{ContractId, FileId, ShardId};
@@ -424,13 +422,13 @@ fn put_result(m: &Manifest, existing: bool) -> p2pstore_rpc::PutResult {
     }
 }
 
-/// A file's content digest: SHA-256 over its segments' plaintext hashes.
+/// A file's content digest: BLAKE3 over its segments' plaintext hashes.
 fn digest_of(hashes: &[Hash]) -> [u8; 32] {
-    let mut digest = Sha256::new();
+    let mut digest = blake3::Hasher::new();
     for h in hashes {
         digest.update(h);
     }
-    digest.finalize().into()
+    *digest.finalize().as_bytes()
 }
 
 /// The content digest of `size` bytes of `file`, as put records it.
@@ -442,10 +440,10 @@ fn content_digest(file: &std::fs::File, size: u64) -> Result<[u8; 32]> {
         let len = seg.min(size - offset) as usize;
         file.read_exact_at(&mut buf[..len], offset)
             .map_err(|e| Error::InvalidPath(format!("reading the file: {e}")))?;
-        hashes.push(sha256(&buf[..len]));
+        hashes.push(content_hash(&buf[..len]));
     }
     if size == 0 {
-        hashes.push(sha256(&[]));
+        hashes.push(content_hash(&[]));
     }
     Ok(digest_of(&hashes))
 }
@@ -573,7 +571,7 @@ impl UploadJob {
         let (nonce, plain_hash, plain_len, cipher_len, shards) =
             tokio::task::spawn_blocking(move || -> Result<_> {
                 let mut buf = perf::time(Stage::Read, || job.read_segment(i))?;
-                let plain_hash = perf::time(Stage::Hash, || sha256(&buf));
+                let plain_hash = perf::time(Stage::Hash, || content_hash(&buf));
                 let plain_len = buf.len() as u64;
                 let nonce = perf::time(Stage::Seal, || {
                     job.key.seal(&job.file_id, i, job.count, &mut buf)
