@@ -4,6 +4,7 @@
 //! values, to whichever service answers them.
 
 mod behaviour;
+pub mod codec;
 mod event_loop;
 mod peer_api;
 
