@@ -9,14 +9,14 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use tracing::{Instrument, info, info_span, warn};
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 
 use super::ClientService;
 use super::manifest::{Manifest, Segment, ShardRef};
 use super::put::PIPELINE;
-use super::reliability::Reliability;
+use super::reliability::{PeerStats, Reliability};
 use crate::crypto::{FileKey, random_bytes};
 use crate::error::{Error, Result};
 use crate::ids::{FileId, ShardId};
@@ -62,7 +62,8 @@ impl ClientService {
                 let progress = progress.clone();
                 async move { job.download(i, &progress).await }
             })
-            .buffered(PIPELINE)
+            // Each segment is written at its own offset, in any order.
+            .buffer_unordered(PIPELINE)
             .try_collect::<Vec<()>>()
             .instrument(span.clone())
             .await
@@ -147,6 +148,22 @@ impl DownloadJob {
     }
 }
 
+/// Reliability scores closer than this count as equal when ranking.
+const SCORE_STEP: f64 = 0.05;
+/// Bounds of the wait before a spare shard is asked for (see
+/// [`hedge_delay`]); the floor also serves providers never timed.
+const HEDGE_MIN: Duration = Duration::from_millis(250);
+const HEDGE_MAX: Duration = Duration::from_secs(10);
+
+/// How long the first K fetches of a segment may take before a spare is
+/// asked for: twice the slowest chosen provider's usual fetch time.
+fn hedge_delay<'a>(chosen: impl Iterator<Item = &'a PeerStats>) -> Duration {
+    let slowest = chosen.map(|s| s.latency_ms).fold(0.0, f64::max);
+    Duration::try_from_secs_f64(2.0 * slowest / 1000.0)
+        .unwrap_or(HEDGE_MAX)
+        .clamp(HEDGE_MIN, HEDGE_MAX)
+}
+
 /// Fetches shards and rebuilds sealed segments from any K valid ones.
 #[derive(Clone)]
 pub(super) struct Fetcher {
@@ -191,22 +208,32 @@ impl Fetcher {
         result
     }
 
-    /// Shards of a segment, most reliable providers first.
-    fn ranked<'a>(&self, seg: &'a Segment) -> Vec<&'a ShardRef> {
-        let mut refs: Vec<&ShardRef> = seg.shards.iter().collect();
-        let score = |r: &ShardRef| self.reliability.get(&r.provider);
-        refs.sort_by(|a, b| {
-            let (sa, sb) = (score(a), score(b));
-            sb.score()
-                .total_cmp(&sa.score())
+    /// Shards of a segment, most reliable providers first; among equally
+    /// reliable ones (scores within [`SCORE_STEP`]) data shards first,
+    /// since K data shards rebuild the segment without decoding, then the
+    /// faster provider.
+    fn ranked<'a>(&self, seg: &'a Segment, k: u16) -> Vec<(&'a ShardRef, PeerStats)> {
+        let mut refs: Vec<(&ShardRef, PeerStats)> = seg
+            .shards
+            .iter()
+            .map(|r| (r, self.reliability.get(&r.provider)))
+            .collect();
+        let step = |s: &PeerStats| (s.score() / SCORE_STEP).floor() as i64;
+        refs.sort_by(|(ra, sa), (rb, sb)| {
+            step(sb)
+                .cmp(&step(sa))
+                .then((ra.index >= k).cmp(&(rb.index >= k)))
                 .then(sa.latency_ms.total_cmp(&sb.latency_ms))
         });
         refs
     }
 
-    /// Valid shards of segment `i`, at least K of them: asks K+1 providers
-    /// at once so one slow provider cannot stall the read, and another for
-    /// each that fails, until K are in hand or none are left to ask.
+    /// Valid shards of segment `i`, at least K of them. Asks the K best
+    /// providers, and one more for each that fails or, so that one slow
+    /// provider cannot stall the read, when they have not all answered
+    /// after twice the slowest one's usual time ([`hedge_delay`]); until
+    /// K are in hand or none are left to ask. Asking K+1 from the start
+    /// would cost every read half a shard more of network and hashing.
     pub async fn gather<'a>(
         &'a self,
         manifest: &'a Manifest,
@@ -215,32 +242,46 @@ impl Fetcher {
     ) -> Result<Vec<(usize, Vec<u8>)>> {
         let seg = &manifest.segments[i];
         let k = manifest.scheme.k as usize;
-        let mut queue = self
-            .ranked(seg)
+        let ranked: Vec<_> = self
+            .ranked(seg, manifest.scheme.k)
             .into_iter()
-            .filter(|r| !skip.contains(&r.index));
+            .filter(|(r, _)| !skip.contains(&r.index))
+            .collect();
+        let hedge = tokio::time::sleep(hedge_delay(ranked.iter().take(k).map(|(_, s)| s)));
+        tokio::pin!(hedge);
+        let mut hedged = false;
+        let mut queue = ranked.into_iter().map(|(r, _)| r);
         let fetch = |r: &'a ShardRef| async move { (r.index, self.shard(r).await) };
         let mut running = FuturesUnordered::new();
-        for r in queue.by_ref().take(k + 1) {
+        for r in queue.by_ref().take(k) {
             running.push(fetch(r));
         }
         let mut good = Vec::with_capacity(k);
         let mut errors = Vec::new();
-        while let Some((index, result)) = running.next().await {
-            match result {
-                Ok(bytes) => {
-                    good.push((index as usize, bytes));
-                    if good.len() == k {
-                        return Ok(good);
+        loop {
+            tokio::select! {
+                Some((index, result)) = running.next() => match result {
+                    Ok(bytes) => {
+                        good.push((index as usize, bytes));
+                        if good.len() == k {
+                            return Ok(good);
+                        }
                     }
-                }
-                Err(e) => {
-                    warn!(segment = i, "{e}");
-                    errors.push(e);
+                    Err(e) => {
+                        warn!(segment = i, "{e}");
+                        errors.push(e);
+                        if let Some(r) = queue.next() {
+                            running.push(fetch(r));
+                        }
+                    }
+                },
+                () = &mut hedge, if !hedged => {
+                    hedged = true;
                     if let Some(r) = queue.next() {
                         running.push(fetch(r));
                     }
                 }
+                else => break,
             }
         }
         // Fewer than K: the file cannot be read. Name what failed.

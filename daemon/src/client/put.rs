@@ -39,7 +39,7 @@ use crate::provider::store::now_secs;
 
 /// Segments in flight per transfer: enough to overlap disk, crypto and
 /// network, few enough to bound memory (each holds a segment and its shards).
-pub(super) const PIPELINE: usize = 4;
+pub(super) const PIPELINE: usize = 6;
 
 /// A shard's id and size.
 #[derive(Debug, Clone, Copy)]
@@ -319,12 +319,21 @@ impl ClientService {
                 let net = self.net.clone();
                 let progress = progress.clone();
                 let targets = targets[i as usize].clone();
-                async move { job.upload(&net, i, &targets, &progress).await }
+                async move {
+                    job.upload(&net, i, &targets, &progress)
+                        .await
+                        .map(|r| (i, r))
+                }
             })
-            .buffered(PIPELINE)
-            .try_collect::<Vec<(Segment, Hash)>>()
+            // Unordered: a segment held up by one slow shard does not stop
+            // the next from starting; the manifest is sorted afterwards.
+            .buffer_unordered(PIPELINE)
+            .try_collect::<Vec<(u64, (Segment, Hash))>>()
             .await?;
-        let (segments, hashes): (Vec<Segment>, Vec<Hash>) = uploaded.into_iter().unzip();
+        let mut uploaded = uploaded;
+        uploaded.sort_unstable_by_key(|(i, _)| *i);
+        let (segments, hashes): (Vec<Segment>, Vec<Hash>) =
+            uploaded.into_iter().map(|(_, r)| r).unzip();
         let manifest = Manifest {
             version: MANIFEST_VERSION,
             file_id: job.file_id,
