@@ -15,7 +15,7 @@ source "$(dirname "$0")/lib.sh"
 
 usage() {
   cat <<EOF
-usage: $0   (env: BENCH_SIZE_MIB, default 1024)
+usage: $0   (env: BENCH_SIZE_MIB, default 1024; BENCH_LEVELS, default "low medium")
 
 Rebuilds the release binaries, starts a throwaway regtest network in a temp
 dir on 127.0.0.1, puts and gets a random file at low and medium redundancy,
@@ -29,6 +29,8 @@ case ${1:-} in
 esac
 
 SIZE_MIB=${BENCH_SIZE_MIB:-1024}
+LEVELS=${BENCH_LEVELS:-low medium}
+for l in $LEVELS; do [[ $l == low || $l == medium ]] || die "BENCH_LEVELS takes low and medium"; done
 [[ $SIZE_MIB =~ ^[0-9]+$ && $SIZE_MIB -ge 1 ]] || die "BENCH_SIZE_MIB must be a positive number"
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/p2pstore-bench.XXXXXX")
 cleanup() { "$ROOT/scripts/regtest-down.sh" --dir "$DIR" >/dev/null 2>&1 || true; rm -rf "$DIR"; }
@@ -53,6 +55,9 @@ perf() {
 # run LEVEL: one put/get round trip at a redundancy level.
 run() {
   local level=$1 t0 t1 t2 t3 file_id rss
+  # Start each level from a quiet disk: without this, the writeback of the
+  # level before (gigabytes of shards) lands in this one's fsyncs.
+  sync
   # Reset the peak-RSS counter so each level reports its own peak.
   echo 5 > "/proc/$pid/clear_refs" 2>/dev/null || log "cannot reset VmHWM; peak RSS covers earlier runs too"
   perf "$level-start"
@@ -71,7 +76,7 @@ run() {
   echo "$level $t0 $t1 $t2 $t3 $rss"
 }
 
-results=$(run low; run medium)
+results=$(for l in $LEVELS; do run "$l"; done)
 python3 - "$SIZE_MIB" "$results" "$DIR/perf.txt" <<'PY'
 import json, sys
 from collections import defaultdict
