@@ -1,7 +1,8 @@
-//! The daemon process around the node: data dir, pid file, RPC cookie,
+//! The daemon process around the node: data dir and its lock, pid file, RPC cookie,
 //! signals, and an orderly shutdown that flushes state before exit.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -9,11 +10,13 @@ use crate::config::{Config, PID_FILE};
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::rpc;
-use p2pstore_rpc::{COOKIE_FILE, RPC_ADDR_FILE};
+use p2pstore_rpc::{COOKIE_FILE, LOCK_FILE, RPC_ADDR_FILE};
 
-/// Removes the files that say "a daemon runs here" when the process ends,
-/// however `run` returns.
+/// What says "a daemon runs here": the data dir's lock, held for the
+/// process's whole life, and the files removed when `run` returns however
+/// it returns (a kill -9 leaves them, and the next start removes them).
 struct RunFiles {
+    _lock: std::fs::File,
     paths: Vec<PathBuf>,
 }
 
@@ -25,29 +28,57 @@ impl Drop for RunFiles {
     }
 }
 
-fn pid_alive(pid: i32) -> bool {
-    // Signal 0 checks existence without touching the process.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
-}
+/// How long a start waits for the lock: a CLI checks it with a shared lock
+/// for an instant (`p2pstore_rpc::conn::daemon_holds_lock`).
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
-fn claim_pid_file(path: &Path) -> Result<()> {
-    if let Ok(text) = std::fs::read_to_string(path)
-        && let Ok(pid) = text.trim().parse::<i32>()
-        && pid != std::process::id() as i32
-        && pid_alive(pid)
-    {
-        return Err(Error::AlreadyRunning { pid: pid as u32 });
+/// Takes the data dir's lock, as bitcoind does with its `.lock`: a second
+/// daemon is refused, and a dead one (even a zombie nobody reaped) holds
+/// nothing. The pid file is information for people, never checked.
+fn lock_datadir(dir: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(LOCK_FILE))?;
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = std::fs::read_to_string(dir.join(PID_FILE))
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok());
+                return Err(Error::AlreadyRunning { pid });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::Internal(format!(
+                    "cannot lock {}: {e}",
+                    dir.join(LOCK_FILE).display()
+                )));
+            }
+        }
     }
-    std::fs::write(path, format!("{}\n", std::process::id()))?;
-    Ok(())
 }
 
+/// Creates the data dir, and makes it private at every start, not only
+/// when created: it holds the keystore, the cookie and the wallet.
 fn create_datadir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode != 0o700 {
+        warn!(datadir = %dir.display(), "data dir was mode {mode:o}; setting 0700");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
     Ok(())
 }
 
@@ -56,11 +87,24 @@ fn create_datadir(dir: &Path) -> Result<()> {
 /// the binary prints it on stdout, never the log.
 pub async fn run(cfg: Config, show_new_mnemonic: impl FnOnce(&str)) -> Result<()> {
     create_datadir(&cfg.datadir)?;
+    let lock = lock_datadir(&cfg.datadir)?;
     let pid_path = cfg.datadir.join(PID_FILE);
-    claim_pid_file(&pid_path)?;
     let cookie_path = cfg.datadir.join(COOKIE_FILE);
     let addr_path = cfg.datadir.join(RPC_ADDR_FILE);
+    // Holding the lock, any of these is a dead daemon's: a CLI must not
+    // find an old address (whoever squats its port would get the token).
+    for stale in [&addr_path, &cookie_path] {
+        match std::fs::remove_file(stale) {
+            Ok(()) => {
+                info!(file = %stale.display(), "removed a file left by a daemon that stopped")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    std::fs::write(&pid_path, format!("{}\n", std::process::id()))?;
     let _files = RunFiles {
+        _lock: lock,
         paths: vec![cookie_path.clone(), addr_path.clone(), pid_path],
     };
 

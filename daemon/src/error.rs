@@ -34,9 +34,10 @@ pub enum Error {
     /// The config file or flags are wrong; the daemon does not start.
     #[error("configuration: {0}")]
     Config(String),
-    /// Another daemon holds this data dir.
-    #[error("another p2pstored (pid {pid}) is running with this data dir; stop it first")]
-    AlreadyRunning { pid: u32 },
+    /// Another daemon holds this data dir's lock; `pid` is what its pid
+    /// file says, when it says anything.
+    #[error("another p2pstored{} is running with this data dir; stop it first", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    AlreadyRunning { pid: Option<u32> },
     /// A listen or RPC address could not be bound.
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: String, reason: String },

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
 
-use crate::{COOKIE_FILE, RPC_ADDR_FILE};
+use crate::{COOKIE_FILE, LOCK_FILE, RPC_ADDR_FILE};
 
 /// Name of the default data dir under `$HOME`.
 pub const DEFAULT_DATADIR_NAME: &str = ".p2pstore";
@@ -25,6 +25,11 @@ pub enum ConnError {
         #[source]
         source: std::io::Error,
     },
+    /// `rpc.addr` is there but no daemon holds the data dir's lock: it was
+    /// left by one that died, and whoever listens on that port now must
+    /// not be sent the token.
+    #[error("p2pstored is not running with data dir {} ({RPC_ADDR_FILE} is left over from a daemon that stopped)", datadir.display())]
+    Stale { datadir: PathBuf },
     #[error("cannot read the RPC cookie in {}", datadir.display())]
     Cookie {
         datadir: PathBuf,
@@ -45,14 +50,38 @@ pub fn default_datadir() -> PathBuf {
         .join(DEFAULT_DATADIR_NAME)
 }
 
-/// The RPC address a running daemon wrote into its data dir.
+/// The RPC address a running daemon wrote into its data dir, only while
+/// a daemon holds the data dir's lock ([`LOCK_FILE`]).
 pub fn read_rpc_addr(datadir: &Path) -> Result<String, ConnError> {
-    std::fs::read_to_string(datadir.join(RPC_ADDR_FILE))
+    let addr = std::fs::read_to_string(datadir.join(RPC_ADDR_FILE))
         .map(|s| s.trim().to_string())
         .map_err(|source| ConnError::NotRunning {
             datadir: datadir.to_path_buf(),
             source,
-        })
+        })?;
+    if !daemon_holds_lock(datadir) {
+        return Err(ConnError::Stale {
+            datadir: datadir.to_path_buf(),
+        });
+    }
+    Ok(addr)
+}
+
+/// Whether a process holds the data dir's lock exclusively, as a running
+/// daemon does. Tried with a shared lock, released at once.
+pub fn daemon_holds_lock(datadir: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(datadir.join(LOCK_FILE)) else {
+        return false;
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        // A file system without locks: the daemon could not have locked it.
+        Err(std::fs::TryLockError::Error(_)) => false,
+    }
 }
 
 /// The bearer token of the daemon running on `datadir`.
@@ -124,7 +153,16 @@ mod tests {
         ));
         std::fs::write(dir.join(COOKIE_FILE), "abc\n").unwrap();
         std::fs::write(dir.join(RPC_ADDR_FILE), "127.0.0.1:1\n").unwrap();
+        // Left by a daemon that died: no lock held, no token sent.
+        assert!(matches!(connect(&dir, None), Err(ConnError::Stale { .. })));
+        let lock = std::fs::File::create(dir.join(LOCK_FILE)).unwrap();
+        assert!(matches!(connect(&dir, None), Err(ConnError::Stale { .. })));
+        // A daemon holds it (flock conflicts across open files, even in
+        // one process).
+        lock.lock().unwrap();
         assert!(connect(&dir, None).is_ok());
+        drop(lock);
+        assert!(matches!(connect(&dir, None), Err(ConnError::Stale { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -23,6 +23,11 @@ pub const OPENRPC_JSON: &str = include_str!("../openrpc.json");
 pub const COOKIE_FILE: &str = ".cookie";
 /// Name of the file in the data dir that holds the RPC listen address.
 pub const RPC_ADDR_FILE: &str = "rpc.addr";
+/// Name of the file in the data dir whose advisory lock (flock) the running
+/// daemon holds for its whole life, as bitcoind holds its `.lock`. The
+/// kernel drops it when the process dies, however it dies, so unlike a pid
+/// file it cannot go stale.
+pub const LOCK_FILE: &str = ".lock";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct InitResult {
