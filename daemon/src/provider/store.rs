@@ -34,6 +34,12 @@ use crate::protocol::{AuditAnswer, Challenge, MAX_SHARD_BYTES, WireError, WireEr
 
 /// Suffix of the file holding a shard's Merkle tree.
 const TREE_SUFFIX: &str = ".tree";
+/// Where uploads are written before they are renamed into place.
+const TMP_DIR: &str = "tmp";
+/// Where start-up moves shard files the index does not know.
+pub const QUARANTINE_DIR: &str = "quarantine";
+/// How long a quarantined file is kept.
+pub const QUARANTINE_KEEP: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ShardMeta {
@@ -75,9 +81,10 @@ fn internal(e: impl std::fmt::Display) -> WireError {
 
 impl ShardStore {
     pub fn open(db: &sled::Db, dir: &Path, capacity: u64) -> Result<Self> {
-        fs::create_dir_all(dir.join("tmp"))?;
+        fs::create_dir_all(dir.join(TMP_DIR))?;
+        fs::create_dir_all(dir.join(QUARANTINE_DIR))?;
         // Leftovers of uploads interrupted by a crash were never acknowledged.
-        for entry in fs::read_dir(dir.join("tmp"))? {
+        for entry in fs::read_dir(dir.join(TMP_DIR))? {
             let _ = fs::remove_file(entry?.path());
         }
         let index = Tree::open(db, trees::SHARDS)?;
@@ -98,14 +105,49 @@ impl ShardStore {
         Ok(store)
     }
 
+    /// Moves a shard file the index does not know into [`QUARANTINE_DIR`]
+    /// instead of deleting it: it is most likely an upload never
+    /// acknowledged or a delete cut short, but after a database restored
+    /// from a backup or rolled back it is paid data, which an operator can
+    /// still put back. Kept [`QUARANTINE_KEEP`], then pruned at start-up.
+    fn quarantine(&self, path: &Path) -> Result<()> {
+        let Some(name) = path.file_name() else {
+            return Ok(());
+        };
+        let dest = self.dir.join(QUARANTINE_DIR).join(name);
+        tracing::warn!(file = %path.display(), to = %dest.display(), "quarantining a shard file the index does not know");
+        fs::rename(path, &dest)?;
+        Ok(())
+    }
+
+    /// Prunes quarantined files older than [`QUARANTINE_KEEP`].
+    fn prune_quarantine(&self) -> Result<()> {
+        for entry in fs::read_dir(self.dir.join(QUARANTINE_DIR))? {
+            let entry = entry?;
+            let old = entry
+                .metadata()?
+                .modified()?
+                .elapsed()
+                .is_ok_and(|age| age > QUARANTINE_KEEP);
+            if old {
+                tracing::info!(file = %entry.path().display(), "pruning a quarantined file");
+                fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes the files and the index agree after a crash: a file with no
-    /// entry was never acknowledged (or its delete was cut short) and goes;
+    /// entry was never acknowledged, or its delete was cut short, or the
+    /// database lost it, and is quarantined ([`ShardStore::quarantine`]);
     /// an entry with no file is dropped, so its bytes stop counting against
     /// the quota. Returns the bytes stored.
     fn reconcile(&self) -> Result<u64> {
+        self.prune_quarantine()?;
         for sub in fs::read_dir(&self.dir)? {
             let sub = sub?;
-            if sub.file_name() == "tmp" || !sub.file_type()?.is_dir() {
+            let name = sub.file_name();
+            if name == TMP_DIR || name == QUARANTINE_DIR || !sub.file_type()?.is_dir() {
                 continue;
             }
             for f in fs::read_dir(sub.path())? {
@@ -121,8 +163,7 @@ impl ShardStore {
                     None => false,
                 };
                 if !known {
-                    tracing::warn!(file = %f.path().display(), "removing a shard file the index does not know");
-                    let _ = fs::remove_file(f.path());
+                    self.quarantine(&f.path())?;
                 }
             }
         }
@@ -315,7 +356,7 @@ impl ShardStore {
         }
         let tmp = self
             .dir
-            .join("tmp")
+            .join(TMP_DIR)
             .join(hex::encode(random_bytes::<16>()?));
         let mut f = fs::File::create(&tmp)?;
         perf::time(Stage::Write, || f.write_all(data))?;
@@ -596,7 +637,7 @@ mod tests {
     }
 
     #[test]
-    fn reopen_drops_orphan_files_and_fileless_entries() {
+    fn reopen_quarantines_orphan_files_and_drops_fileless_entries() {
         let dir = tempfile::tempdir().unwrap();
         let owner = PeerId::random();
         let (a, b) = (vec![1u8; 100], vec![2u8; 50]);
@@ -615,9 +656,33 @@ mod tests {
         let db = sled::open(dir.path().join("db")).unwrap();
         let s = ShardStore::open(&db, &dir.path().join("shards"), 1000).unwrap();
         assert_eq!(s.used(), 100);
-        assert!(!s.path(&ShardId::from_bytes([0xab; 32])).exists());
+        // The orphan is moved aside, not destroyed: after a database
+        // rolled back, it may be paid data.
+        let orphan = ShardId::from_bytes([0xab; 32]);
+        assert!(!s.path(&orphan).exists());
+        let kept = dir
+            .path()
+            .join("shards")
+            .join(QUARANTINE_DIR)
+            .join(orphan.to_string());
+        assert_eq!(std::fs::read(&kept).unwrap(), b"x");
         assert!(s.meta(&sid(&b)).unwrap().is_none());
         assert_eq!(s.fetch(&owner, &sid(&a)).unwrap(), a);
+        drop(s);
+        // Pruned once older than QUARANTINE_KEEP, and only then.
+        let reopen = || ShardStore::open(&db, &dir.path().join("shards"), 1000).unwrap();
+        drop(reopen());
+        assert!(kept.exists());
+        let old =
+            std::time::SystemTime::now() - QUARANTINE_KEEP - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&kept)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        drop(reopen());
+        assert!(!kept.exists());
     }
 
     fn verified(s: &ShardStore, owner: &PeerId, id: ShardId, size: u64) -> usize {
@@ -690,7 +755,11 @@ mod tests {
         // A tree of the right length but torn (it is never fsynced) is
         // rebuilt at the first proof that does not check out.
         let s = open();
-        std::fs::write(s.tree_path(&id), vec![0u8; merkle::tree_bytes(size) as usize]).unwrap();
+        std::fs::write(
+            s.tree_path(&id),
+            vec![0u8; merkle::tree_bytes(size) as usize],
+        )
+        .unwrap();
         assert_eq!(verified(&s, &owner, id, size), 5);
         assert_eq!(
             std::fs::read(s.tree_path(&id)).unwrap(),
