@@ -147,7 +147,8 @@ pub struct ClientService {
     audits: AuditBook,
     /// One repair at a time, whether from RPC or the background check.
     repair_lock: Arc<tokio::sync::Mutex<()>>,
-    /// Serializes building and broadcasting payments.
+    /// Serializes building and broadcasting payments: the wallet's one
+    /// spend lock, which `wallet send` takes too.
     pay_lock: Arc<tokio::sync::Mutex<()>>,
     /// Allowance held by uploads in progress, per contract.
     held: Arc<std::sync::Mutex<std::collections::HashMap<ContractId, u64>>>,
@@ -176,6 +177,7 @@ impl ClientService {
                 .collect();
             net.add_addresses(peer, addrs).await;
         }
+        let pay_lock = wallet.spend_lock();
         Ok(ClientService {
             net,
             keys,
@@ -198,7 +200,7 @@ impl ClientService {
             reliability: Reliability::open(db)?,
             audits: AuditBook::open(db, terms.audit)?,
             repair_lock: Arc::new(tokio::sync::Mutex::new(())),
-            pay_lock: Arc::new(tokio::sync::Mutex::new(())),
+            pay_lock,
             held: Arc::default(),
         })
     }

@@ -86,6 +86,10 @@ pub(crate) struct Inner {
     /// Also serialises sync rounds: only one emitter may feed the wallet.
     emitter: tokio::sync::Mutex<Option<RpcEmitter>>,
     shutdown: watch::Sender<bool>,
+    /// Every spend, from a put, a period payment, a fee bump or `wallet
+    /// send`, holds this from choosing coins until it is recorded and
+    /// broadcast ([`WalletService::spend_lock`]).
+    spend_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Inner {
@@ -200,6 +204,7 @@ impl WalletService {
                     ..SyncStatus::default()
                 }),
                 emitter: tokio::sync::Mutex::new(None),
+                spend_lock: Arc::default(),
                 shutdown,
             }),
         })
@@ -373,6 +378,13 @@ impl WalletService {
             .map_err(|_| WalletError::InvalidAddress(format!("{text} is not a {network} address")))
     }
 
+    /// The one lock of every spend: the client's payments hold it, and so
+    /// does [`WalletService::send_to`], so an operator's `wallet send`
+    /// cannot take coins a payment has signed but not yet broadcast.
+    pub fn spend_lock(&self) -> Arc<tokio::sync::Mutex<()>> {
+        self.inner.spend_lock.clone()
+    }
+
     /// Pays `amount_sat` to `address`; `None` fee rate asks bitcoind.
     pub async fn send(
         &self,
@@ -391,6 +403,7 @@ impl WalletService {
         amount_sat: u64,
         fee_rate_sat_vb: Option<u64>,
     ) -> Result<Txid, WalletError> {
+        let _spending = self.inner.spend_lock.lock().await;
         self.pay_many(&[(address.clone(), amount_sat)], fee_rate_sat_vb)
             .await
     }
