@@ -6,7 +6,7 @@ use libp2p::identity::Keypair;
 use libp2p::kad::{self, store::MemoryStore};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, behaviour::toggle::Toggle};
-use libp2p::{Swarm, identify, noise, ping, rendezvous, tcp, tls, yamux};
+use libp2p::{Swarm, connection_limits, identify, noise, ping, rendezvous, tcp, tls, yamux};
 
 use crate::error::{Error, Result};
 use crate::protocol::*;
@@ -16,8 +16,20 @@ use super::codec::Codec;
 pub type ControlBehaviour = request_response::Behaviour<Codec<ControlRequest, ControlResponse>>;
 pub type ShardBehaviour = request_response::Behaviour<Codec<ShardRequest, ShardResponse>>;
 
+/// Connections being set up from outside at once: a handshake costs a
+/// key exchange, so a flood of them is refused early.
+pub const MAX_PENDING_INCOMING: u32 = 64;
+/// Inbound connections held at once, from all peers.
+pub const MAX_ESTABLISHED_INCOMING: u32 = 1024;
+/// Connections to or from one peer id: one is enough, a few cover
+/// simultaneous dials and reconnects.
+pub const MAX_ESTABLISHED_PER_PEER: u32 = 4;
+
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// First, so its refusals happen before any other behaviour sees the
+    /// connection.
+    pub limits: connection_limits::Behaviour,
     pub kad: kad::Behaviour<MemoryStore>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
@@ -80,6 +92,12 @@ pub fn build_swarm(
                     .with_max_concurrent_streams(8),
             );
             Behaviour {
+                limits: connection_limits::Behaviour::new(
+                    connection_limits::ConnectionLimits::default()
+                        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+                        .with_max_established_incoming(Some(MAX_ESTABLISHED_INCOMING))
+                        .with_max_established_per_peer(Some(MAX_ESTABLISHED_PER_PEER)),
+                ),
                 kad,
                 identify: identify::Behaviour::new(
                     identify::Config::new("/p2pstore/id/1.0.0".into(), key.public())
