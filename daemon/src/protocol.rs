@@ -238,19 +238,41 @@ pub enum WireErrorKind {
     Internal,
 }
 
+/// Longest error text a peer may send, in bytes: a longer one makes the
+/// whole answer undecodable (refused, never cut). Ours are cut to fit.
+pub const MAX_WIRE_ERROR_TEXT: usize = 1024;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WireError {
     pub kind: WireErrorKind,
+    /// Peer text: shown only through [`sanitize`].
+    #[serde(deserialize_with = "bounded_text")]
     pub message: String,
 }
 
 impl WireError {
     pub fn new(kind: WireErrorKind, message: impl Into<String>) -> Self {
-        WireError {
-            kind,
-            message: message.into(),
+        let mut message = message.into();
+        if message.len() > MAX_WIRE_ERROR_TEXT {
+            let mut end = MAX_WIRE_ERROR_TEXT;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
         }
+        WireError { kind, message }
     }
+}
+
+fn bounded_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.len() > MAX_WIRE_ERROR_TEXT {
+        return Err(serde::de::Error::custom(format!(
+            "error text of {} bytes exceeds {MAX_WIRE_ERROR_TEXT}",
+            text.len()
+        )));
+    }
+    Ok(text)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -489,5 +511,17 @@ mod tests {
     fn peer_text_is_sanitized() {
         assert_eq!(sanitize("bad\x1b[31m\nthing"), "bad?[31m?thing");
         assert_eq!(sanitize(&"x".repeat(500)).chars().count(), 201);
+        // A peer's over-long error text is refused whole; ours is cut.
+        let long = ShardResponse::Error(WireError {
+            kind: WireErrorKind::Internal,
+            message: "é".repeat(MAX_WIRE_ERROR_TEXT),
+        });
+        let bytes = cbor4ii::serde::to_vec(Vec::new(), &long).unwrap();
+        assert!(crate::network::codec::decode::<ShardResponse>(&bytes).is_err());
+        let ours = WireError::new(WireErrorKind::Internal, "é".repeat(MAX_WIRE_ERROR_TEXT));
+        assert!(
+            ours.message.len() <= MAX_WIRE_ERROR_TEXT
+                && ours.message.len() >= MAX_WIRE_ERROR_TEXT - 1
+        );
     }
 }
