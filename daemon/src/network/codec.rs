@@ -9,7 +9,11 @@
 //!   reading its body;
 //! - refuses anything after the message, and a message that does not
 //!   decode exactly to its end;
-//! - reads a body into a buffer of exactly its length, once.
+//! - reads a body into a buffer of exactly its length, once;
+//! - hands a well-framed request that does not decode to the node as
+//!   [`Incoming::Malformed`], so that the peer is answered `BadRequest`
+//!   instead of seeing its stream close with no word, which it could not
+//!   tell from a busy node.
 
 use std::convert::Infallible;
 use std::io;
@@ -23,6 +27,15 @@ use serde::{Serialize, de::DeserializeOwned};
 
 /// Bytes of the length in front of each message.
 const LEN_BYTES: usize = 4;
+
+/// A request as read off the wire.
+#[derive(Debug)]
+pub enum Incoming<M> {
+    Message(M),
+    /// Framed within the limit but not a valid message: why, from the
+    /// decoder (our text, not the peer's).
+    Malformed(String),
+}
 
 pub struct Codec<Req, Resp> {
     request_max: u64,
@@ -77,10 +90,11 @@ pub fn encode<M: Serialize>(msg: &M, max: u64) -> io::Result<Vec<u8>> {
     Ok(body)
 }
 
-async fn read_message<T, M>(io: &mut T, max: u64) -> io::Result<M>
+/// One frame's body: its length checked against `max` before it is read,
+/// and nothing after it.
+async fn read_frame<T>(io: &mut T, max: u64) -> io::Result<Vec<u8>>
 where
     T: AsyncRead + Unpin + Send,
-    M: DeserializeOwned,
 {
     let mut len = [0u8; LEN_BYTES];
     io.read_exact(&mut len).await?;
@@ -98,7 +112,7 @@ where
     if io.read(&mut extra).await? != 0 {
         return Err(invalid("bytes after the message"));
     }
-    decode(&body)
+    Ok(body)
 }
 
 /// Writes an [`encode`]d body behind its length.
@@ -118,27 +132,39 @@ where
     Resp: Send + Serialize + DeserializeOwned,
 {
     type Protocol = StreamProtocol;
-    type Request = Req;
+    type Request = Incoming<Req>;
     type Response = Resp;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Req>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Incoming<Req>>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_message(io, self.request_max).await
+        let body = read_frame(io, self.request_max).await?;
+        Ok(match decode(&body) {
+            Ok(m) => Incoming::Message(m),
+            Err(e) => Incoming::Malformed(e.to_string()),
+        })
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Resp>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_message(io, self.response_max).await
+        decode(&read_frame(io, self.response_max).await?)
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Req) -> io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Incoming<Req>,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
+        let Incoming::Message(req) = req else {
+            return Err(invalid("a malformed request is never sent"));
+        };
         // The message goes before the write: a shard is not held twice.
         let body = encode(&req, self.request_max)?;
         drop(req);
@@ -167,7 +193,7 @@ mod tests {
 
     use super::*;
 
-    type TestCodec = Codec<Vec<u32>, String>;
+    type TestCodec = Codec<Vec<u32>, Vec<u32>>;
     const P: StreamProtocol = StreamProtocol::new("/test/1");
 
     fn framed(body: &[u8]) -> Vec<u8> {
@@ -180,9 +206,11 @@ mod tests {
     async fn round_trip() {
         let mut c = TestCodec::new(64, 64);
         let mut wire = Vec::new();
-        c.write_request(&P, &mut wire, vec![1, 2, 3]).await.unwrap();
+        c.write_request(&P, &mut wire, Incoming::Message(vec![1, 2, 3]))
+            .await
+            .unwrap();
         let got = c.read_request(&P, &mut Cursor::new(wire)).await.unwrap();
-        assert_eq!(got, vec![1, 2, 3]);
+        assert!(matches!(got, Incoming::Message(m) if m == vec![1, 2, 3]));
     }
 
     #[tokio::test]
@@ -205,28 +233,40 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("after the message"), "{e}");
-        // Extra bytes inside the declared length.
+        // Extra bytes inside the declared length, and garbage: a request
+        // is handed on as malformed (so the peer gets an answer); a
+        // response is refused.
         let mut padded = body.clone();
         padded.push(0);
-        let e = c
+        for bad in [framed(&padded), framed(&[0xff; 9])] {
+            let got = c
+                .read_request(&P, &mut Cursor::new(bad.clone()))
+                .await
+                .unwrap();
+            assert!(matches!(got, Incoming::Malformed(_)), "{got:?}");
+            let e = c
+                .read_response(&P, &mut Cursor::new(bad))
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        }
+        let Incoming::Malformed(why) = c
             .read_request(&P, &mut Cursor::new(framed(&padded)))
             .await
-            .unwrap_err();
-        assert!(e.to_string().contains("trailing"), "{e}");
-        // A cut message, and garbage.
+            .unwrap()
+        else {
+            unreachable!()
+        };
+        assert!(why.contains("trailing"), "{why}");
+        // A cut message.
         let e = c
             .read_request(&P, &mut Cursor::new(framed(&body)[..8].to_vec()))
             .await
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
-        let e = c
-            .read_request(&P, &mut Cursor::new(framed(&[0xff; 9])))
-            .await
-            .unwrap_err();
-        assert!(e.to_string().contains("undecodable"), "{e}");
         // Nor is an oversize message ever sent.
         let e = c
-            .write_request(&P, &mut Vec::new(), vec![1; 100])
+            .write_request(&P, &mut Vec::new(), Incoming::Message(vec![1; 100]))
             .await
             .unwrap_err();
         assert!(e.to_string().contains("exceeds the limit"), "{e}");

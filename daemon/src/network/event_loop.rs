@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::behaviour::{Behaviour, BehaviourEvent, build_swarm};
+use super::codec::Incoming;
 use super::{Command, Inbound, NetStatus, NetworkConfig, PeerError};
 use crate::error::{Error, Result};
 use crate::protocol::*;
@@ -252,7 +253,7 @@ impl EventLoop {
                     .swarm
                     .behaviour_mut()
                     .control
-                    .send_request_with_addresses(&peer, request, addrs);
+                    .send_request_with_addresses(&peer, Incoming::Message(request), addrs);
                 self.pending_control.insert(id, reply);
             }
             Command::Shard {
@@ -265,7 +266,7 @@ impl EventLoop {
                     .swarm
                     .behaviour_mut()
                     .shard
-                    .send_request_with_addresses(&peer, request, addrs);
+                    .send_request_with_addresses(&peer, Incoming::Message(request), addrs);
                 self.pending_shard.insert(id, reply);
             }
             Command::RespondControl { channel, response } => {
@@ -359,9 +360,21 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Control(event) => {
-                if let Some((peer, request, channel)) =
+                if let Some((peer, incoming, channel)) =
                     on_request_response(event, &mut self.pending_control)
                 {
+                    let request = match incoming {
+                        Incoming::Message(r) => r,
+                        Incoming::Malformed(why) => {
+                            debug!(%peer, "malformed control request: {why}");
+                            let _ = self
+                                .swarm
+                                .behaviour_mut()
+                                .control
+                                .send_response(channel, ControlResponse::Error(malformed(why)));
+                            return;
+                        }
+                    };
                     if let Some(refusal) = self.over_budget(&peer, &request) {
                         let _ = self
                             .swarm
@@ -378,9 +391,21 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Shard(event) => {
-                if let Some((peer, request, channel)) =
+                if let Some((peer, incoming, channel)) =
                     on_request_response(event, &mut self.pending_shard)
                 {
+                    let request = match incoming {
+                        Incoming::Message(r) => r,
+                        Incoming::Malformed(why) => {
+                            debug!(%peer, "malformed shard request: {why}");
+                            let _ = self
+                                .swarm
+                                .behaviour_mut()
+                                .shard
+                                .send_response(channel, ShardResponse::Error(malformed(why)));
+                            return;
+                        }
+                    };
                     self.forward(Inbound::Shard {
                         peer,
                         request,
@@ -497,6 +522,14 @@ type Pending<Resp> = HashMap<OutboundRequestId, oneshot::Sender<Result<Resp, Pee
 
 /// One request-response event of either protocol: replies to our pending
 /// requests, and returns a peer's request for the caller to forward.
+/// The answer to a request that was framed but did not decode.
+fn malformed(why: String) -> WireError {
+    WireError::new(
+        WireErrorKind::BadRequest,
+        format!("malformed request: {why}"),
+    )
+}
+
 fn on_request_response<Req, Resp>(
     event: request_response::Event<Req, Resp>,
     pending: &mut Pending<Resp>,
