@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::behaviour::{Behaviour, BehaviourEvent, build_swarm};
-use super::codec::Incoming;
+use super::codec::{Codec, Incoming};
 use super::{Command, Inbound, NetStatus, NetworkConfig, PeerError};
 use crate::error::{Error, Result};
 use crate::protocol::*;
@@ -360,21 +360,12 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Control(event) => {
-                if let Some((peer, incoming, channel)) =
-                    on_request_response(event, &mut self.pending_control)
-                {
-                    let request = match incoming {
-                        Incoming::Message(r) => r,
-                        Incoming::Malformed(why) => {
-                            debug!(%peer, "malformed control request: {why}");
-                            let _ = self
-                                .swarm
-                                .behaviour_mut()
-                                .control
-                                .send_response(channel, ControlResponse::Error(malformed(why)));
-                            return;
-                        }
-                    };
+                let inbound = on_request_response(event, &mut self.pending_control);
+                if let Some((peer, request, channel)) = accept(
+                    inbound,
+                    &mut self.swarm.behaviour_mut().control,
+                    ControlResponse::Error,
+                ) {
                     if let Some(refusal) = self.over_budget(&peer, &request) {
                         let _ = self
                             .swarm
@@ -391,21 +382,12 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Shard(event) => {
-                if let Some((peer, incoming, channel)) =
-                    on_request_response(event, &mut self.pending_shard)
-                {
-                    let request = match incoming {
-                        Incoming::Message(r) => r,
-                        Incoming::Malformed(why) => {
-                            debug!(%peer, "malformed shard request: {why}");
-                            let _ = self
-                                .swarm
-                                .behaviour_mut()
-                                .shard
-                                .send_response(channel, ShardResponse::Error(malformed(why)));
-                            return;
-                        }
-                    };
+                let inbound = on_request_response(event, &mut self.pending_shard);
+                if let Some((peer, request, channel)) = accept(
+                    inbound,
+                    &mut self.swarm.behaviour_mut().shard,
+                    ShardResponse::Error,
+                ) {
                     self.forward(Inbound::Shard {
                         peer,
                         request,
@@ -520,20 +502,40 @@ impl EventLoop {
 
 type Pending<Resp> = HashMap<OutboundRequestId, oneshot::Sender<Result<Resp, PeerError>>>;
 
-/// One request-response event of either protocol: replies to our pending
-/// requests, and returns a peer's request for the caller to forward.
-/// The answer to a request that was framed but did not decode.
-fn malformed(why: String) -> WireError {
-    WireError::new(
-        WireErrorKind::BadRequest,
-        format!("malformed request: {why}"),
-    )
+type Request<Req, Resp> = (PeerId, Req, request_response::ResponseChannel<Resp>);
+
+/// An inbound request to serve, or None once a request that was framed
+/// but did not decode has been answered `BadRequest` (as `error(..)`).
+fn accept<Req, Resp>(
+    inbound: Option<Request<Incoming<Req>, Resp>>,
+    behaviour: &mut request_response::Behaviour<Codec<Req, Resp>>,
+    error: fn(WireError) -> Resp,
+) -> Option<Request<Req, Resp>>
+where
+    Req: Send + serde::Serialize + serde::de::DeserializeOwned,
+    Resp: Send + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let (peer, incoming, channel) = inbound?;
+    match incoming {
+        Incoming::Message(request) => Some((peer, request, channel)),
+        Incoming::Malformed(why) => {
+            debug!(%peer, "malformed request: {why}");
+            let answer = WireError::new(
+                WireErrorKind::BadRequest,
+                format!("malformed request: {why}"),
+            );
+            let _ = behaviour.send_response(channel, error(answer));
+            None
+        }
+    }
 }
 
+/// One request-response event of either protocol: replies to our pending
+/// requests, and returns a peer's request for the caller to forward.
 fn on_request_response<Req, Resp>(
     event: request_response::Event<Req, Resp>,
     pending: &mut Pending<Resp>,
-) -> Option<(PeerId, Req, request_response::ResponseChannel<Resp>)> {
+) -> Option<Request<Req, Resp>> {
     use request_response::{Event, Message};
     match event {
         Event::Message {
