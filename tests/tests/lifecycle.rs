@@ -71,10 +71,14 @@ async fn one_daemon_per_data_dir_and_a_dead_one_holds_nothing() {
     assert!(datadir.join(p2pstore_rpc::COOKIE_FILE).exists());
 
     // Someone squats the dead daemon's RPC port: the CLI must not send it
-    // the token from the cookie.
-    let squatter = tokio::net::TcpListener::bind(stale_addr.trim())
-        .await
-        .unwrap();
+    // the token from the cookie. The port frees once the dead daemon's
+    // half-closed connections (our RPC client's) are gone.
+    let addr = stale_addr.trim().to_string();
+    let squatter = p2pstore_tests::wait_for("the dead daemon's RPC port to free", 90, || {
+        let addr = addr.clone();
+        async move { tokio::net::TcpListener::bind(addr).await.ok() }
+    })
+    .await;
     let out = run_bounded(
         tokio::process::Command::new(bin("p2pstore-cli"))
             .arg("--datadir")
