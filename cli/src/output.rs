@@ -175,8 +175,8 @@ impl Printer {
         println!("roles:        {}", roles.join(", "));
         println!("listening:    {}", s.listen_addrs.join(" "));
         println!(
-            "peers:        {} connected, {} in DHT",
-            s.connected_peers, s.dht_peers
+            "peers:        {} connected, {} in DHT, {} requests refused",
+            s.connected_peers, s.dht_peers, s.refused_requests
         );
         println!("files:        {}", s.files);
         if let (Some(net), Some(tip)) = (&s.network, s.tip_height) {

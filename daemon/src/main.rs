@@ -22,7 +22,13 @@ async fn main() -> std::process::ExitCode {
     };
     // jsonrpsee traces whole requests, Authorization header and passwords
     // included: never let it log below info, whatever the filter says.
-    let directives = format!("{},jsonrpsee_server=info,jsonrpsee_core=info", cfg.log);
+    // request-response warns once per stream it drops over a connection's
+    // cap, which lets a peer write our log at will; those refusals are the
+    // cap doing its job, so only its errors are shown.
+    let directives = format!(
+        "{},jsonrpsee_server=info,jsonrpsee_core=info,libp2p_request_response::handler=error",
+        cfg.log
+    );
     let filter =
         tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt()

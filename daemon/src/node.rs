@@ -322,6 +322,7 @@ impl Node {
             listen_addrs: vec![],
             dht_peers: 0,
             connected_peers: 0,
+            refused_requests: 0,
             roles: vec![],
             stored_bytes: 0,
             capacity_bytes: 0,
@@ -340,6 +341,7 @@ impl Node {
         status.listen_addrs = net.listen_addrs;
         status.dht_peers = net.dht_peers;
         status.connected_peers = net.connected_peers;
+        status.refused_requests = net.refused_requests;
         status.roles = s.roles.clone();
         if let Some(store) = &s.provider.store {
             status.stored_bytes = store.used();

@@ -201,8 +201,9 @@ pub enum ShardRequest {
     Store {
         contract_id: ContractId,
         shard_id: ShardId,
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
+        /// A CBOR byte string, as `serde_bytes` writes it; shared, so a
+        /// retry does not copy it.
+        data: bytes::Bytes,
     },
     Fetch {
         shard_id: ShardId,
@@ -491,7 +492,7 @@ mod tests {
         let store = ShardRequest::Store {
             contract_id,
             shard_id: ids[0],
-            data: shard.clone(),
+            data: shard.clone().into(),
         };
         assert!(cbor_len(&store) <= MAX_SHARD_MESSAGE);
         assert!(cbor_len(&ShardResponse::Data(shard)) <= MAX_SHARD_MESSAGE);

@@ -142,6 +142,9 @@ pub struct Status {
     pub listen_addrs: Vec<String>,
     pub dht_peers: u64,
     pub connected_peers: u64,
+    /// Peer requests refused since start: over a peer's quota or budget,
+    /// malformed, or with every slot taken.
+    pub refused_requests: u64,
     /// What this node does, in a fixed order: bootstrap, client, provider.
     pub roles: Vec<NodeRole>,
     pub stored_bytes: u64,

@@ -20,7 +20,7 @@ use super::reliability::{PeerStats, Reliability};
 use crate::crypto::{FileKey, random_bytes};
 use crate::error::{Error, Result};
 use crate::ids::{FileId, ShardId};
-use crate::network::{Client as NetClient, PeerError};
+use crate::network::{Client as NetClient, PeerError, retry_busy};
 use crate::perf::{self, Stage};
 use crate::progress::Op;
 
@@ -177,7 +177,7 @@ impl Fetcher {
         let peer = shard.provider;
         let sid = shard.shard_id.short();
         let started = Instant::now();
-        let result = match self.net.fetch(peer, shard.shard_id).await {
+        let result = match retry_busy(|| self.net.fetch(peer, shard.shard_id)).await {
             Ok(d) => {
                 let expected = shard.shard_id;
                 // Hash before anything else: bytes that are not exactly

@@ -31,7 +31,7 @@ use crate::crypto::{FileKey, Hash, TAG_LEN, content_hash};
 use crate::erasure::Scheme;
 use crate::error::{Error, Result};
 use crate::ids::{ContractId, FileId, ShardId};
-use crate::network::Client as NetClient;
+use crate::network::{Client as NetClient, retry_busy};
 use crate::perf::{self, Stage};
 use crate::progress::Op;
 use crate::protocol::*;
@@ -663,8 +663,8 @@ pub(super) async fn store_shard(
     data: Vec<u8>,
 ) -> Result<Receipt> {
     let peer = t.peer;
-    let receipt = net
-        .store(peer, t.contract_id, spec.id, data)
+    let data = bytes::Bytes::from(data);
+    let receipt = retry_busy(|| net.store(peer, t.contract_id, spec.id, data.clone()))
         .await
         .map_err(|e| e.at(peer))?;
     if !receipt.verify(&peer, &client, &t.contract_id, &spec.id, spec.size) {

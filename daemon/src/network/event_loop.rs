@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use hashlink::LruCache;
 use libp2p::identity::Keypair;
 use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult};
 use libp2p::multiaddr::Protocol;
@@ -18,6 +19,8 @@ use tracing::{debug, info, warn};
 
 use super::behaviour::{Behaviour, BehaviourEvent, build_swarm};
 use super::codec::{Codec, Incoming};
+use super::inbound::{self, Refusal};
+use super::refusals::RefusalLog;
 use super::{Command, Inbound, NetStatus, NetworkConfig, PeerError};
 use crate::error::{Error, Result};
 use crate::protocol::*;
@@ -29,18 +32,37 @@ const MAX_ADDRS_PER_PEER: usize = 8;
 const MAX_BOOK_PEERS: usize = 10_000;
 
 /// Where we last saw each peer listening. Bounded, because peers choose
-/// what they announce.
-#[derive(Default)]
+/// what they announce: past [`MAX_BOOK_PEERS`] the peer least recently
+/// learned or dialed is forgotten, so a flood of new identities pushes out
+/// stale entries, not the peers we talk to. Bootstrap nodes are pinned:
+/// we must always be able to dial them again.
 struct AddressBook {
-    peers: HashMap<PeerId, VecDeque<Multiaddr>>,
+    peers: LruCache<PeerId, VecDeque<Multiaddr>>,
+    pinned: HashMap<PeerId, Vec<Multiaddr>>,
+}
+
+impl Default for AddressBook {
+    fn default() -> Self {
+        AddressBook {
+            peers: LruCache::new(MAX_BOOK_PEERS),
+            pinned: HashMap::new(),
+        }
+    }
 }
 
 impl AddressBook {
-    fn add(&mut self, peer: PeerId, addr: Multiaddr) {
-        if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_BOOK_PEERS {
-            return;
+    fn pin(&mut self, peer: PeerId, addr: Multiaddr) {
+        let list = self.pinned.entry(peer).or_default();
+        if !list.contains(&addr) && list.len() < MAX_ADDRS_PER_PEER {
+            list.push(addr);
         }
-        let list = self.peers.entry(peer).or_default();
+    }
+
+    fn add(&mut self, peer: PeerId, addr: Multiaddr) {
+        let Some(list) = self.peers.get_mut(&peer) else {
+            self.peers.insert(peer, VecDeque::from([addr]));
+            return;
+        };
         if list.contains(&addr) {
             return;
         }
@@ -50,18 +72,30 @@ impl AddressBook {
         list.push_back(addr);
     }
 
-    fn get(&self, peer: &PeerId) -> Vec<Multiaddr> {
-        self.peers
-            .get(peer)
-            .map(|l| l.iter().cloned().collect())
-            .unwrap_or_default()
+    /// The peer's addresses, pinned first; marks it recently used.
+    fn get(&mut self, peer: &PeerId) -> Vec<Multiaddr> {
+        let mut out = self.pinned.get(peer).cloned().unwrap_or_default();
+        if let Some(list) = self.peers.get(peer) {
+            out.extend(
+                list.iter()
+                    .filter(|a| !out.contains(a))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+        }
+        out
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.peers.len()
     }
 }
 
 pub(super) struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: inbound::Sender,
     provide: bool,
     /// With no configured external address, our listen addresses are what
     /// we announce (right for loopback and LAN networks; behind NAT set
@@ -78,6 +112,7 @@ pub(super) struct EventLoop {
     /// so that a flood is answered at once and never crowds out the
     /// requests of other peers.
     audit_budget: DefaultKeyedRateLimiter<PeerId>,
+    refusals: RefusalLog,
 }
 
 fn split_p2p(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
@@ -93,7 +128,7 @@ impl EventLoop {
         key: Keypair,
         cfg: NetworkConfig,
         commands: mpsc::Receiver<Command>,
-        inbound: mpsc::Sender<Inbound>,
+        inbound: inbound::Sender,
     ) -> Result<Self> {
         let mut swarm = build_swarm(key, cfg.rendezvous_server, &cfg.timeouts)?;
         for addr in &cfg.listen {
@@ -121,6 +156,7 @@ impl EventLoop {
             audit_budget: RateLimiter::keyed(
                 Quota::per_minute(AUDITS_PER_MINUTE).allow_burst(AUDIT_BURST),
             ),
+            refusals: RefusalLog::default(),
         };
         for addr in &cfg.bootstrap {
             let Some((peer, base)) = split_p2p(addr) else {
@@ -128,6 +164,7 @@ impl EventLoop {
                     "bootstrap address {addr} must end in /p2p/<peer id>"
                 )));
             };
+            ev.book.pin(peer, base.clone());
             ev.learn(peer, base, true);
             ev.rendezvous_peers.insert(peer);
             if let Err(e) = ev.swarm.dial(addr.clone()) {
@@ -183,6 +220,7 @@ impl EventLoop {
         // Forget peers whose audit budget is full again, so the limiter's
         // memory follows the peers auditing now, not all there ever were.
         self.audit_budget.retain_recent();
+        self.refusals.prune();
         let register = self.ticks.is_multiple_of(REGISTER_EVERY_TICKS);
         let connected: Vec<PeerId> = self
             .rendezvous_peers
@@ -312,6 +350,7 @@ impl EventLoop {
                     listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
                     dht_peers,
                     connected_peers: self.swarm.connected_peers().count() as u64,
+                    refused_requests: self.refusals.total(),
                 });
             }
         }
@@ -365,6 +404,7 @@ impl EventLoop {
                     inbound,
                     &mut self.swarm.behaviour_mut().control,
                     ControlResponse::Error,
+                    &mut self.refusals,
                 ) {
                     if let Some(refusal) = self.over_budget(&peer, &request) {
                         let _ = self
@@ -387,6 +427,7 @@ impl EventLoop {
                     inbound,
                     &mut self.swarm.behaviour_mut().shard,
                     ShardResponse::Error,
+                    &mut self.refusals,
                 ) {
                     self.forward(Inbound::Shard {
                         peer,
@@ -435,7 +476,7 @@ impl EventLoop {
     }
 
     /// A refusal for an audit over its peer's budget; None for anything else.
-    fn over_budget(&self, peer: &PeerId, request: &ControlRequest) -> Option<ControlResponse> {
+    fn over_budget(&mut self, peer: &PeerId, request: &ControlRequest) -> Option<ControlResponse> {
         if !matches!(request, ControlRequest::Audit { .. }) {
             return None;
         }
@@ -443,19 +484,48 @@ impl EventLoop {
         let secs = wait
             .wait_time_from(DefaultClock::default().now())
             .as_secs_f64();
-        debug!(%peer, "audit over budget");
+        self.refusals
+            .refused(*peer, "an audit", "over its audit budget");
         Some(ControlResponse::Error(WireError::new(
             WireErrorKind::RateLimited,
             format!("over the budget of {AUDITS_PER_MINUTE} audits a minute; retry in {secs:.1} s"),
         )))
     }
 
-    /// Hands an inbound request to its service without ever blocking the
-    /// swarm; when the services are saturated the request is dropped and
-    /// the peer sees a failed stream, which is the backpressure it needs.
+    /// Hands an inbound request to the fair queue without ever blocking
+    /// the swarm. What the queue refuses (this request, or another peer's
+    /// that gave up its slot) is answered at once with a refusal the peer
+    /// can tell from a dead node.
     fn forward(&mut self, inbound: Inbound) {
-        if let Err(e) = self.inbound.try_send(inbound) {
-            warn!("inbound request dropped: {e}");
+        if let Some((refused, why)) = self.inbound.send(inbound) {
+            self.refuse(refused, why);
+        }
+    }
+
+    fn refuse(&mut self, refused: Inbound, why: Refusal) {
+        let answer = why.wire_error();
+        let peer = refused.peer();
+        let sent = match refused {
+            Inbound::Control { channel, .. } => {
+                self.refusals
+                    .refused(peer, "a control request", why.as_str());
+                self.swarm
+                    .behaviour_mut()
+                    .control
+                    .send_response(channel, ControlResponse::Error(answer))
+                    .is_ok()
+            }
+            Inbound::Shard { channel, .. } => {
+                self.refusals.refused(peer, "a shard request", why.as_str());
+                self.swarm
+                    .behaviour_mut()
+                    .shard
+                    .send_response(channel, ShardResponse::Error(answer))
+                    .is_ok()
+            }
+        };
+        if !sent {
+            debug!(%peer, "refusal not sent: requester gone");
         }
     }
 
@@ -510,6 +580,7 @@ fn accept<Req, Resp>(
     inbound: Option<Request<Incoming<Req>, Resp>>,
     behaviour: &mut request_response::Behaviour<Codec<Req, Resp>>,
     error: fn(WireError) -> Resp,
+    refusals: &mut RefusalLog,
 ) -> Option<Request<Req, Resp>>
 where
     Req: Send + serde::Serialize + serde::de::DeserializeOwned,
@@ -519,7 +590,7 @@ where
     match incoming {
         Incoming::Message(request) => Some((peer, request, channel)),
         Incoming::Malformed(why) => {
-            debug!(%peer, "malformed request: {why}");
+            refusals.refused(peer, "a malformed request", &why);
             let answer = WireError::new(
                 WireErrorKind::BadRequest,
                 format!("malformed request: {why}"),
@@ -572,4 +643,41 @@ fn on_request_response<Req, Resp>(
         Event::ResponseSent { .. } => {}
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> Multiaddr {
+        format!("/ip4/10.0.0.1/tcp/{port}").parse().unwrap()
+    }
+
+    #[test]
+    fn the_book_forgets_the_least_recently_used_peer_never_a_pinned_one() {
+        let mut book = AddressBook::default();
+        let seed = PeerId::random();
+        book.pin(seed, addr(1));
+        let kept = PeerId::random();
+        book.add(kept, addr(2));
+        let peers: Vec<PeerId> = (0..MAX_BOOK_PEERS).map(|_| PeerId::random()).collect();
+        for (i, p) in peers.iter().enumerate() {
+            book.add(*p, addr(3));
+            if i % 100 == 0 {
+                // In use: dialed now and then, so never the oldest.
+                assert_eq!(book.get(&kept), vec![addr(2)]);
+            }
+        }
+        assert_eq!(book.len(), MAX_BOOK_PEERS);
+        assert_eq!(book.get(&kept), vec![addr(2)]);
+        assert!(book.get(&peers[0]).is_empty(), "the oldest is gone");
+        assert_eq!(book.get(&seed), vec![addr(1)]);
+        // A peer keeps its newest few addresses.
+        for port in 0..(MAX_ADDRS_PER_PEER as u16 + 3) {
+            book.add(kept, addr(100 + port));
+        }
+        let got = book.get(&kept);
+        assert_eq!(got.len(), MAX_ADDRS_PER_PEER);
+        assert_eq!(got.last(), Some(&addr(100 + MAX_ADDRS_PER_PEER as u16 + 2)));
+    }
 }

@@ -6,7 +6,9 @@
 mod behaviour;
 pub mod codec;
 mod event_loop;
+pub mod inbound;
 mod peer_api;
+mod refusals;
 
 use std::collections::HashSet;
 
@@ -16,7 +18,8 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 pub use behaviour::Timeouts;
-pub use peer_api::PeerError;
+pub use inbound::Inbound;
+pub use peer_api::{BUSY_ATTEMPTS, PeerError, retry_busy};
 
 use crate::error::{Error, Result};
 use crate::protocol::*;
@@ -31,26 +34,15 @@ pub struct NetworkConfig {
     pub timeouts: Timeouts,
 }
 
-/// A request some peer sent us, with the channel to answer on.
-pub enum Inbound {
-    Control {
-        peer: PeerId,
-        request: ControlRequest,
-        channel: ResponseChannel<ControlResponse>,
-    },
-    Shard {
-        peer: PeerId,
-        request: ShardRequest,
-        channel: ResponseChannel<ShardResponse>,
-    },
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct NetStatus {
     pub peer_id: String,
     pub listen_addrs: Vec<String>,
     pub dht_peers: u64,
     pub connected_peers: u64,
+    /// Peer requests refused since start: over a quota or a budget,
+    /// malformed, or with every slot taken.
+    pub refused_requests: u64,
 }
 
 enum Command {
@@ -94,14 +86,12 @@ pub struct Client {
     local_peer_id: PeerId,
 }
 
-/// Starts the network task. Returns the client handle and the stream of
-/// inbound requests; the task ends when every `Client` is dropped.
-pub async fn spawn(key: Keypair, cfg: NetworkConfig) -> Result<(Client, mpsc::Receiver<Inbound>)> {
+/// Starts the network task. Returns the client handle and the fair queue
+/// of inbound requests; the task ends when every `Client` is dropped.
+pub async fn spawn(key: Keypair, cfg: NetworkConfig) -> Result<(Client, inbound::Receiver)> {
     let local_peer_id = key.public().to_peer_id();
     let (tx, rx) = mpsc::channel(256);
-    // Inbound requests wait here fully read (a shard is up to 4 MiB), so the
-    // queue bounds what peers can make us hold; overflow is refused.
-    let (inbound_tx, inbound_rx) = mpsc::channel(32);
+    let (inbound_tx, inbound_rx) = inbound::queue();
     let event_loop = event_loop::EventLoop::new(key, cfg, rx, inbound_tx)?;
     tokio::spawn(event_loop.run());
     Ok((Client { tx, local_peer_id }, inbound_rx))

@@ -3,6 +3,9 @@
 //! request/response enums are matched here and nowhere else, so an answer
 //! that does not fit its question is caught in one place.
 
+use std::future::Future;
+use std::time::Duration;
+
 use libp2p::PeerId;
 
 use super::Client;
@@ -35,6 +38,15 @@ impl PeerError {
         }
     }
 
+    /// The peer refused for want of room, not for anything about the
+    /// request: trying again later can succeed.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self.refusal(),
+            Some(WireErrorKind::Unavailable | WireErrorKind::RateLimited)
+        )
+    }
+
     /// The library error for a failed request to `peer`: its text is
     /// sanitized, since a peer wrote it.
     pub fn at(self, peer: PeerId) -> Error {
@@ -46,6 +58,35 @@ impl PeerError {
             },
         }
     }
+}
+
+/// Attempts at a request a provider answers busy (over our share of its
+/// workers, or every slot taken) before its refusal stands.
+pub const BUSY_ATTEMPTS: u32 = 5;
+/// Wait before the first retry of a busy answer; doubled each time
+/// (0.25 + 0.5 + 1 + 2 s in all), so a flood at the provider is waited
+/// out rather than failing an honest transfer.
+pub const BUSY_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Runs `call` again, with backoff, while the peer answers that it is
+/// busy; any other outcome is returned as it is.
+pub async fn retry_busy<T, F, Fut>(mut call: F) -> Result<T, PeerError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, PeerError>>,
+{
+    let mut wait = BUSY_BACKOFF;
+    for _ in 1..BUSY_ATTEMPTS {
+        match call().await {
+            Err(e) if e.is_busy() => {
+                tracing::debug!("peer busy, retrying in {wait:?}: {e}");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            other => return other,
+        }
+    }
+    call().await
 }
 
 /// Unwraps the one response variant a request expects.
@@ -141,12 +182,12 @@ impl Client {
         peer: PeerId,
         contract_id: ContractId,
         shard_id: ShardId,
-        data: Vec<u8>,
+        data: impl Into<bytes::Bytes>,
     ) -> Result<Receipt, PeerError> {
         let req = ShardRequest::Store {
             contract_id,
             shard_id,
-            data,
+            data: data.into(),
         };
         expect!(self.shard(peer, req).await, "a store",
             ShardResponse::Stored(r) => r, ShardResponse::Error)

@@ -11,13 +11,12 @@ use std::sync::Arc;
 
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
-use tokio::sync::{Semaphore, mpsc};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::contracts::{ContractStore, Role};
 use crate::db::{Tree, trees};
 use crate::ids::{ContractId, RevisionId};
-use crate::network::{Client, Inbound};
+use crate::network::{Client, Inbound, inbound};
 use crate::protocol::*;
 use crate::wallet::WalletService;
 use store::ShardStore;
@@ -58,10 +57,6 @@ pub struct ProviderService {
     min_confirmations: u32,
 }
 
-/// Shard writes are fsync-bound; a few in parallel keep the disk busy
-/// without letting peers queue unbounded memory.
-const MAX_CONCURRENT_REQUESTS: usize = 16;
-
 impl ProviderService {
     /// A provider when `store` and `wallet` are given; otherwise a node
     /// that refuses storage requests politely.
@@ -93,17 +88,15 @@ impl ProviderService {
         Ok(this)
     }
 
-    pub fn spawn(self, mut inbound: mpsc::Receiver<Inbound>) -> tokio::task::JoinHandle<()> {
-        let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
+    /// Serves inbound requests in the queue's fair order, each on its own
+    /// task holding its worker slot until answered.
+    pub fn spawn(self, mut inbound: inbound::Receiver) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            while let Some(req) = inbound.recv().await {
-                let Ok(permit) = limit.clone().acquire_owned().await else {
-                    break;
-                };
+            while let Some((req, ticket)) = inbound.next().await {
                 let this = self.clone();
                 tokio::spawn(async move {
                     this.handle(req).await;
-                    drop(permit);
+                    drop(ticket);
                 });
             }
         })
