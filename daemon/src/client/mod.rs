@@ -37,13 +37,16 @@ use audit::AuditBook;
 pub use audit::AuditPolicy;
 pub use health::RepairScope;
 
-/// A provider found in the DHT, with the offer it just gave and the
-/// addresses we know for it.
+/// A provider found in the DHT, with the offer it just gave, the
+/// addresses we know for it and the IP its connection came from.
 #[derive(Debug, Clone)]
 pub struct FoundProvider {
     pub peer: PeerId,
     pub offer: Offer,
     pub addrs: Vec<Multiaddr>,
+    /// Observed on the connection the offer came over, so a provider
+    /// cannot pass for another network by announcing other addresses.
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// How the client sets and bumps the fees of its payments, from config.
@@ -267,7 +270,13 @@ impl ClientService {
                 Ok(offer) => {
                     self.remember_addresses(peer).await;
                     let addrs = self.net.peer_addresses(peer).await.unwrap_or_default();
-                    Some(FoundProvider { peer, offer, addrs })
+                    let ip = self.net.observed_ip(peer).await.ok().flatten();
+                    Some(FoundProvider {
+                        peer,
+                        offer,
+                        addrs,
+                        ip,
+                    })
                 }
                 Err(e) => {
                     warn!(%peer, "no offer: {e}");

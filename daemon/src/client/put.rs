@@ -12,15 +12,13 @@
 //!    uploaded and gives back the allowance from the next period on.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
-use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, PeerId};
+use libp2p::PeerId;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::manifest::{MANIFEST_VERSION, Manifest, Segment, ShardRef, Term};
@@ -31,6 +29,7 @@ use crate::crypto::{FileKey, Hash, TAG_LEN, content_hash};
 use crate::erasure::Scheme;
 use crate::error::{Error, Result};
 use crate::ids::{ContractId, FileId, ShardId};
+use crate::network::netgroup::NetGroup;
 use crate::network::{Client as NetClient, retry_busy};
 use crate::perf::{self, Stage};
 use crate::progress::Op;
@@ -53,7 +52,8 @@ pub(super) struct ShardSpec {
 pub(super) struct Candidate {
     pub peer: PeerId,
     pub offer: Offer,
-    pub ip: Option<IpAddr>,
+    /// The /16 or /48 of the IP we reached it at.
+    pub group: Option<NetGroup>,
     pub score: f64,
 }
 
@@ -63,14 +63,6 @@ impl Candidate {
     fn effective_price(&self) -> f64 {
         self.offer.price_sat_per_gib_month.max(1) as f64 / self.score
     }
-}
-
-fn first_ip(addrs: &[Multiaddr]) -> Option<IpAddr> {
-    addrs.iter().flat_map(|a| a.iter()).find_map(|p| match p {
-        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
-        _ => None,
-    })
 }
 
 /// One shard's destination.
@@ -362,7 +354,7 @@ impl ClientService {
             // Below the minimum audit score: no new shards.
             .filter(|f| self.audits.eligible(&f.peer))
             .map(|f| Candidate {
-                ip: first_ip(&f.addrs),
+                group: f.ip.map(NetGroup::of),
                 score: self.reliability.get(&f.peer).score(),
                 peer: f.peer,
                 offer: f.offer,
@@ -494,9 +486,9 @@ pub(super) fn pick_distinct(
         .filter(|&i| free[i] >= size && !exclude.contains(&cands[i].peer))
         .collect();
     let mut chosen: Vec<usize> = Vec::with_capacity(n);
-    let mut ips = HashSet::new();
+    let mut groups = HashSet::new();
     for &i in &eligible {
-        if chosen.len() < n && cands[i].ip.is_none_or(|ip| ips.insert(ip)) {
+        if chosen.len() < n && cands[i].group.is_none_or(|g| groups.insert(g)) {
             chosen.push(i);
         }
     }
@@ -679,6 +671,7 @@ pub(super) async fn store_shard(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     fn cand(free: u64, ip: [u8; 4]) -> Candidate {
         Candidate {
@@ -691,7 +684,7 @@ mod tests {
                 max_term_blocks: 10_000,
                 max_shard_bytes: MAX_SHARD_BYTES,
             },
-            ip: Some(IpAddr::from(ip)),
+            group: Some(NetGroup::of(IpAddr::from(ip))),
             score: 0.5,
         }
     }
@@ -708,11 +701,11 @@ mod tests {
     }
 
     #[test]
-    fn shards_of_a_segment_go_to_distinct_providers_and_ips() {
-        // Two on one IP, three elsewhere: 3 distinct IPs are preferred.
+    fn shards_of_a_segment_go_to_distinct_providers_and_networks() {
+        // Two in one /16, three elsewhere: 3 distinct /16s are preferred.
         let cands = vec![
             cand(1000, [1, 1, 1, 1]),
-            cand(1000, [1, 1, 1, 1]),
+            cand(1000, [1, 1, 9, 9]),
             cand(1000, [2, 2, 2, 2]),
             cand(1000, [3, 3, 3, 3]),
             cand(1000, [4, 4, 4, 4]),

@@ -30,6 +30,8 @@ pub struct Behaviour {
     /// First, so its refusals happen before any other behaviour sees the
     /// connection.
     pub limits: connection_limits::Behaviour,
+    /// Per remote IP, since peer ids cost nothing.
+    pub ip_limits: super::ip_limits::Behaviour,
     pub kad: kad::Behaviour<MemoryStore>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
@@ -98,6 +100,7 @@ pub fn build_swarm(
                         .with_max_established_incoming(Some(MAX_ESTABLISHED_INCOMING))
                         .with_max_established_per_peer(Some(MAX_ESTABLISHED_PER_PEER)),
                 ),
+                ip_limits: Default::default(),
                 kad,
                 identify: identify::Behaviour::new(
                     identify::Config::new("/p2pstore/id/1.0.0".into(), key.public())

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use super::behaviour::{Behaviour, BehaviourEvent, build_swarm};
 use super::codec::{Codec, Incoming};
 use super::inbound::{self, Refusal};
+use super::netgroup::ip_of;
 use super::refusals::RefusalLog;
 use super::{Command, Inbound, NetStatus, NetworkConfig, PeerError};
 use crate::error::{Error, Result};
@@ -113,6 +114,8 @@ pub(super) struct EventLoop {
     /// requests of other peers.
     audit_budget: DefaultKeyedRateLimiter<PeerId>,
     refusals: RefusalLog,
+    /// The remote IP of a connection to each connected peer.
+    observed: HashMap<PeerId, std::net::IpAddr>,
 }
 
 fn split_p2p(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
@@ -157,6 +160,7 @@ impl EventLoop {
                 Quota::per_minute(AUDITS_PER_MINUTE).allow_burst(AUDIT_BURST),
             ),
             refusals: RefusalLog::default(),
+            observed: HashMap::new(),
         };
         for addr in &cfg.bootstrap {
             let Some((peer, base)) = split_p2p(addr) else {
@@ -337,6 +341,9 @@ impl EventLoop {
             Command::PeerAddresses { peer, reply } => {
                 let _ = reply.send(self.book.get(&peer));
             }
+            Command::ObservedIp { peer, reply } => {
+                let _ = reply.send(self.observed.get(&peer).copied());
+            }
             Command::Status { reply } => {
                 let dht_peers = self
                     .swarm
@@ -368,6 +375,9 @@ impl EventLoop {
                 peer_id, endpoint, ..
             } => {
                 debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                if let Some(ip) = ip_of(endpoint.get_remote_address()) {
+                    self.observed.insert(peer_id, ip);
+                }
                 if self.rendezvous_peers.contains(&peer_id) {
                     if endpoint.is_dialer() {
                         self.learn(peer_id, endpoint.get_remote_address().clone(), true);
@@ -378,6 +388,13 @@ impl EventLoop {
                         debug!("kad bootstrap: {e}");
                     }
                 }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.observed.remove(&peer_id);
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, "dial failed: {error}");

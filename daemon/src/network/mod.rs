@@ -7,6 +7,8 @@ mod behaviour;
 pub mod codec;
 mod event_loop;
 pub mod inbound;
+mod ip_limits;
+pub mod netgroup;
 mod peer_api;
 mod refusals;
 
@@ -74,6 +76,10 @@ enum Command {
     PeerAddresses {
         peer: PeerId,
         reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    ObservedIp {
+        peer: PeerId,
+        reply: oneshot::Sender<Option<std::net::IpAddr>>,
     },
     Status {
         reply: oneshot::Sender<NetStatus>,
@@ -171,6 +177,12 @@ impl Client {
     pub async fn peer_addresses(&self, peer: PeerId) -> Result<Vec<Multiaddr>> {
         self.call(|reply| Command::PeerAddresses { peer, reply })
             .await
+    }
+
+    /// The IP a connected peer's connection comes from (or goes to), as
+    /// we see it: not what the peer announces.
+    pub async fn observed_ip(&self, peer: PeerId) -> Result<Option<std::net::IpAddr>> {
+        self.call(|reply| Command::ObservedIp { peer, reply }).await
     }
 
     pub async fn status(&self) -> Result<NetStatus> {
