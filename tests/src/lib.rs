@@ -677,3 +677,31 @@ impl SpecCheck {
         result
     }
 }
+
+/// A peer in the test process that speaks the wire protocol through
+/// p2pstored's own network stack, with a fresh identity: a hostile peer,
+/// or an honest one whose latency a test measures.
+pub async fn wire_peer(bootstrap: &str) -> p2pstored::network::Client {
+    use p2pstored::network::{NetworkConfig, Timeouts};
+    let cfg = NetworkConfig {
+        listen: vec![
+            format!("/ip4/127.0.0.1/tcp/{}", free_port())
+                .parse()
+                .unwrap(),
+        ],
+        external: vec![],
+        bootstrap: vec![bootstrap.parse().unwrap()],
+        rendezvous_server: false,
+        provide: false,
+        timeouts: Timeouts {
+            control: Duration::from_secs(10),
+            shard: Duration::from_secs(30),
+        },
+    };
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    let (client, inbound) = p2pstored::network::spawn(key, cfg).await.unwrap();
+    // Nothing serves this peer's inbound requests; dropping the queue's
+    // end makes the network answer them "shutting down" at once.
+    drop(inbound);
+    client
+}

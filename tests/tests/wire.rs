@@ -3,14 +3,11 @@
 //! shards over the limit, payment notices that pay nothing, payments
 //! double-spent out of the mempool, and floods of proposals.
 
-use std::time::Duration;
-
-use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use p2pstore_rpc::{ContractState, P2pstoreApiClient};
 use p2pstore_tests::*;
 use p2pstored::ids::{ContractId, ShardId};
-use p2pstored::network::{self, NetworkConfig, PeerError, Timeouts};
+use p2pstored::network::{self, PeerError};
 use p2pstored::protocol::*;
 
 /// The kind of a provider's refusal; panics on anything else.
@@ -19,28 +16,6 @@ fn refusal<T: std::fmt::Debug>(res: Result<T, PeerError>) -> WireErrorKind {
         Err(PeerError::Refused(e)) => e.kind,
         other => panic!("expected a refusal, got {other:?}"),
     }
-}
-
-async fn attacker(bootstrap: &str) -> network::Client {
-    let cfg = NetworkConfig {
-        listen: vec![
-            format!("/ip4/127.0.0.1/tcp/{}", free_port())
-                .parse()
-                .unwrap(),
-        ],
-        external: vec![],
-        bootstrap: vec![bootstrap.parse().unwrap()],
-        rendezvous_server: false,
-        provide: false,
-        timeouts: Timeouts {
-            control: Duration::from_secs(10),
-            shard: Duration::from_secs(30),
-        },
-    };
-    let (client, _inbound) = network::spawn(Keypair::generate_ed25519(), cfg)
-        .await
-        .unwrap();
-    client
 }
 
 /// A network of one provider, the provider's id, and an attacker that
@@ -53,7 +28,7 @@ async fn one_provider_and_an_attacker() -> (Net, PeerId, network::Client) {
     .await;
     let provider: PeerId = net.providers[0].peer_id().await.parse().unwrap();
     let addr: Multiaddr = net.providers[0].p2p_addr().parse().unwrap();
-    let evil = attacker(&net.bootstrap_addr).await;
+    let evil = wire_peer(&net.bootstrap_addr).await;
     evil.add_addresses(provider, vec![addr]).await;
     (net, provider, evil)
 }
@@ -494,7 +469,7 @@ async fn a_flood_of_proposals_from_fresh_peers_costs_bounded_records() {
     let peers = MAX_QUOTES / MAX_QUOTES_PER_PEER + 2;
     let mut count = 0u32;
     for _ in 0..peers {
-        let evil = attacker(&net.bootstrap_addr).await;
+        let evil = wire_peer(&net.bootstrap_addr).await;
         evil.add_addresses(provider, vec![addr.clone()]).await;
         let sends = (0..MAX_QUOTES_PER_PEER).map(|_| {
             count += 1;
