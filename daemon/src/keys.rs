@@ -153,7 +153,22 @@ impl Keystore {
     }
 }
 
+/// Largest Argon2 memory cost a keystore may ask for (1 GiB): the
+/// parameters are read from the file, and a damaged or crafted one must
+/// not make the daemon allocate without bound or spin for hours.
+pub const MAX_M_COST_KIB: u32 = 1 << 20;
+/// Largest Argon2 time cost (passes) a keystore may ask for.
+pub const MAX_T_COST: u32 = 32;
+/// Largest Argon2 parallelism a keystore may ask for.
+pub const MAX_P_COST: u32 = 16;
+
 fn kdf(password: &str, salt: &[u8], m: u32, t: u32, p: u32) -> Result<Zeroizing<[u8; 32]>> {
+    if m > MAX_M_COST_KIB || t > MAX_T_COST || p > MAX_P_COST {
+        return Err(Error::Keystore(format!(
+            "key derivation parameters out of bounds (memory {m} KiB, {t} passes, {p} lanes; \
+             at most {MAX_M_COST_KIB} KiB, {MAX_T_COST}, {MAX_P_COST})"
+        )));
+    }
     let params = Params::new(m, t, p, Some(32)).map_err(|e| Error::Keystore(e.to_string()))?;
     let mut out = Zeroizing::new([0u8; 32]);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
@@ -162,20 +177,33 @@ fn kdf(password: &str, salt: &[u8], m: u32, t: u32, p: u32) -> Result<Zeroizing<
     Ok(out)
 }
 
-/// Writes a file readable only by its owner, durably: temp file, fsync,
-/// rename, so a crash never leaves a half-written secret.
+/// Writes a file readable only by its owner, atomically and durably:
+/// a fresh temp file, fsync, rename, fsync of the directory, so a crash
+/// leaves the old file or the new one, never half a secret, and a
+/// finished write survives a power cut.
 pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
+    // A left-over temp file (from a crash, or planted) would keep its own
+    // mode and owner: `mode` applies only to a file being created.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
     let mut f = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
     f.write_all(contents)?;
     f.sync_all()?;
     fs::rename(&tmp, path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
 
@@ -241,5 +269,35 @@ mod tests {
             parse_mnemonic("not a mnemonic"),
             Err(Error::InvalidMnemonic(_))
         ));
+    }
+
+    #[test]
+    fn a_keystore_asking_for_unbounded_work_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ks = Keystore::new(dir.path());
+        ks.create(&generate_mnemonic().unwrap(), "pw").unwrap();
+        let path = dir.path().join(KEYSTORE_FILE);
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        v["m_cost_kib"] = serde_json::json!(u32::MAX);
+        fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        match ks.unlock("pw") {
+            Err(Error::Keystore(why)) => assert!(why.contains("out of bounds"), "{why}"),
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn a_private_write_replaces_a_planted_temp_file_and_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, b"planted").unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o666)).unwrap();
+        write_private_file(&path, b"mine").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"mine");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!tmp.exists());
     }
 }
