@@ -500,6 +500,19 @@ async fn price_cap_and_bitcoind_outage() {
     net.assert_get(&put.file_id, digest, "a.out").await;
     let st = net.client.rpc().status().await.unwrap();
     assert!(st.bitcoind_error.is_some() || st.state == NodeState::Running);
+    // With the wallet's view stale, no payment is decided from it.
+    wait_for(
+        "a reconciliation round skipped for the failed sync",
+        60,
+        || {
+            let skipped = net
+                .client
+                .log()
+                .contains("payments not reconciled this round");
+            async move { skipped.then_some(()) }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

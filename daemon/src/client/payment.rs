@@ -714,11 +714,18 @@ impl ClientService {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                // The first round waits for a wallet sync so a payment that
+                // Every round waits for a wallet sync, so a payment that
                 // reached the mempool before a crash is seen, not resent.
-                let _ = this.wallet.sync_now().await;
-                if let Err(e) = this.reconcile_payments().await {
-                    warn!("payment reconciliation: {e}");
+                // When the sync fails the wallet's view is stale (a payment
+                // may look unbroadcast, or unconfirmed for ever), so no
+                // payment is decided from it this round.
+                match this.wallet.sync_now().await {
+                    Ok(()) => {
+                        if let Err(e) = this.reconcile_payments().await {
+                            warn!("payment reconciliation: {e}");
+                        }
+                    }
+                    Err(e) => warn!("wallet sync failed; payments not reconciled this round: {e}"),
                 }
                 if let Err(e) = this.expire_files().await {
                     warn!("expiring files: {e}");
