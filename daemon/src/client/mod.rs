@@ -181,12 +181,14 @@ impl ClientService {
             net.add_addresses(peer, addrs).await;
         }
         let pay_lock = wallet.spend_lock();
+        let payments = Tree::open(db, trees::PAYMENTS)?;
+        payment::restore_reservations(&payments, &wallet)?;
         Ok(ClientService {
             net,
             keys,
             manifests: ManifestStore::open(db)?,
             contracts: ContractStore::open(db, Role::Client)?,
-            payments: Tree::open(db, trees::PAYMENTS)?,
+            payments,
             put_ops: Tree::open(db, trees::PUT_OPS)?,
             running_ops: Default::default(),
             peers,

@@ -20,12 +20,13 @@ use tracing::{info, warn};
 use super::ClientService;
 use super::manifest::{Manifest, Term};
 use crate::contracts::{Contract, PaymentKind, PaymentRecord, State};
+use crate::db::Tree;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::ids::{ContractId, as_text, checked_address};
 use crate::network::PeerError;
 use crate::protocol::*;
-use crate::wallet::WalletError;
+use crate::wallet::{WalletError, WalletService};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -550,6 +551,7 @@ impl ClientService {
                 return Ok(false);
             }
         }
+        self.wallet.release_inputs(&tx);
         info!(%txid, "recovered an interrupted payment");
         self.went_out(intent)?;
         Ok(true)
@@ -732,5 +734,115 @@ impl ClientService {
                 }
             }
         })
+    }
+}
+
+/// Reserves, in the wallet, the inputs of every payment signed and
+/// recorded but maybe not broadcast, as they were before a restart: until
+/// reconciliation broadcasts or abandons each, no other spend (another
+/// payment, `wallet send`) may take its coins, or the payment, once sent,
+/// would be a double spend of our own.
+pub(super) fn restore_reservations(
+    payments: &Tree<Txid, PaymentIntent>,
+    wallet: &WalletService,
+) -> Result<usize> {
+    let mut n = 0;
+    for intent in payments.values()? {
+        if intent.state != IntentState::Signed {
+            continue;
+        }
+        let tx: Transaction = deserialize_hex(&intent.tx_hex)
+            .map_err(|e| Error::CorruptRecord(format!("stored tx {}: {e}", intent.txid)))?;
+        wallet.reserve_inputs(&tx);
+        n += 1;
+    }
+    if n > 0 {
+        info!(
+            payments = n,
+            "coins of signed payments reserved until they go out"
+        );
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+    use std::time::Duration;
+
+    use bdk_wallet::bitcoin::Network;
+
+    use super::*;
+    use crate::db::trees;
+    use crate::testutil::{self, AuthMode, Bitcoind};
+
+    const COIN: u64 = 100_000_000;
+
+    fn open_wallet(db: &sled::Db, node: &Bitcoind) -> WalletService {
+        WalletService::open(
+            db,
+            &testutil::seed(9),
+            Network::Regtest,
+            node.config(Duration::from_millis(200)),
+        )
+        .expect("open wallet")
+    }
+
+    /// The crash window between signing a payment and broadcasting it: a
+    /// restarted client must not let another spend take that payment's
+    /// coins before reconciliation sends it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_signed_payment_keeps_its_coins_across_a_restart() {
+        let node = Bitcoind::start(AuthMode::Cookie);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(dir.path().join("db")).expect("sled");
+        let foreign = Address::from_str("bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080")
+            .expect("address")
+            .require_network(Network::Regtest)
+            .expect("regtest");
+        let out = [(foreign, 30 * COIN)];
+        let payments: Tree<Txid, PaymentIntent> = Tree::open(&db, trees::PAYMENTS).unwrap();
+        let signed = {
+            let w = open_wallet(&db, &node);
+            node.mine(101, &w.new_address().expect("address"));
+            w.sync_now().await.expect("sync");
+            // Two spendable coinbases; the payment takes one of them.
+            let tx = w.build_signed_tx(&out, Some(3)).expect("payment");
+            let intent = PaymentIntent {
+                txid: tx.compute_txid(),
+                tx_hex: serialize_hex(&tx),
+                outputs: vec![],
+                state: IntentState::Signed,
+                fee_rate_sat_vb: 3,
+                broadcast_height: None,
+                confirmed: false,
+                replaces: vec![],
+                replaced_by: None,
+            };
+            payments.insert(&intent.txid, &intent).unwrap();
+            tx
+        };
+        // Restarted: nothing reserved until the intents are read back.
+        let w = open_wallet(&db, &node);
+        w.sync_now().await.expect("sync");
+        assert_eq!(restore_reservations(&payments, &w).unwrap(), 1);
+        for input in &signed.input {
+            assert!(w.is_reserved(&input.previous_output));
+        }
+        let other = w.build_signed_tx(&out, Some(3)).expect("the other coin");
+        assert!(
+            other.input.iter().all(|i| !signed
+                .input
+                .iter()
+                .any(|s| s.previous_output == i.previous_output)),
+            "a restarted wallet spent a signed payment's coin"
+        );
+        match w.build_signed_tx(&out, Some(3)) {
+            Err(WalletError::InsufficientFunds { .. }) => {}
+            other => panic!(
+                "both coins are taken, got {:?}",
+                other.map(|t| t.compute_txid())
+            ),
+        }
     }
 }

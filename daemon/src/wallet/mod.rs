@@ -63,8 +63,10 @@ pub(crate) struct State {
     wallet: PersistedWallet<SledPersister>,
     persister: SledPersister,
     /// Inputs of transactions signed but not yet broadcast (or cancelled).
-    /// In memory only: after a restart nothing is reserved, so a crash can
-    /// never lock coins forever.
+    /// In memory; the client restores those of its recorded, signed
+    /// payments at start ([`WalletService::reserve_inputs`]), and nothing
+    /// else, so a crash can neither free a signed payment's coins for
+    /// another spend nor lock coins forever.
     reserved: HashSet<OutPoint>,
 }
 
@@ -527,6 +529,29 @@ impl WalletService {
         // recorded tx broadcast after a restart is still recognised as ours.
         state.persist()?;
         Ok(tx)
+    }
+
+    /// Reserves the inputs of `tx`, signed before a restart and not yet
+    /// known to be out, so no other spend takes them meanwhile.
+    pub fn reserve_inputs(&self, tx: &Transaction) {
+        let mut guard = self.inner.lock();
+        guard
+            .reserved
+            .extend(tx.input.iter().map(|input| input.previous_output));
+    }
+
+    /// Drops the reservation of `tx`'s inputs once it is known to be out
+    /// (its inputs are spent in the wallet's view from then on).
+    pub fn release_inputs(&self, tx: &Transaction) {
+        let mut guard = self.inner.lock();
+        for input in &tx.input {
+            guard.reserved.remove(&input.previous_output);
+        }
+    }
+
+    /// Whether `outpoint` is reserved by a signed, unbroadcast payment.
+    pub fn is_reserved(&self, outpoint: &OutPoint) -> bool {
+        self.inner.lock().reserved.contains(outpoint)
     }
 
     /// Releases what [`WalletService::build_signed_tx`] reserved for a
