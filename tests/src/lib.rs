@@ -705,3 +705,23 @@ pub async fn wire_peer(bootstrap: &str) -> p2pstored::network::Client {
     drop(inbound);
     client
 }
+
+/// A network of one provider, the provider's id and address, and a wire
+/// peer (hostile or honest) that knows where it listens.
+pub async fn one_provider_and_a_wire_peer() -> (
+    Net,
+    libp2p::PeerId,
+    libp2p::Multiaddr,
+    p2pstored::network::Client,
+) {
+    let net = Net::start(NetOptions {
+        providers: 1,
+        ..Default::default()
+    })
+    .await;
+    let provider: libp2p::PeerId = net.providers[0].peer_id().await.parse().unwrap();
+    let addr: libp2p::Multiaddr = net.providers[0].p2p_addr().parse().unwrap();
+    let peer = wire_peer(&net.bootstrap_addr).await;
+    peer.add_addresses(provider, vec![addr.clone()]).await;
+    (net, provider, addr, peer)
+}

@@ -227,15 +227,7 @@ async fn assert_near_idle(honest: &network::Client, provider: PeerId, idle: Dura
 }
 
 async fn one_provider() -> (Net, PeerId, Multiaddr, network::Client) {
-    let net = Net::start(NetOptions {
-        providers: 1,
-        ..Default::default()
-    })
-    .await;
-    let provider: PeerId = net.providers[0].peer_id().await.parse().unwrap();
-    let addr: Multiaddr = net.providers[0].p2p_addr().parse().unwrap();
-    let honest = wire_peer(&net.bootstrap_addr).await;
-    honest.add_addresses(provider, vec![addr.clone()]).await;
+    let (net, provider, addr, honest) = one_provider_and_a_wire_peer().await;
     // Connected and warm before anything is measured.
     offer_latency(&honest, provider, 5).await;
     (net, provider, addr, honest)

@@ -21,15 +21,7 @@ fn refusal<T: std::fmt::Debug>(res: Result<T, PeerError>) -> WireErrorKind {
 /// A network of one provider, the provider's id, and an attacker that
 /// knows where it listens.
 async fn one_provider_and_an_attacker() -> (Net, PeerId, network::Client) {
-    let net = Net::start(NetOptions {
-        providers: 1,
-        ..Default::default()
-    })
-    .await;
-    let provider: PeerId = net.providers[0].peer_id().await.parse().unwrap();
-    let addr: Multiaddr = net.providers[0].p2p_addr().parse().unwrap();
-    let evil = wire_peer(&net.bootstrap_addr).await;
-    evil.add_addresses(provider, vec![addr]).await;
+    let (net, provider, _, evil) = one_provider_and_a_wire_peer().await;
     (net, provider, evil)
 }
 
