@@ -550,8 +550,11 @@ impl ClientService {
                 warn!(%txid, "rebroadcast failed, will retry: {e}");
                 return Ok(false);
             }
+        } else {
+            // Out already (broadcast releases its own): the reservation
+            // restored at start is no longer needed.
+            self.wallet.release_inputs(&tx);
         }
-        self.wallet.release_inputs(&tx);
         info!(%txid, "recovered an interrupted payment");
         self.went_out(intent)?;
         Ok(true)

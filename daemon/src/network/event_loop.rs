@@ -522,24 +522,20 @@ impl EventLoop {
     fn refuse(&mut self, refused: Inbound, why: Refusal) {
         let answer = why.wire_error();
         let peer = refused.peer();
+        self.refusals.refused(peer, "a request", why.as_str());
         let sent = match refused {
-            Inbound::Control { channel, .. } => {
-                self.refusals
-                    .refused(peer, "a control request", why.as_str());
-                self.swarm
-                    .behaviour_mut()
-                    .control
-                    .send_response(channel, ControlResponse::Error(answer))
-                    .is_ok()
-            }
-            Inbound::Shard { channel, .. } => {
-                self.refusals.refused(peer, "a shard request", why.as_str());
-                self.swarm
-                    .behaviour_mut()
-                    .shard
-                    .send_response(channel, ShardResponse::Error(answer))
-                    .is_ok()
-            }
+            Inbound::Control { channel, .. } => self
+                .swarm
+                .behaviour_mut()
+                .control
+                .send_response(channel, ControlResponse::Error(answer))
+                .is_ok(),
+            Inbound::Shard { channel, .. } => self
+                .swarm
+                .behaviour_mut()
+                .shard
+                .send_response(channel, ShardResponse::Error(answer))
+                .is_ok(),
         };
         if !sent {
             debug!(%peer, "refusal not sent: requester gone");

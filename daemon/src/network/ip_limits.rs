@@ -62,7 +62,7 @@ impl Behaviour {
     }
 
     /// Established inbound connections from `ip` now.
-    pub fn established_from(&self, ip: &IpAddr) -> usize {
+    fn established_from(&self, ip: &IpAddr) -> usize {
         self.established_per_ip.get(ip).copied().unwrap_or(0)
     }
 }
