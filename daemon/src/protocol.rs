@@ -237,6 +237,8 @@ pub enum WireErrorKind {
     /// Over this peer's budget of requests of this kind; try later.
     RateLimited,
     Internal,
+    /// The contract's paid allowance is used up: buy more before storing.
+    OverAllowance,
 }
 
 /// Longest error text a peer may send, in bytes: a longer one makes the

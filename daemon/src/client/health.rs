@@ -305,12 +305,12 @@ impl ClientService {
             };
             let stored = &stored;
             async move {
-                let receipt = store_shard(&self.net, client, t, &spec, bytes.clone()).await?;
+                let receipt =
+                    store_shard(&self.net, &self.gaps, client, t, &spec, bytes.clone()).await?;
                 if let Ok(mut s) = stored.lock() {
                     s.push(StoredShard {
                         contract_id: t.contract_id,
                         shard_id: spec.id,
-                        size: spec.size,
                     });
                 }
                 Ok::<_, Error>((
@@ -325,7 +325,13 @@ impl ClientService {
                 ))
             }
         });
-        let replacements = match futures::future::try_join_all(sends).await {
+        // Every store finishes before a failure is handled, so the cleanup
+        // knows each shard that landed.
+        let replacements = match futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()
+        {
             Ok(r) => r,
             Err(e) => {
                 let stored = stored.lock().map(|s| s.clone()).unwrap_or_default();

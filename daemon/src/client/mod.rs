@@ -10,6 +10,8 @@ mod get;
 mod health;
 pub mod manifest;
 mod payment;
+#[cfg(feature = "fuzz")]
+pub use payment::{read_intent_record, sample_intent_record};
 mod pipeline;
 mod put;
 pub mod reliability;
@@ -155,6 +157,8 @@ pub struct ClientService {
     pay_lock: Arc<tokio::sync::Mutex<()>>,
     /// Allowance held by uploads in progress, per contract.
     held: Arc<std::sync::Mutex<std::collections::HashMap<ContractId, u64>>>,
+    /// Allowance providers count as used by shards no manifest records.
+    gaps: pipeline::Gaps,
 }
 
 impl ClientService {
@@ -207,6 +211,7 @@ impl ClientService {
             repair_lock: Arc::new(tokio::sync::Mutex::new(())),
             pay_lock,
             held: Arc::default(),
+            gaps: pipeline::Gaps::default(),
         })
     }
 
@@ -340,11 +345,14 @@ impl ClientService {
         for ((peer, contract_id), refs) in groups {
             let ids = refs.iter().map(|r| r.shard_id).collect();
             match self.net.delete(peer, contract_id, ids).await {
-                Ok((count, _)) => {
+                Ok((count, freed)) => {
                     deleted += count;
-                    let bytes: u64 = refs.iter().map(|r| r.size).sum();
+                    // Only what the provider freed leaves the allowance: a
+                    // shard it no longer had was not counted there, and a
+                    // period paid for less than it holds is refused.
+                    let asked: u64 = refs.iter().map(|r| r.size).sum();
                     let _ = self.contracts.update(&contract_id, |c| {
-                        c.allowance_bytes = c.allowance_bytes.saturating_sub(bytes);
+                        c.allowance_bytes = c.allowance_bytes.saturating_sub(freed.min(asked));
                     });
                 }
                 Err(e) => {

@@ -287,11 +287,24 @@ impl ClientService {
                 }
                 Some(Notice::Refused(reason)) => {
                     warn!(peer = %o.peer, %txid, "payment refused: {reason}");
-                    self.contracts.update(&o.contract_id, |c| {
+                    let refused = self.contracts.update(&o.contract_id, |c| {
                         if c.state == State::Pending {
                             c.state = State::Rejected;
                         }
                     })?;
+                    // A provider that refuses a period's money already sent
+                    // is not paid again each round: its contract ends here
+                    // and its shards move.
+                    if let (Purpose::Period { .. }, Some(c)) = (o.purpose, refused)
+                        && c.is_live()
+                    {
+                        let manifests = self.manifests.list()?;
+                        self.fail_contract(
+                            &c,
+                            &files_on(&c, &manifests),
+                            "refused its period payment",
+                        )?;
+                    }
                     o.settled = true;
                     problems.push((
                         o.peer,
@@ -436,7 +449,7 @@ impl ClientService {
                 continue;
             }
             if !self.audits.passing(&c.peer) {
-                self.fail_contract(&c, &files)?;
+                self.fail_contract(&c, &files, "failed its audits")?;
                 continue;
             }
             let term_end = c.term_end_height.max(needed).max(through);
@@ -481,7 +494,7 @@ impl ClientService {
     /// Stops paying a provider that failed its audits: the contract ends
     /// and every shard it holds is marked lost, so the repair moves them
     /// before the provider deletes them.
-    fn fail_contract(&self, c: &Contract, files: &[&Manifest]) -> Result<()> {
+    fn fail_contract(&self, c: &Contract, files: &[&Manifest], why: &str) -> Result<()> {
         self.contracts
             .update(&c.contract_id, |c| c.state = State::Failed)?;
         let mut shards = 0;
@@ -494,7 +507,7 @@ impl ClientService {
             self.audits.mark_lost(&r.shard_id, r.provider);
             shards += 1;
         }
-        warn!(peer = %c.peer, contract = %c.contract_id.short(), shards, "provider failed its audits: not paid again; its shards will move");
+        warn!(peer = %c.peer, contract = %c.contract_id.short(), shards, "provider {why}: not paid again; its shards will move");
         Ok(())
     }
 
@@ -738,6 +751,61 @@ impl ClientService {
             }
         })
     }
+}
+
+/// A stored payment intent as start-up reads it (the fuzz target's entry):
+/// the record, then its transaction.
+#[cfg(feature = "fuzz")]
+pub fn read_intent_record(bytes: &[u8]) -> Result<Transaction> {
+    let intent: PaymentIntent = crate::db::decode(bytes)?;
+    deserialize_hex(&intent.tx_hex)
+        .map_err(|e| Error::CorruptRecord(format!("stored tx {}: {e}", intent.txid)))
+}
+
+/// A stored payment intent's bytes (a fuzz seed): one output, a real
+/// transaction.
+#[cfg(feature = "fuzz")]
+pub fn sample_intent_record() -> Vec<u8> {
+    use bdk_wallet::bitcoin::{Amount, TxOut, absolute::LockTime, transaction::Version};
+    let address: Address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+        .parse::<Address<_>>()
+        .expect("a valid address")
+        .assume_checked();
+    let tx = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![],
+        output: vec![TxOut {
+            value: Amount::from_sat(5000),
+            script_pubkey: address.script_pubkey(),
+        }],
+    };
+    let intent = PaymentIntent {
+        txid: tx.compute_txid(),
+        tx_hex: serialize_hex(&tx),
+        outputs: vec![IntentOutput {
+            contract_id: ContractId::from_bytes([7; 32]),
+            peer: PeerId::random(),
+            address,
+            vout: 0,
+            amount_sat: 5000,
+            purpose: Purpose::Period {
+                allowance_bytes: 1 << 20,
+                paid_through_height: 300,
+                term_end_height: 1000,
+            },
+            add_bytes: 0,
+            deadline_height: 200,
+            settled: false,
+        }],
+        state: IntentState::Signed,
+        fee_rate_sat_vb: 2,
+        broadcast_height: None,
+        confirmed: false,
+        replaces: vec![],
+        replaced_by: None,
+    };
+    serde_json::to_vec(&intent).unwrap_or_default()
 }
 
 /// Reserves, in the wallet, the inputs of every payment signed and

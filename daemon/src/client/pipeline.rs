@@ -5,7 +5,8 @@
 //! upload that failed after paying left behind. Rollback is decided here
 //! alone, from the payment's [`PayOutcome`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use libp2p::PeerId;
 use tracing::{info, warn};
@@ -18,6 +19,10 @@ use crate::ids::{ContractId, ShardId};
 use crate::protocol::*;
 use crate::provider::store::now_secs;
 
+/// Blocks a provider's chain tip may trail the client's when it quotes:
+/// each block it trails adds one block of the added bytes to the quote.
+const QUOTE_TIP_SLACK_BLOCKS: u32 = 2;
+
 /// Bytes to buy from one provider, at the offer it gave.
 pub(super) struct Need {
     pub peer: PeerId,
@@ -25,21 +30,61 @@ pub(super) struct Need {
     pub bytes: u64,
 }
 
+/// Allowance a provider counts as used by shards the client has no record
+/// of: a store cut short by a crash or a failed put can still land. The
+/// client keeps paying for those bytes (a period paid for less than the
+/// provider holds is refused), but does not count them as spare.
+#[derive(Clone, Default)]
+pub(super) struct Gaps(Arc<Mutex<GapBook>>);
+
+#[derive(Default)]
+struct GapBook {
+    /// Contracts whose provider refused a store as over the allowance,
+    /// not yet measured.
+    refused: HashSet<ContractId>,
+    /// Bytes of allowance, per contract, known to be used by the provider
+    /// but by no manifest.
+    hidden: HashMap<ContractId, u64>,
+}
+
+impl Gaps {
+    /// A store under `contract_id` was refused as over the allowance.
+    pub fn refused(&self, contract_id: ContractId) {
+        if let Ok(mut book) = self.0.lock() {
+            book.refused.insert(contract_id);
+        }
+    }
+
+    /// Takes what the providers hold unrecorded out of `spare`: a refused
+    /// contract's whole spare, measured now, from then on.
+    fn apply(&self, spare: &mut HashMap<ContractId, u64>) {
+        let Ok(mut book) = self.0.lock() else {
+            return;
+        };
+        let refused: Vec<ContractId> = book.refused.drain().collect();
+        for id in refused {
+            let gap = spare.get(&id).copied().unwrap_or(0);
+            *book.hidden.entry(id).or_default() += gap;
+        }
+        for (id, s) in spare.iter_mut() {
+            *s = s.saturating_sub(book.hidden.get(id).copied().unwrap_or(0));
+        }
+    }
+}
+
 /// A shard a provider acknowledged, for cleanup if the upload fails.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct StoredShard {
     pub contract_id: ContractId,
     pub shard_id: ShardId,
-    pub size: u64,
 }
 
-/// Allowance for an upload under `contract_id`: `bytes` newly bought, or
-/// none when allowance already paid for and unused covered the need.
+/// Allowance for an upload under `contract_id`, newly bought or already
+/// paid for and unused.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Acquired {
     pub peer: PeerId,
     pub contract_id: ContractId,
-    pub bytes: u64,
     /// Bytes held for this upload until it is recorded or released.
     pub held: u64,
 }
@@ -73,7 +118,6 @@ impl ClientService {
                     .push(Acquired {
                         peer: n.peer,
                         contract_id: c.contract_id,
-                        bytes: 0,
                         held: n.bytes,
                     }),
                 live => buy.push((n, live)),
@@ -95,7 +139,6 @@ impl ClientService {
             .map(|d| Acquired {
                 peer: d.contract.peer,
                 contract_id: d.contract.contract_id,
-                bytes: d.add_bytes,
                 held: d.add_bytes,
             })
             .collect();
@@ -173,16 +216,21 @@ impl ClientService {
             .wallet
             .check_network(quote.payout_address)
             .map_err(|e| rejected(format!("payout address: {e}")))?;
-        // Never more than a whole period of the added bytes.
-        let most = payment_amount(
-            proposal.price_sat_per_gib_month,
-            n.bytes,
-            proposal.period_blocks,
-        )
-        .ok_or_else(|| rejected("its price overflows the amount".into()))?;
+        // A new contract: never more than a whole period of the added
+        // bytes. A running one: its allowance is paid to its paid-through
+        // height, which a period payment made `renew_before_blocks` early
+        // puts more than a period ahead; the provider's tip may trail ours.
+        let blocks = match &existing {
+            Some(c) => c
+                .paid_through_height
+                .saturating_sub(tip.saturating_sub(QUOTE_TIP_SLACK_BLOCKS)),
+            None => proposal.period_blocks,
+        };
+        let most = payment_amount(proposal.price_sat_per_gib_month, n.bytes, blocks)
+            .ok_or_else(|| rejected("its price overflows the amount".into()))?;
         if quote.amount_sat > most {
             return Err(rejected(format!(
-                "quoted {} sat, more than a whole period ({most} sat)",
+                "quoted {} sat, more than {blocks} blocks of the bytes cost ({most} sat)",
                 quote.amount_sat
             )));
         }
@@ -240,7 +288,7 @@ impl ClientService {
                 *used.entry(*id).or_default() += bytes;
             }
         }
-        Ok(self
+        let mut spare = self
             .contracts
             .list()?
             .into_iter()
@@ -249,7 +297,9 @@ impl ClientService {
                 let u = used.get(&c.contract_id).copied().unwrap_or(0);
                 (c.contract_id, c.allowance_bytes.saturating_sub(u))
             })
-            .collect())
+            .collect();
+        self.gaps.apply(&mut spare);
+        Ok(spare)
     }
 
     fn hold(&self, acquired: &[Acquired]) {
@@ -286,30 +336,53 @@ impl ClientService {
         Ok(())
     }
 
-    /// After a failed upload that was paid for: deletes what was stored,
-    /// and takes the bytes out of the allowance paid from the next period
-    /// on (this period's payment is spent). Bytes a provider may still
-    /// hold stay in the allowance: paying for less than it holds would
-    /// get the whole contract refused.
+    /// After a failed upload that was paid for: deletes what is known to
+    /// be stored. The allowance stays as paid. A store cut short may still
+    /// land at the provider after this (its request was on the way), and
+    /// a period paid for less than the provider holds is refused after the
+    /// money went out; unused allowance is spare, and the next put to the
+    /// contract uses it without paying again.
     pub(super) async fn release(&self, acquired: &[Acquired], stored: &[StoredShard]) {
         for a in acquired {
-            let mine: Vec<&StoredShard> = stored
+            let ids: Vec<ShardId> = stored
                 .iter()
                 .filter(|s| s.contract_id == a.contract_id)
+                .map(|s| s.shard_id)
                 .collect();
-            let mut kept = 0u64;
-            if !mine.is_empty() {
-                let ids = mine.iter().map(|s| s.shard_id).collect();
-                if let Err(e) = self.net.delete(a.peer, a.contract_id, ids).await {
-                    warn!(peer = %a.peer, contract = %a.contract_id.short(), "cleanup delete failed: {e}");
-                    kept = mine.iter().map(|s| s.size).sum();
-                }
+            if ids.is_empty() {
+                continue;
             }
-            let _ = self.contracts.update(&a.contract_id, |c| {
-                c.allowance_bytes = c
-                    .allowance_bytes
-                    .saturating_sub(a.bytes.saturating_sub(kept));
-            });
+            if let Err(e) = self.net.delete(a.peer, a.contract_id, ids).await {
+                warn!(peer = %a.peer, contract = %a.contract_id.short(), "cleanup delete failed: {e}");
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refusal takes the contract's whole spare at that moment out of
+    /// every later count; other contracts and later purchases are spare as
+    /// before.
+    #[test]
+    fn a_refused_store_hides_the_spare_it_found() {
+        let (a, b) = (
+            ContractId::from_bytes([1; 32]),
+            ContractId::from_bytes([2; 32]),
+        );
+        let gaps = Gaps::default();
+        let mut spare: HashMap<ContractId, u64> = [(a, 700), (b, 300)].into();
+        gaps.apply(&mut spare);
+        assert_eq!(spare, [(a, 700), (b, 300)].into());
+        gaps.refused(a);
+        let mut spare: HashMap<ContractId, u64> = [(a, 700), (b, 300)].into();
+        gaps.apply(&mut spare);
+        assert_eq!(spare, [(a, 0), (b, 300)].into());
+        // 500 bytes bought later are spare.
+        let mut spare: HashMap<ContractId, u64> = [(a, 1200), (b, 300)].into();
+        gaps.apply(&mut spare);
+        assert_eq!(spare, [(a, 500), (b, 300)].into());
     }
 }

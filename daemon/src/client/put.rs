@@ -14,15 +14,16 @@
 use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use libp2p::PeerId;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::manifest::{MANIFEST_VERSION, Manifest, Segment, ShardRef, Term};
-use super::pipeline::{Need, StoredShard, contract_with};
+use super::pipeline::{Gaps, Need, StoredShard, contract_with};
 use super::reliability::Reliability;
 use super::{ClientService, FoundProvider};
 use crate::crypto::{FileKey, Hash, TAG_LEN, content_hash};
@@ -30,7 +31,7 @@ use crate::erasure::Scheme;
 use crate::error::{Error, Result};
 use crate::ids::{ContractId, FileId, ShardId};
 use crate::network::netgroup::NetGroup;
-use crate::network::{Client as NetClient, retry_busy};
+use crate::network::{Client as NetClient, PeerError, retry_busy};
 use crate::perf::{self, Stage};
 use crate::progress::Op;
 use crate::protocol::*;
@@ -282,6 +283,7 @@ impl ClientService {
             scheme,
             client: self.net.local_peer_id(),
             reliability: self.reliability.clone(),
+            gaps: self.gaps.clone(),
             stored: Mutex::new(Vec::new()),
         });
         let result = self
@@ -305,24 +307,39 @@ impl ClientService {
         op_id: Option<String>,
     ) -> Result<p2pstore_rpc::PutResult> {
         let progress = Arc::new(self.progress.start(op_id, job.size));
-        let uploaded = futures::stream::iter(0..job.count)
+        // After a failure no segment starts, but those under way finish:
+        // a store dropped half-way may still land at its provider, where
+        // the cleanup would not know to delete it.
+        let failed = Arc::new(AtomicBool::new(false));
+        let results = futures::stream::iter(0..job.count)
             .map(|i| {
                 let job = job.clone();
                 let net = self.net.clone();
                 let progress = progress.clone();
                 let targets = targets[i as usize].clone();
+                let failed = failed.clone();
                 async move {
-                    job.upload(&net, i, &targets, &progress)
-                        .await
-                        .map(|r| (i, r))
+                    if failed.load(Ordering::Relaxed) {
+                        return Ok(None);
+                    }
+                    let r = job.upload(&net, i, &targets, &progress).await;
+                    if r.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    r.map(|r| Some((i, r)))
                 }
             })
             // Unordered: a segment held up by one slow shard does not stop
             // the next from starting; the manifest is sorted afterwards.
             .buffer_unordered(PIPELINE)
-            .try_collect::<Vec<(u64, (Segment, Hash))>>()
-            .await?;
-        let mut uploaded = uploaded;
+            .collect::<Vec<Result<Option<(u64, (Segment, Hash))>>>>()
+            .await;
+        let mut uploaded = Vec::with_capacity(results.len());
+        for r in results {
+            if let Some(done) = r? {
+                uploaded.push(done);
+            }
+        }
         uploaded.sort_unstable_by_key(|(i, _)| *i);
         let (segments, hashes): (Vec<Segment>, Vec<Hash>) =
             uploaded.into_iter().map(|(_, r)| r).unzip();
@@ -535,6 +552,7 @@ struct UploadJob {
     scheme: Scheme,
     client: PeerId,
     reliability: Reliability,
+    gaps: Gaps,
     /// Shards providers acknowledged, for cleanup if the put fails.
     stored: Mutex<Vec<StoredShard>>,
 }
@@ -612,7 +630,12 @@ impl UploadJob {
                 }
             });
         let started = Instant::now();
-        let refs = futures::future::try_join_all(sends).await?;
+        // Every send finishes, so that a failure leaves no store in flight
+        // (see upload_and_record).
+        let refs = futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<ShardRef>>>()?;
         perf::add(Stage::Network, started.elapsed());
         progress.add(plain_len);
         Ok((
@@ -633,12 +656,11 @@ impl UploadJob {
         spec: &ShardSpec,
         data: Vec<u8>,
     ) -> Result<Receipt> {
-        let receipt = store_shard(net, self.client, t, spec, data).await?;
+        let receipt = store_shard(net, &self.gaps, self.client, t, spec, data).await?;
         if let Ok(mut s) = self.stored.lock() {
             s.push(StoredShard {
                 contract_id: t.contract_id,
                 shard_id: spec.id,
-                size: spec.size,
             });
         }
         Ok(receipt)
@@ -649,6 +671,7 @@ impl UploadJob {
 /// receipt.
 pub(super) async fn store_shard(
     net: &NetClient,
+    gaps: &Gaps,
     client: PeerId,
     t: Target,
     spec: &ShardSpec,
@@ -658,7 +681,14 @@ pub(super) async fn store_shard(
     let data = bytes::Bytes::from(data);
     let receipt = retry_busy(|| net.store(peer, t.contract_id, spec.id, data.clone()))
         .await
-        .map_err(|e| e.at(peer))?;
+        .map_err(|e| {
+            if let PeerError::Refused(w) = &e
+                && w.kind == WireErrorKind::OverAllowance
+            {
+                gaps.refused(t.contract_id);
+            }
+            e.at(peer)
+        })?;
     if !receipt.verify(&peer, &client, &t.contract_id, &spec.id, spec.size) {
         return Err(Error::Integrity(format!(
             "provider {peer} sent an invalid receipt for shard {}",

@@ -98,7 +98,7 @@ impl Ledger {
         let after = a.used.saturating_add(size);
         if after > a.allowance {
             return Err(WireError::new(
-                WireErrorKind::Forbidden,
+                WireErrorKind::OverAllowance,
                 format!(
                     "over the paid allowance: {} of {} bytes used",
                     a.used, a.allowance
