@@ -173,11 +173,10 @@ impl ContractStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    pub(crate) fn sample() -> Contract {
+/// A contract for tests and fuzz seeds.
+#[cfg(any(test, feature = "fuzz"))]
+impl Contract {
+    pub fn sample() -> Contract {
         Contract {
             contract_id: ContractId::from_bytes([1; 32]),
             role: Role::Client,
@@ -190,13 +189,18 @@ mod tests {
             paid_through_height: 244,
             payout_address: "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
                 .parse::<Address<_>>()
-                .unwrap()
+                .expect("a valid address")
                 .assume_checked(),
             payments: vec![],
             state: State::Active,
             created_at: 1,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn store_round_trip_update_and_next_payment() {
@@ -204,7 +208,7 @@ mod tests {
         let db = sled::open(dir.path()).unwrap();
         let store = ContractStore::open(&db, Role::Client).unwrap();
         let other_side = ContractStore::open(&db, Role::Provider).unwrap();
-        let c = sample();
+        let c = Contract::sample();
         store.put(&c).unwrap();
         assert_eq!(store.get(&c.contract_id).unwrap(), Some(c.clone()));
         assert!(other_side.get(&c.contract_id).unwrap().is_none());

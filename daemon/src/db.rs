@@ -142,7 +142,8 @@ impl<K, V> Clone for Tree<K, V> {
     }
 }
 
-fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<V> {
+/// A stored record's value, as every read decodes it.
+pub(crate) fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<V> {
     serde_json::from_slice(bytes).map_err(|e| Error::CorruptRecord(e.to_string()))
 }
 

@@ -16,6 +16,8 @@ pub mod db;
 pub mod erasure;
 pub mod error;
 pub mod failpoint;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod ids;
 pub mod keys;
 pub mod merkle;

@@ -407,6 +407,18 @@ fn refusal_is_failure(kind: WireErrorKind) -> bool {
     )
 }
 
+/// Whether `answer` proves challenge `c` of a shard of `size` bytes (None:
+/// a shard the client does not know, which nothing proves). The shard id
+/// is the Merkle root the proof must reach.
+pub fn proves(c: &Challenge, answer: &AuditAnswer, size: Option<u64>) -> bool {
+    match (answer, size) {
+        (AuditAnswer::Proof { leaf, path }, Some(size)) => {
+            merkle::verify(c.shard_id.as_bytes(), size, c.leaf as u64, leaf, path)
+        }
+        _ => false,
+    }
+}
+
 /// Sends one provider its audit, request by request, and checks every
 /// answer against the shard ids and sizes the client holds.
 async fn audit_provider(
@@ -431,22 +443,7 @@ async fn audit_provider(
             Ok(answers) => challenges
                 .iter()
                 .zip(&answers)
-                .map(|(c, a)| {
-                    Some(match a {
-                        AuditAnswer::Proof { leaf, path } => {
-                            sizes.get(&c.shard_id).is_some_and(|&size| {
-                                merkle::verify(
-                                    c.shard_id.as_bytes(),
-                                    size,
-                                    c.leaf as u64,
-                                    leaf,
-                                    path,
-                                )
-                            })
-                        }
-                        AuditAnswer::Missing => false,
-                    })
-                })
+                .map(|(c, a)| Some(proves(c, a, sizes.get(&c.shard_id).copied())))
                 .collect(),
             Err(PeerError::Refused(e)) if refusal_is_failure(e.kind) => {
                 debug!(%peer, "audit refused: {}", e.message);

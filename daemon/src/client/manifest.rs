@@ -156,18 +156,17 @@ impl ManifestStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use libp2p::identity::Keypair;
-
-    fn sample() -> Manifest {
-        let provider = Keypair::generate_ed25519();
+/// A manifest for tests and fuzz seeds.
+#[cfg(any(test, feature = "fuzz"))]
+impl Manifest {
+    pub fn sample() -> Manifest {
+        let provider = libp2p::identity::Keypair::generate_ed25519();
         let (contract, shard) = (
             ContractId::from_bytes([3; 32]),
             ShardId::from_bytes([4; 32]),
         );
-        let receipt = Receipt::sign(&provider, contract, shard, 20, &PeerId::random(), 1).unwrap();
+        let receipt = Receipt::sign(&provider, contract, shard, 20, &PeerId::random(), 1)
+            .expect("a receipt signs");
         Manifest {
             version: MANIFEST_VERSION,
             file_id: FileId::from_bytes([1; 32]),
@@ -193,13 +192,18 @@ mod tests {
             }],
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn persists_and_validates() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let store = ManifestStore::open(&db).unwrap();
-        let m = sample();
+        let m = Manifest::sample();
         m.validate().unwrap();
         store.insert(&m).unwrap();
         assert_eq!(store.get(&m.file_id).unwrap(), m);
