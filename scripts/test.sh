@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command (README; .ci/run calls it): installs bitcoind
 # if needed (cached after the first build), builds the binaries the
-# end-to-end tests start as processes, and runs every test.
+# end-to-end tests start as processes, runs every test (the short chaos
+# run among them), then fuzzes each decoder for FUZZ_SECS (default 30)
+# seconds (scripts/fuzz.sh; FUZZ_SECS=0 leaves it out, for a quick local
+# run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,3 +14,8 @@ echo "using bitcoind: $BITCOIND_EXE" >&2
 
 cargo build --workspace --bins
 cargo test --workspace "$@"
+
+FUZZ_SECS=${FUZZ_SECS:-30}
+if ((FUZZ_SECS > 0)); then
+  scripts/fuzz.sh --secs "$FUZZ_SECS"
+fi

@@ -16,6 +16,8 @@ use jsonrpsee::http_client::HttpClient;
 use p2pstore_rpc::P2pstoreApiClient;
 use p2pstored::testutil;
 
+pub mod chaos;
+
 pub const PASSWORD: &str = "test password";
 
 /// Longest a single RPC call may take in a test.
@@ -24,14 +26,17 @@ pub const RPC_TIMEOUT: Duration = Duration::from_secs(300);
 pub fn bin(name: &str) -> PathBuf {
     let dir = match std::env::var_os("P2PSTORE_BIN_DIR") {
         Some(d) => PathBuf::from(d),
-        // target/<profile>/deps/<test binary> → target/<profile>
-        None => std::env::current_exe()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .to_path_buf(),
+        // target/<profile>/deps/<test binary> → target/<profile>, or
+        // target/<profile>/<binary> (p2pstore-chaos) → target/<profile>.
+        None => {
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().unwrap();
+            if dir.ends_with("deps") {
+                dir.parent().unwrap().to_path_buf()
+            } else {
+                dir.to_path_buf()
+            }
+        }
     };
     let path = dir.join(name);
     assert!(
