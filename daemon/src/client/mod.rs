@@ -159,6 +159,7 @@ pub struct ClientService {
     held: Arc<std::sync::Mutex<std::collections::HashMap<ContractId, u64>>>,
     /// Allowance providers count as used by shards no manifest records.
     gaps: pipeline::Gaps,
+    notice_backoff: payment::NoticeBackoff,
 }
 
 impl ClientService {
@@ -212,6 +213,7 @@ impl ClientService {
             pay_lock,
             held: Arc::default(),
             gaps: pipeline::Gaps::default(),
+            notice_backoff: payment::NoticeBackoff::default(),
         })
     }
 

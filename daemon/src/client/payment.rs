@@ -9,7 +9,7 @@
 //! (its allowance and paid-through height move) only when its provider
 //! confirms the payment, and each output is credited once.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bdk_wallet::bitcoin::consensus::encode::{deserialize_hex, serialize_hex};
 use bdk_wallet::bitcoin::{Address, Transaction, Txid};
@@ -108,6 +108,49 @@ pub(super) struct Due {
 const NOTICE_ATTEMPTS: u32 = 5;
 /// Pause between payment notice attempts.
 const NOTICE_RETRY: Duration = Duration::from_secs(1);
+/// A notice not yet credited is sent again with the next reconciliation
+/// round, then after twice as long each time, up to [`NOTICE_BACKOFF_MAX`]:
+/// a provider that stays away for days is asked a few times an hour, not
+/// every round for ever.
+const NOTICE_BACKOFF_MIN: Duration = Duration::from_secs(5);
+const NOTICE_BACKOFF_MAX: Duration = Duration::from_secs(600);
+
+/// When each uncredited payment output's notice is next due, in memory: a
+/// restart asks every provider again at once, which is what a restart
+/// should do.
+#[derive(Clone, Default)]
+pub(super) struct NoticeBackoff(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(Txid, u32), (u32, Instant)>>>,
+);
+
+impl NoticeBackoff {
+    fn due(&self, txid: Txid, vout: u32, now: Instant) -> bool {
+        self.0
+            .lock()
+            .map(|m| m.get(&(txid, vout)).is_none_or(|(_, at)| now >= *at))
+            .unwrap_or(true)
+    }
+
+    /// The notice went unanswered (or "not yet"): the next waits longer.
+    fn later(&self, txid: Txid, vout: u32, now: Instant) -> Duration {
+        let Ok(mut m) = self.0.lock() else {
+            return NOTICE_BACKOFF_MIN;
+        };
+        let (tries, at) = m.entry((txid, vout)).or_insert((0, now));
+        let wait = NOTICE_BACKOFF_MIN
+            .saturating_mul(1u32 << (*tries).min(16))
+            .min(NOTICE_BACKOFF_MAX);
+        *tries = tries.saturating_add(1);
+        *at = now + wait;
+        wait
+    }
+
+    fn settled(&self, txid: Txid, vout: u32) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(&(txid, vout));
+        }
+    }
+}
 /// Blocks a period payment may wait unbroadcast before it is rebuilt.
 const PERIOD_PAYMENT_WINDOW: u32 = 6;
 /// The least rate a bump starts from: an original recorded without its
@@ -262,8 +305,9 @@ impl ClientService {
     /// refused for good, or not confirmed yet (left to reconciliation).
     pub(super) async fn notify(&self, intent: &mut PaymentIntent) -> Result<Vec<(PeerId, Error)>> {
         let txid = intent.txid;
+        let now = Instant::now();
         let sends = intent.outputs.iter().map(|o| async move {
-            if o.settled {
+            if o.settled || !self.notice_backoff.due(txid, o.vout, now) {
                 return None;
             }
             let notice = PaymentNotice {
@@ -280,12 +324,14 @@ impl ClientService {
             match answer {
                 None => {}
                 Some(Notice::Credited(status)) => {
+                    self.notice_backoff.settled(txid, o.vout);
                     self.credit(o, txid, &intent.replaces, &status)?;
                     // Credited, but the intent does not say so yet.
                     failpoint::hit("after-credit");
                     o.settled = true;
                 }
                 Some(Notice::Refused(reason)) => {
+                    self.notice_backoff.settled(txid, o.vout);
                     warn!(peer = %o.peer, %txid, "payment refused: {reason}");
                     let refused = self.contracts.update(&o.contract_id, |c| {
                         if c.state == State::Pending {
@@ -314,13 +360,19 @@ impl ClientService {
                         },
                     ));
                 }
-                Some(Notice::Later) => problems.push((
-                    o.peer,
-                    Error::ProviderRejected {
-                        peer: o.peer,
-                        reason: format!("has not confirmed payment {txid} yet; it will be retried"),
-                    },
-                )),
+                Some(Notice::Later) => {
+                    let wait = self.notice_backoff.later(txid, o.vout, Instant::now());
+                    tracing::debug!(peer = %o.peer, %txid, ?wait, "payment notice not credited yet");
+                    problems.push((
+                        o.peer,
+                        Error::ProviderRejected {
+                            peer: o.peer,
+                            reason: format!(
+                                "has not confirmed payment {txid} yet; it will be retried"
+                            ),
+                        },
+                    ));
+                }
             }
         }
         if intent.outputs.iter().all(|o| o.settled) {
@@ -848,6 +900,26 @@ mod tests {
     use crate::testutil::{self, AuthMode, Bitcoind};
 
     const COIN: u64 = 100_000_000;
+
+    /// Each uncredited notice waits twice as long as the last, from the
+    /// next round up to the cap; a credit resets it; outputs are apart.
+    #[test]
+    fn notices_back_off_to_a_bound() {
+        let b = NoticeBackoff::default();
+        let txid = Txid::from_str(&"ab".repeat(32)).unwrap();
+        let t0 = Instant::now();
+        assert!(b.due(txid, 0, t0));
+        let waits: Vec<Duration> = (0..10).map(|_| b.later(txid, 0, t0)).collect();
+        assert_eq!(waits[0], NOTICE_BACKOFF_MIN);
+        assert_eq!(waits[1], NOTICE_BACKOFF_MIN * 2);
+        assert_eq!(waits[9], NOTICE_BACKOFF_MAX);
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+        assert!(!b.due(txid, 0, t0 + NOTICE_BACKOFF_MAX - Duration::from_secs(1)));
+        assert!(b.due(txid, 0, t0 + NOTICE_BACKOFF_MAX));
+        assert!(b.due(txid, 1, t0));
+        b.settled(txid, 0);
+        assert!(b.due(txid, 0, t0));
+    }
 
     fn open_wallet(db: &sled::Db, node: &Bitcoind) -> WalletService {
         WalletService::open(
