@@ -180,14 +180,7 @@ pub async fn run(opts: Options) -> Report {
         providers: PROVIDERS,
         redundancy: REDUNDANCY.into(),
         base_price: PRICE,
-        client_args: vec![
-            "--period-blocks".into(),
-            PERIOD.to_string(),
-            "--renew-before-blocks".into(),
-            RENEW_BEFORE.to_string(),
-            "--max-price-sat-per-gib-month".into(),
-            "10000000000".into(),
-        ],
+        client_args: crate::period_args(PERIOD, RENEW_BEFORE),
         provider_args: vec![
             "--grace-blocks".into(),
             GRACE.to_string(),
@@ -478,14 +471,10 @@ impl Chaos {
 
     /// Live client contracts.
     async fn client_contracts(&self) -> Vec<ContractInfo> {
-        self.net
-            .client
-            .rpc()
-            .contracts()
+        crate::contracts(&self.net.client, ContractRole::Client)
             .await
-            .unwrap()
             .into_iter()
-            .filter(|c| c.role == ContractRole::Client && c.state == ContractState::Active)
+            .filter(|c| c.state == ContractState::Active)
             .collect()
     }
 
@@ -615,16 +604,7 @@ impl Chaos {
     /// against what the client and the provider recorded.
     async fn check_payments(&mut self) {
         let chain = ChainView::read(&self.net).await;
-        let mine: Vec<ContractInfo> = self
-            .net
-            .client
-            .rpc()
-            .contracts()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|c| c.role == ContractRole::Client)
-            .collect();
+        let mine = crate::contracts(&self.net.client, ContractRole::Client).await;
         let tip = self.net.bitcoind.height().await as u32;
         let mut addresses = BTreeSet::new();
         for c in &mine {

@@ -252,6 +252,33 @@ impl Default for NetOptions {
     }
 }
 
+/// The client flags for periods of `period` blocks paid `renew_before`
+/// blocks early, with a price cap high enough for any test price.
+pub fn period_args(period: u32, renew_before: u32) -> Vec<String> {
+    vec![
+        "--period-blocks".into(),
+        period.to_string(),
+        "--renew-before-blocks".into(),
+        renew_before.to_string(),
+        "--max-price-sat-per-gib-month".into(),
+        "10000000000".into(),
+    ]
+}
+
+/// A daemon's contracts on one side.
+pub async fn contracts(
+    d: &Daemon,
+    role: p2pstore_rpc::ContractRole,
+) -> Vec<p2pstore_rpc::ContractInfo> {
+    d.rpc()
+        .contracts()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.role == role)
+        .collect()
+}
+
 /// Blocks a provider waits for payment in tests.
 pub const PAYMENT_WINDOW: u32 = 3;
 

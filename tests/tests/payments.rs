@@ -34,16 +34,6 @@ async fn total(d: &Daemon) -> u64 {
     b.confirmed_sat + b.unconfirmed_sat + b.immature_sat
 }
 
-async fn contracts(d: &Daemon, role: ContractRole) -> Vec<ContractInfo> {
-    d.rpc()
-        .contracts()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|c| c.role == role)
-        .collect()
-}
-
 /// Waits until the daemon's wallet holds exactly `sat` (confirmed + pending).
 async fn wait_balance(d: &Daemon, sat: u64) {
     let rpc = d.rpc();
@@ -141,14 +131,7 @@ const RENEW_BEFORE: u32 = 3;
 const PRICE: u64 = 1_000_000_000;
 
 fn period_args() -> Vec<String> {
-    vec![
-        "--period-blocks".into(),
-        PERIOD.to_string(),
-        "--renew-before-blocks".into(),
-        RENEW_BEFORE.to_string(),
-        "--max-price-sat-per-gib-month".into(),
-        "10000000000".into(),
-    ]
+    p2pstore_tests::period_args(PERIOD, RENEW_BEFORE)
 }
 
 /// Providers that accept contracts of a few blocks.

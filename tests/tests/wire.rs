@@ -117,7 +117,7 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
     let resp = evil
         .store(provider, contract_id, ShardId::of(&data), data)
         .await;
-    assert_eq!(refusal(resp), WireErrorKind::Forbidden);
+    assert_eq!(refusal(resp), WireErrorKind::OverAllowance);
 
     // Far over the message limit: the provider drops the stream unread.
     let data = vec![3u8; 3 * MAX_SHARD_BYTES as usize];

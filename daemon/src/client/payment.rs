@@ -119,9 +119,10 @@ const NOTICE_BACKOFF_MAX: Duration = Duration::from_secs(600);
 /// restart asks every provider again at once, which is what a restart
 /// should do.
 #[derive(Clone, Default)]
-pub(super) struct NoticeBackoff(
-    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(Txid, u32), (u32, Instant)>>>,
-);
+pub(super) struct NoticeBackoff(std::sync::Arc<std::sync::Mutex<NoticeSchedule>>);
+
+/// (txid, vout) → (notices left uncredited so far, when the next is due).
+type NoticeSchedule = std::collections::HashMap<(Txid, u32), (u32, Instant)>;
 
 impl NoticeBackoff {
     fn due(&self, txid: Txid, vout: u32, now: Instant) -> bool {
