@@ -193,7 +193,6 @@ pub const TARGETS: [&str; 7] = [
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     use crate::ids::ContractId;
     use crate::protocol::{Offer, Proposal};
-    let cbor = |m: &dyn erased::Encode| m.cbor();
     let contract_id = ContractId::from_bytes([7; 32]);
     let shard = &*AUDITED;
     let tree = merkle::Tree::build(&shard.data);
@@ -277,15 +276,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     }
 }
 
-/// Encoding of any wire message, object-safe, for [`seeds`].
-mod erased {
-    pub trait Encode {
-        fn cbor(&self) -> Vec<u8>;
-    }
-
-    impl<M: serde::Serialize> Encode for M {
-        fn cbor(&self) -> Vec<u8> {
-            crate::network::codec::encode(self, u64::MAX).expect("a seed encodes")
-        }
-    }
+/// A seed message's wire encoding.
+fn cbor<M: Serialize>(msg: &M) -> Vec<u8> {
+    codec::encode(msg, u64::MAX).expect("a seed encodes")
 }

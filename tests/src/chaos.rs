@@ -22,11 +22,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 
+use jsonrpsee::http_client::HttpClient;
 use p2pstore_rpc::{ContractInfo, ContractRole, ContractState, P2pstoreApiClient, PutResult};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -262,19 +263,19 @@ impl Chaos {
     }
 }
 
-/// Puts the file at `path` (kept, with operation id `op_id`).
-async fn put_rpc(d: &Daemon, path: &Path, op_id: &str) -> Result<PutResult, String> {
-    d.rpc()
-        .put(
-            path.to_string_lossy().into(),
-            None,
-            None,
-            Some(true),
-            None,
-            Some(op_id.into()),
-        )
-        .await
-        .map_err(|e| e.to_string())
+/// Puts the file at `path` (kept, with operation id `op_id`) through
+/// `rpc`, a client the caller may move into a task.
+async fn put_rpc(rpc: HttpClient, path: PathBuf, op_id: String) -> Result<PutResult, String> {
+    rpc.put(
+        path.to_string_lossy().into(),
+        None,
+        None,
+        Some(true),
+        None,
+        Some(op_id),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 impl Chaos {
@@ -343,7 +344,7 @@ impl Chaos {
     async fn finish_put(&mut self, path: &Path, digest: [u8; 32], op: &str) {
         let mut last = String::new();
         for _ in 0..ATTEMPTS {
-            match put_rpc(&self.net.client, path, op).await {
+            match put_rpc(self.net.client.rpc(), path.to_path_buf(), op.to_string()).await {
                 Ok(put) => {
                     self.files.push(Acked {
                         file_id: put.file_id,
@@ -367,21 +368,7 @@ impl Chaos {
     /// A put with a kill somewhere inside it.
     async fn put(&mut self, victim: Victim) -> bool {
         let (path, digest, op) = self.new_file();
-        let rpc_path = path.clone();
-        let rpc_op = op.clone();
-        let client = self.net.client.rpc();
-        let task = tokio::spawn(async move {
-            client
-                .put(
-                    rpc_path.to_string_lossy().into(),
-                    None,
-                    None,
-                    Some(true),
-                    None,
-                    Some(rpc_op),
-                )
-                .await
-        });
+        let task = tokio::spawn(put_rpc(self.net.client.rpc(), path.clone(), op.clone()));
         let wait = self.moment(Work::Put);
         tokio::time::sleep(wait).await;
         let live = !task.is_finished();

@@ -8,8 +8,9 @@
 //!    (or a new contract), all prepaid in one transaction, credited by
 //!    the providers before any byte is sent.
 //! 3. Upload: read, seal, erasure-code and send each segment once.
-//! 4. Record the manifest. A put that fails after paying deletes what it
-//!    uploaded and gives back the allowance from the next period on.
+//! 4. Record the manifest. A put that fails after paying lets the stores
+//!    under way finish, then deletes what it uploaded; the allowance it
+//!    bought stays paid, and the next put uses it.
 
 use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
