@@ -259,6 +259,26 @@ impl<K: Key, V: Serialize + DeserializeOwned> Tree<K, V> {
         self.tree.scan_prefix(prefix.to_key()).map(decode_entry)
     }
 
+    /// The entries whose key starts with `prefix`'s key bytes and comes
+    /// after `after`'s (or every one, if none), in order: a page's walk
+    /// resumes where the last page ended without scanning what it saw.
+    pub fn iter_prefix_after(
+        &self,
+        prefix: &impl Key,
+        after: Option<&K>,
+    ) -> impl Iterator<Item = Result<(K, V)>> + '_ {
+        use std::ops::Bound;
+        let prefix = prefix.to_key();
+        let start = match after {
+            Some(k) => Bound::Excluded(k.to_key()),
+            None => Bound::Included(prefix.clone()),
+        };
+        self.tree
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+            .map(decode_entry)
+    }
+
     /// Every value, in key order.
     pub fn values(&self) -> Result<Vec<V>> {
         self.iter().map(|r| r.map(|(_, v)| v)).collect()

@@ -35,6 +35,9 @@ pub const MAX_SHARD_BYTES: u64 = SEGMENT_SIZE as u64 + 4096;
 pub const MAX_CONTROL_MESSAGE: u64 = 1024 * 1024;
 /// At most this many shard ids per `Delete` request.
 pub const MAX_DELETE_IDS: usize = 20_000;
+/// At most this many shards per `Listed` page: an id (34 bytes) and a
+/// size (at most 9) each, about 700 kB.
+pub const MAX_LIST_SHARDS: usize = 16_000;
 /// At most this many challenges per `Audit`. The answer is then at most
 /// 64 leaves with their paths, about 300 kB, and a provider does at most
 /// 64 positioned reads of one leaf and a few hashes each per request.
@@ -64,6 +67,15 @@ pub enum ControlRequest {
     Delete {
         contract_id: ContractId,
         shard_ids: Vec<ShardId>,
+    },
+    /// The shards held under a contract, in id order, after `after`: one
+    /// page of at most [`MAX_LIST_SHARDS`]. Only the contract's client may
+    /// ask. Before a period payment the client deletes what no file of
+    /// its own keeps (a store a crash cut short still landed), so that
+    /// the period pays for exactly what is held.
+    List {
+        contract_id: ContractId,
+        after: Option<ShardId>,
     },
     /// Prove holding shards of a contract: for each challenge, the leaf
     /// and its Merkle path. Only the contract's client may ask, at most
@@ -106,6 +118,12 @@ pub enum ControlResponse {
         count: u64,
         /// Bytes freed on the provider's disk.
         bytes: u64,
+    },
+    /// One page of a `List`: each shard and its size, in id order
+    /// (pairs, not maps, to stay small); `more` if pages follow.
+    Listed {
+        shards: Vec<(ShardId, u64)>,
+        more: bool,
     },
     /// One answer per challenge, in order.
     Audited {
@@ -467,6 +485,14 @@ mod tests {
         }
         // An id is a 34-byte CBOR byte string, not 32 integers.
         assert!(cbor_len(&requests[0]) < 34 * MAX_DELETE_IDS as u64 + 200);
+        let listed = ControlResponse::Listed {
+            shards: ids[..MAX_LIST_SHARDS]
+                .iter()
+                .map(|&id| (id, u64::MAX))
+                .collect(),
+            more: true,
+        };
+        assert!(cbor_len(&listed) <= MAX_CONTROL_MESSAGE);
         let audit = ControlRequest::Audit {
             contract_id,
             challenges: ids[..MAX_AUDIT_CHALLENGES]

@@ -492,9 +492,13 @@ impl EventLoop {
         }
     }
 
-    /// A refusal for an audit over its peer's budget; None for anything else.
+    /// A refusal for an audit or a list (the requests that read many
+    /// records) over its peer's budget; None for anything else.
     fn over_budget(&mut self, peer: &PeerId, request: &ControlRequest) -> Option<ControlResponse> {
-        if !matches!(request, ControlRequest::Audit { .. }) {
+        if !matches!(
+            request,
+            ControlRequest::Audit { .. } | ControlRequest::List { .. }
+        ) {
             return None;
         }
         let wait = self.audit_budget.check_key(peer).err()?;

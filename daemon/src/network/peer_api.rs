@@ -154,6 +154,31 @@ impl Client {
             ControlResponse::Deleted { count, bytes } => (count, bytes), ControlResponse::Error)
     }
 
+    /// One page of the shards the provider holds under a contract, after
+    /// `after`, and whether more follow. A page must be in id order, past
+    /// `after`, and within [`MAX_LIST_SHARDS`], so a walk always ends.
+    pub async fn list(
+        &self,
+        peer: PeerId,
+        contract_id: ContractId,
+        after: Option<ShardId>,
+    ) -> Result<(Vec<(ShardId, u64)>, bool), PeerError> {
+        let req = ControlRequest::List { contract_id, after };
+        let (shards, more) = expect!(self.control(peer, req).await, "a list",
+            ControlResponse::Listed { shards, more } => (shards, more), ControlResponse::Error)?;
+        let ordered = shards.len() <= MAX_LIST_SHARDS
+            && shards.windows(2).all(|w| w[0].0 < w[1].0)
+            && match (after, shards.first()) {
+                (Some(a), Some((first, _))) => a < *first,
+                _ => true,
+            }
+            && !(more && shards.is_empty());
+        if !ordered {
+            return Err(PeerError::Unexpected("a list (out of order or too long)"));
+        }
+        Ok((shards, more))
+    }
+
     /// The provider's answers to an audit, one per challenge, in order;
     /// not yet verified.
     pub async fn audit(

@@ -15,7 +15,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::contracts::{ContractStore, Role};
 use crate::db::{Tree, trees};
-use crate::ids::{ContractId, RevisionId};
+use crate::ids::{ContractId, RevisionId, ShardId};
 use crate::network::{Client, Inbound, inbound};
 use crate::protocol::*;
 use crate::wallet::WalletService;
@@ -183,6 +183,10 @@ impl ProviderService {
                     )),
                 }
             }
+            ControlRequest::List { contract_id, after } => self
+                .list(peer, contract_id, after, store)
+                .await
+                .unwrap_or_else(ControlResponse::Error),
             ControlRequest::Audit {
                 contract_id,
                 challenges,
@@ -190,6 +194,44 @@ impl ProviderService {
                 Ok(answers) => ControlResponse::Audited { answers },
                 Err(e) => ControlResponse::Error(e),
             },
+        }
+    }
+
+    /// Only a contract's client may audit or list it. Someone else's
+    /// contract looks exactly like none, so ids leak nothing.
+    fn check_client(&self, peer: &PeerId, contract_id: &ContractId) -> Result<(), WireError> {
+        let owned = self
+            .contracts
+            .get(contract_id)
+            .map_err(|e| WireError::new(WireErrorKind::Internal, e.to_string()))?
+            .is_some_and(|c| c.peer == *peer);
+        if owned {
+            Ok(())
+        } else {
+            Err(WireError::new(
+                WireErrorKind::UnknownContract,
+                format!("no contract {} with you", contract_id.short()),
+            ))
+        }
+    }
+
+    /// One page of the shards the peer's contract holds.
+    async fn list(
+        &self,
+        peer: PeerId,
+        contract_id: ContractId,
+        after: Option<ShardId>,
+        store: Arc<ShardStore>,
+    ) -> Result<ControlResponse, WireError> {
+        self.check_client(&peer, &contract_id)?;
+        let page = tokio::task::spawn_blocking(move || {
+            store.contract_shards_page(&contract_id, after, MAX_LIST_SHARDS)
+        })
+        .await;
+        match page {
+            Ok(Ok((shards, more))) => Ok(ControlResponse::Listed { shards, more }),
+            Ok(Err(e)) => Err(WireError::new(WireErrorKind::Internal, e.to_string())),
+            Err(e) => Err(WireError::new(WireErrorKind::Internal, e.to_string())),
         }
     }
 
@@ -222,19 +264,7 @@ impl ProviderService {
                 ),
             ));
         }
-        // Only the contract's client may audit it. Someone else's contract
-        // looks exactly like none, so ids leak nothing.
-        let owned = self
-            .contracts
-            .get(&contract_id)
-            .map_err(|e| WireError::new(WireErrorKind::Internal, e.to_string()))?
-            .is_some_and(|c| c.peer == peer);
-        if !owned {
-            return Err(WireError::new(
-                WireErrorKind::UnknownContract,
-                format!("no contract {} with you", contract_id.short()),
-            ));
-        }
+        self.check_client(&peer, &contract_id)?;
         let span =
             info_span!("audit", contract = %contract_id.short(), challenges = challenges.len());
         tokio::task::spawn_blocking(move || store.prove(&peer, &contract_id, &challenges))

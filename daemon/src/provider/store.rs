@@ -406,6 +406,29 @@ impl ShardStore {
             .collect()
     }
 
+    /// One page of the shards held under a contract, after `after` in id
+    /// order: at most `limit`, and whether more follow.
+    pub fn contract_shards_page(
+        &self,
+        contract_id: &ContractId,
+        after: Option<ShardId>,
+        limit: usize,
+    ) -> Result<(Vec<(ShardId, u64)>, bool)> {
+        let after = after.map(|id| (*contract_id, id));
+        let mut page = Vec::new();
+        for r in self
+            .by_contract
+            .iter_prefix_after(contract_id, after.as_ref())
+        {
+            let ((_, id), size) = r?;
+            if page.len() == limit {
+                return Ok((page, true));
+            }
+            page.push((id, size));
+        }
+        Ok((page, false))
+    }
+
     /// Deletes every shard held under a contract; returns (count, bytes).
     pub fn delete_contract(
         &self,
@@ -613,6 +636,39 @@ mod tests {
         assert!(s.contract_shards(&cid(1)).unwrap().is_empty());
         assert_eq!(s.used(), 0);
         assert!(!s.path(&id).exists());
+    }
+
+    /// Pages walk one contract's shards in id order, resume after the last
+    /// id seen, and never run into the next contract's.
+    #[test]
+    fn contract_pages_resume_and_stay_in_their_contract() {
+        let (_d, s) = store(10_000);
+        let owner = PeerId::random();
+        let mut mine = Vec::new();
+        for i in 0..5u8 {
+            let data = vec![i; 10 + i as usize];
+            s.store(&owner, cid(1), sid(&data), &data).unwrap();
+            mine.push((sid(&data), data.len() as u64));
+            let other = vec![i; 100];
+            s.store(&owner, cid(2), sid(&other), &other).unwrap();
+        }
+        mine.sort();
+        let (first, more) = s.contract_shards_page(&cid(1), None, 2).unwrap();
+        assert_eq!((first.as_slice(), more), (&mine[..2], true));
+        let (second, more) = s
+            .contract_shards_page(&cid(1), Some(first[1].0), 2)
+            .unwrap();
+        assert_eq!((second.as_slice(), more), (&mine[2..4], true));
+        let (last, more) = s
+            .contract_shards_page(&cid(1), Some(second[1].0), 2)
+            .unwrap();
+        assert_eq!((last.as_slice(), more), (&mine[4..], false));
+        let (all, more) = s.contract_shards_page(&cid(1), None, 5).unwrap();
+        assert_eq!((all, more), (mine, false));
+        assert_eq!(
+            s.contract_shards_page(&cid(3), None, 5).unwrap(),
+            (vec![], false)
+        );
     }
 
     #[test]
