@@ -439,6 +439,9 @@ wire_enum! {
         Revision => "revision",
         /// A whole period of the allowance.
         Period => "period",
+        /// Money the provider refused once it was sent: it bought nothing,
+        /// and the contract ended.
+        Refused => "refused",
     }
 }
 

@@ -577,7 +577,6 @@ impl Net {
     }
 }
 
-/// Writes `len` random bytes to a new file and returns its SHA-256.
 /// The shard files (not their `.tree` files) under a provider's data dir.
 pub fn shard_files(provider: &Daemon) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -597,6 +596,7 @@ pub fn shard_files(provider: &Daemon) -> Vec<PathBuf> {
     out
 }
 
+/// Writes `len` random bytes to a new file and returns its SHA-256.
 pub fn random_file(path: &Path, len: usize) -> [u8; 32] {
     use sha2::Digest;
     use std::io::Write;

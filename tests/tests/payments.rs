@@ -912,3 +912,52 @@ async fn a_client_killed_during_period_payments_pays_each_period_once() {
     assert_eq!(spends(&net.client).await, 1 + POINTS.len());
     net.assert_get(&file_id, digest, "killed.out").await;
 }
+
+/// A put dies after every shard reached the provider but before the client
+/// recorded the file. The provider counts those shards against the
+/// allowance; before the next period the client deletes them, so the
+/// period pays for what its files keep and the provider's disk holds
+/// exactly that.
+#[tokio::test(flavor = "multi_thread")]
+async fn shards_no_file_keeps_are_deleted_before_a_period_is_paid() {
+    let mut net = Net::start(NetOptions {
+        providers: 1,
+        base_price: PRICE,
+        client_args: period_args(),
+        provider_args: short_terms(),
+        ..Default::default()
+    })
+    .await;
+    let (file_id, digest, _) = net.put_random("kept.bin", 1 << 20, None).await;
+    put_crashing_at(&mut net, "before-put-recorded", "orphan.bin").await;
+    net.client.start().await;
+    let provider = &net.providers[0];
+    let disk = |p: &Daemon| -> u64 {
+        shard_files(p)
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .sum()
+    };
+    let mine = contracts(&net.client, ContractRole::Client).await;
+    assert_eq!(mine.len(), 1);
+    let kept = mine[0].stored_bytes;
+    assert!(kept > 0);
+    assert!(
+        disk(provider) > kept + (4 << 20),
+        "the dead put's 5 MiB of shards landed"
+    );
+
+    mine_to_renewal(&net, mine[0].paid_through_height).await;
+    let paid = wait_paid_through(&net.client, mine[0].paid_through_height + PERIOD).await;
+    assert_eq!(paid[0].payment_txids.len(), mine[0].payment_txids.len() + 1);
+    let theirs = contracts(provider, ContractRole::Provider).await;
+    assert_eq!(
+        theirs[0].stored_bytes, kept,
+        "the provider books what the files keep"
+    );
+    assert_eq!(disk(provider), kept, "and holds nothing else");
+    // The period confirms and the contract runs on.
+    net.bitcoind.mine_burn(1).await;
+    wait_contract_states(provider, ContractRole::Provider, ContractState::Active).await;
+    net.assert_get(&file_id, digest, "kept.out").await;
+}

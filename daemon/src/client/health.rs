@@ -20,8 +20,9 @@ use super::ClientService;
 use super::audit::{self, AuditScope, ShardStatus};
 use super::manifest::Term;
 use super::manifest::{Manifest, ShardRef};
-use super::pipeline::{Need, StoredShard, contract_with};
-use super::put::{ShardSpec, Target, pick_distinct, store_shard};
+use super::pipeline::{Need, contract_with};
+use super::put::pick_distinct;
+use super::uploads::{ShardSpec, Target};
 use crate::error::{Error, Result};
 use crate::ids::{FileId, ShardId};
 
@@ -291,7 +292,7 @@ impl ClientService {
         };
         let acquired = self.acquire(&needs, term_end).await?;
         let client = self.net.local_peer_id();
-        let stored = std::sync::Mutex::new(Vec::new());
+        let upload = self.uploads.start();
         let sends = rebuilt.iter().map(|(i, p, c, bytes)| {
             let peer = cands[*c].peer;
             let old = &m.segments[*i].shards[*p];
@@ -303,16 +304,11 @@ impl ClientService {
                 id: old.shard_id,
                 size: old.size,
             };
-            let stored = &stored;
+            let upload = &upload;
             async move {
-                let receipt =
-                    store_shard(&self.net, &self.gaps, client, t, &spec, bytes.clone()).await?;
-                if let Ok(mut s) = stored.lock() {
-                    s.push(StoredShard {
-                        contract_id: t.contract_id,
-                        shard_id: spec.id,
-                    });
-                }
+                let receipt = upload
+                    .store(&self.net, client, t, &spec, bytes.clone())
+                    .await?;
                 Ok::<_, Error>((
                     *i,
                     *p,
@@ -334,8 +330,7 @@ impl ClientService {
         {
             Ok(r) => r,
             Err(e) => {
-                let stored = stored.lock().map(|s| s.clone()).unwrap_or_default();
-                self.release(&acquired, &stored).await;
+                self.release(&acquired, &upload.stored()).await;
                 self.unhold(&acquired);
                 return Err(e);
             }
@@ -353,6 +348,7 @@ impl ClientService {
         // The swap: one write replaces the whole manifest, so a crash
         // leaves the old one or the new one, never a mix.
         let swapped = self.manifests.insert(&next);
+        drop(upload);
         self.unhold(&acquired);
         swapped?;
         // The old copies stop being paid for: deleted where the provider

@@ -15,6 +15,7 @@ pub use payment::{read_intent_record, sample_intent_record};
 mod pipeline;
 mod put;
 pub mod reliability;
+mod uploads;
 
 use std::sync::Arc;
 
@@ -157,8 +158,8 @@ pub struct ClientService {
     pay_lock: Arc<tokio::sync::Mutex<()>>,
     /// Allowance held by uploads in progress, per contract.
     held: Arc<std::sync::Mutex<std::collections::HashMap<ContractId, u64>>>,
-    /// Allowance providers count as used by shards no manifest records.
-    gaps: pipeline::Gaps,
+    /// Stores under way, and what providers hold that no manifest records.
+    uploads: uploads::Uploads,
     notice_backoff: payment::NoticeBackoff,
 }
 
@@ -212,7 +213,7 @@ impl ClientService {
             repair_lock: Arc::new(tokio::sync::Mutex::new(())),
             pay_lock,
             held: Arc::default(),
-            gaps: pipeline::Gaps::default(),
+            uploads: uploads::Uploads::default(),
             notice_backoff: payment::NoticeBackoff::default(),
         })
     }

@@ -9,6 +9,7 @@
 //! (its allowance and paid-through height move) only when its provider
 //! confirms the payment, and each output is credited once.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use bdk_wallet::bitcoin::consensus::encode::{deserialize_hex, serialize_hex};
@@ -334,9 +335,20 @@ impl ClientService {
                 Some(Notice::Refused(reason)) => {
                     self.notice_backoff.settled(txid, o.vout);
                     warn!(peer = %o.peer, %txid, "payment refused: {reason}");
+                    // The money went out all the same: the books say so.
                     let refused = self.contracts.update(&o.contract_id, |c| {
                         if c.state == State::Pending {
                             c.state = State::Rejected;
+                        }
+                        if !c.has_payment(&txid, o.vout) {
+                            c.payments.push(PaymentRecord {
+                                txid,
+                                vout: o.vout,
+                                amount_sat: o.amount_sat,
+                                kind: PaymentKind::Refused,
+                                through_height: c.paid_through_height,
+                                final_: false,
+                            });
                         }
                     })?;
                     // A provider that refuses a period's money already sent
@@ -453,22 +465,29 @@ impl ClientService {
         Notice::Later
     }
 
-    /// Contracts with a payment of the given kind still unsettled: they
-    /// must not be paid again until it settles.
-    fn unsettled(&self) -> Result<Vec<ContractId>> {
+    /// Outputs of payments not yet settled: their contracts must not be
+    /// paid again until they settle.
+    pub(super) fn unsettled(&self) -> Result<Vec<IntentOutput>> {
         let mut out = Vec::new();
         for intent in self.payments.values()? {
             if intent.state != IntentState::Done {
-                out.extend(
-                    intent
-                        .outputs
-                        .iter()
-                        .filter(|o| !o.settled)
-                        .map(|o| o.contract_id),
-                );
+                out.extend(intent.outputs.into_iter().filter(|o| !o.settled));
             }
         }
         Ok(out)
+    }
+
+    /// Providers with a period payment not yet credited. A period sets
+    /// the allowance to what it paid for, so allowance bought from them
+    /// meanwhile would be undone, or the period refused: no new shards
+    /// go to them until it settles.
+    pub(super) fn paying_period(&self) -> Result<HashSet<PeerId>> {
+        Ok(self
+            .unsettled()?
+            .into_iter()
+            .filter(|o| matches!(o.purpose, Purpose::Period { .. }))
+            .map(|o| o.peer)
+            .collect())
     }
 
     /// Pays the next period of every contract that is due within
@@ -480,8 +499,12 @@ impl ClientService {
         let _guard = self.pay_lock.lock().await;
         let tip = self.wallet.tip_height();
         let manifests = self.manifests.list()?;
-        let unsettled = self.unsettled()?;
-        let mut dues = Vec::new();
+        let unsettled: HashSet<ContractId> = self
+            .unsettled()?
+            .into_iter()
+            .map(|o| o.contract_id)
+            .collect();
+        let mut due = Vec::new();
         for c in self.contracts.list()? {
             if !c.is_live()
                 || tip.saturating_add(self.renew_before_blocks) < c.paid_through_height
@@ -505,18 +528,33 @@ impl ClientService {
                 self.fail_contract(&c, &files, "failed its audits")?;
                 continue;
             }
+            due.push((c, through, needed));
+        }
+        // What a provider holds is what its period must pay for: shards no
+        // file keeps go first. A provider that cannot be asked is not paid
+        // this round; the next round asks again, within the renewal window.
+        let contracts: Vec<Contract> = due.iter().map(|(c, ..)| c.clone()).collect();
+        let pruned = self.prune(&contracts).await?;
+        let booked = self.booked_bytes()?;
+        let mut dues = Vec::new();
+        for ((c, through, needed), pruned) in due.into_iter().zip(pruned) {
+            if let Err(e) = pruned {
+                warn!(peer = %c.peer, contract = %c.contract_id.short(), "not paying its period yet: {e}");
+                continue;
+            }
             let term_end = c.term_end_height.max(needed).max(through);
-            let Some(amount) = payment_amount(
-                c.price_sat_per_gib_month,
-                c.allowance_bytes,
-                c.period_blocks,
-            ) else {
+            let allowance = c
+                .allowance_bytes
+                .max(booked.get(&c.contract_id).copied().unwrap_or(0));
+            let Some(amount) =
+                payment_amount(c.price_sat_per_gib_month, allowance, c.period_blocks)
+            else {
                 warn!(contract = %c.contract_id.short(), "period amount overflows; not paying");
                 continue;
             };
             dues.push(Due {
                 purpose: Purpose::Period {
-                    allowance_bytes: c.allowance_bytes,
+                    allowance_bytes: allowance,
                     paid_through_height: through,
                     term_end_height: term_end,
                 },

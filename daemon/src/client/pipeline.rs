@@ -5,14 +5,14 @@
 //! upload that failed after paying left behind. Rollback is decided here
 //! alone, from the payment's [`PayOutcome`].
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
 
 use libp2p::PeerId;
 use tracing::{info, warn};
 
 use super::ClientService;
 use super::payment::{Due, PayOutcome};
+use super::uploads::StoredShard;
 use crate::contracts::{Contract, Role, State};
 use crate::error::{Error, Result};
 use crate::ids::{ContractId, ShardId};
@@ -28,55 +28,6 @@ pub(super) struct Need {
     pub peer: PeerId,
     pub offer: Offer,
     pub bytes: u64,
-}
-
-/// Allowance a provider counts as used by shards the client has no record
-/// of: a store cut short by a crash or a failed put can still land. The
-/// client keeps paying for those bytes (a period paid for less than the
-/// provider holds is refused), but does not count them as spare.
-#[derive(Clone, Default)]
-pub(super) struct Gaps(Arc<Mutex<GapBook>>);
-
-#[derive(Default)]
-struct GapBook {
-    /// Contracts whose provider refused a store as over the allowance,
-    /// not yet measured.
-    refused: HashSet<ContractId>,
-    /// Bytes of allowance, per contract, known to be used by the provider
-    /// but by no manifest.
-    hidden: HashMap<ContractId, u64>,
-}
-
-impl Gaps {
-    /// A store under `contract_id` was refused as over the allowance.
-    pub fn refused(&self, contract_id: ContractId) {
-        if let Ok(mut book) = self.0.lock() {
-            book.refused.insert(contract_id);
-        }
-    }
-
-    /// Takes what the providers hold unrecorded out of `spare`: a refused
-    /// contract's whole spare, measured now, from then on.
-    fn apply(&self, spare: &mut HashMap<ContractId, u64>) {
-        let Ok(mut book) = self.0.lock() else {
-            return;
-        };
-        let refused: Vec<ContractId> = book.refused.drain().collect();
-        for id in refused {
-            let gap = spare.get(&id).copied().unwrap_or(0);
-            *book.hidden.entry(id).or_default() += gap;
-        }
-        for (id, s) in spare.iter_mut() {
-            *s = s.saturating_sub(book.hidden.get(id).copied().unwrap_or(0));
-        }
-    }
-}
-
-/// A shard a provider acknowledged, for cleanup if the upload fails.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct StoredShard {
-    pub contract_id: ContractId,
-    pub shard_id: ShardId,
 }
 
 /// Allowance for an upload under `contract_id`, newly bought or already
@@ -112,6 +63,14 @@ impl ClientService {
         // it) is used before any is bought, so a retry never pays twice.
         let (mut covered, mut buy) = (Vec::new(), Vec::new());
         let spare = self.spare_allowance()?;
+        // Chosen before a period payment started (see `paying_period`).
+        let paying = self.paying_period()?;
+        if let Some(n) = needs.iter().find(|n| paying.contains(&n.peer)) {
+            return Err(Error::ProviderUnreachable {
+                peer: n.peer,
+                reason: "a period payment to it is being credited; try again shortly".into(),
+            });
+        }
         for n in needs {
             match self.contracts.live_with(&n.peer)? {
                 Some(c) if spare.get(&c.contract_id).copied().unwrap_or(0) >= n.bytes => covered
@@ -279,15 +238,22 @@ impl ClientService {
         Ok(used)
     }
 
-    /// Paid allowance not used by any recorded file nor held by an upload
-    /// in progress, per contract.
-    fn spare_allowance(&self) -> Result<HashMap<ContractId, u64>> {
+    /// Bytes of allowance each contract needs: what recorded files use
+    /// and uploads in progress hold.
+    pub(super) fn booked_bytes(&self) -> Result<HashMap<ContractId, u64>> {
         let mut used = self.recorded_bytes()?;
         if let Ok(held) = self.held.lock() {
             for (id, bytes) in held.iter() {
                 *used.entry(*id).or_default() += bytes;
             }
         }
+        Ok(used)
+    }
+
+    /// Paid allowance not used by any recorded file nor held by an upload
+    /// in progress, per contract.
+    fn spare_allowance(&self) -> Result<HashMap<ContractId, u64>> {
+        let used = self.booked_bytes()?;
         let mut spare = self
             .contracts
             .list()?
@@ -298,7 +264,7 @@ impl ClientService {
                 (c.contract_id, c.allowance_bytes.saturating_sub(u))
             })
             .collect();
-        self.gaps.apply(&mut spare);
+        self.uploads.apply_gaps(&mut spare);
         Ok(spare)
     }
 
@@ -356,33 +322,5 @@ impl ClientService {
                 warn!(peer = %a.peer, contract = %a.contract_id.short(), "cleanup delete failed: {e}");
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A refusal takes the contract's whole spare at that moment out of
-    /// every later count; other contracts and later purchases are spare as
-    /// before.
-    #[test]
-    fn a_refused_store_hides_the_spare_it_found() {
-        let (a, b) = (
-            ContractId::from_bytes([1; 32]),
-            ContractId::from_bytes([2; 32]),
-        );
-        let gaps = Gaps::default();
-        let mut spare: HashMap<ContractId, u64> = [(a, 700), (b, 300)].into();
-        gaps.apply(&mut spare);
-        assert_eq!(spare, [(a, 700), (b, 300)].into());
-        gaps.refused(a);
-        let mut spare: HashMap<ContractId, u64> = [(a, 700), (b, 300)].into();
-        gaps.apply(&mut spare);
-        assert_eq!(spare, [(a, 0), (b, 300)].into());
-        // 500 bytes bought later are spare.
-        let mut spare: HashMap<ContractId, u64> = [(a, 1200), (b, 300)].into();
-        gaps.apply(&mut spare);
-        assert_eq!(spare, [(a, 500), (b, 300)].into());
     }
 }

@@ -15,8 +15,8 @@
 use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -24,15 +24,16 @@ use libp2p::PeerId;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::manifest::{MANIFEST_VERSION, Manifest, Segment, ShardRef, Term};
-use super::pipeline::{Gaps, Need, StoredShard, contract_with};
+use super::pipeline::{Need, contract_with};
 use super::reliability::Reliability;
+use super::uploads::{ShardSpec, Target, Upload};
 use super::{ClientService, FoundProvider};
 use crate::crypto::{FileKey, Hash, TAG_LEN, content_hash};
 use crate::erasure::Scheme;
 use crate::error::{Error, Result};
-use crate::ids::{ContractId, FileId, ShardId};
+use crate::ids::{FileId, ShardId};
+use crate::network::Client as NetClient;
 use crate::network::netgroup::NetGroup;
-use crate::network::{Client as NetClient, PeerError, retry_busy};
 use crate::perf::{self, Stage};
 use crate::progress::Op;
 use crate::protocol::*;
@@ -41,13 +42,6 @@ use crate::provider::store::now_secs;
 /// Segments in flight per transfer: enough to overlap disk, crypto and
 /// network, few enough to bound memory (each holds a segment and its shards).
 pub(super) const PIPELINE: usize = 6;
-
-/// A shard's id and size.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct ShardSpec {
-    pub id: ShardId,
-    pub size: u64,
-}
 
 /// A provider the client is willing to use, with what it offered.
 #[derive(Clone)]
@@ -65,13 +59,6 @@ impl Candidate {
     fn effective_price(&self) -> f64 {
         self.offer.price_sat_per_gib_month.max(1) as f64 / self.score
     }
-}
-
-/// One shard's destination.
-#[derive(Clone, Copy)]
-pub(super) struct Target {
-    pub peer: PeerId,
-    pub contract_id: ContractId,
 }
 
 /// A finished put, kept under its operation id.
@@ -284,8 +271,7 @@ impl ClientService {
             scheme,
             client: self.net.local_peer_id(),
             reliability: self.reliability.clone(),
-            gaps: self.gaps.clone(),
-            stored: Mutex::new(Vec::new()),
+            upload: self.uploads.start(),
         });
         let result = self
             .upload_and_record(&job, &targets, name, term, op_id)
@@ -293,7 +279,7 @@ impl ClientService {
             .await;
         if let Err(e) = &result {
             warn!(parent: &span, "put failed: {e}");
-            self.release(&acquired, &job.stored_shards()).await;
+            self.release(&acquired, &job.upload.stored()).await;
         }
         self.unhold(&acquired);
         result
@@ -356,6 +342,8 @@ impl ClientService {
             content_digest: digest_of(&hashes),
             segments,
         };
+        // Every shard is at its provider, and no record says so.
+        crate::failpoint::hit("before-put-recorded");
         self.manifests.insert(&manifest)?;
         crate::failpoint::hit("after-put-recorded");
         info!(size = job.size, "put finished");
@@ -367,10 +355,12 @@ impl ClientService {
     /// ranks them.
     pub(super) async fn candidates(&self) -> Result<Vec<Candidate>> {
         let offers = self.affordable(self.discover_offers().await?)?;
+        let paying = self.paying_period()?;
         let mut out: Vec<Candidate> = offers
             .into_iter()
-            // Below the minimum audit score: no new shards.
-            .filter(|f| self.audits.eligible(&f.peer))
+            // Below the minimum audit score, or a period being paid: no
+            // new shards.
+            .filter(|f| self.audits.eligible(&f.peer) && !paying.contains(&f.peer))
             .map(|f| Candidate {
                 group: f.ip.map(NetGroup::of),
                 score: self.reliability.get(&f.peer).score(),
@@ -553,16 +543,11 @@ struct UploadJob {
     scheme: Scheme,
     client: PeerId,
     reliability: Reliability,
-    gaps: Gaps,
-    /// Shards providers acknowledged, for cleanup if the put fails.
-    stored: Mutex<Vec<StoredShard>>,
+    /// The stores: pending until the put is recorded or cleaned up.
+    upload: Upload,
 }
 
 impl UploadJob {
-    fn stored_shards(&self) -> Vec<StoredShard> {
-        self.stored.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
     fn read_segment(&self, i: u64) -> Result<Vec<u8>> {
         // The buffer has room for the tag, so sealing never reallocates.
         let seg = SEGMENT_SIZE as u64;
@@ -615,7 +600,7 @@ impl UploadJob {
                         size: data.len() as u64,
                     };
                     let started = Instant::now();
-                    let r = job.send_shard(net, *t, &spec, data).await;
+                    let r = job.upload.store(net, job.client, *t, &spec, data).await;
                     match &r {
                         Ok(_) => job.reliability.success(&t.peer, started.elapsed()),
                         Err(_) => job.reliability.failure(&t.peer),
@@ -649,54 +634,6 @@ impl UploadJob {
             plain_hash,
         ))
     }
-
-    async fn send_shard(
-        &self,
-        net: &NetClient,
-        t: Target,
-        spec: &ShardSpec,
-        data: Vec<u8>,
-    ) -> Result<Receipt> {
-        let receipt = store_shard(net, &self.gaps, self.client, t, spec, data).await?;
-        if let Ok(mut s) = self.stored.lock() {
-            s.push(StoredShard {
-                contract_id: t.contract_id,
-                shard_id: spec.id,
-            });
-        }
-        Ok(receipt)
-    }
-}
-
-/// Stores one shard under a contract and returns the provider's verified
-/// receipt.
-pub(super) async fn store_shard(
-    net: &NetClient,
-    gaps: &Gaps,
-    client: PeerId,
-    t: Target,
-    spec: &ShardSpec,
-    data: Vec<u8>,
-) -> Result<Receipt> {
-    let peer = t.peer;
-    let data = bytes::Bytes::from(data);
-    let receipt = retry_busy(|| net.store(peer, t.contract_id, spec.id, data.clone()))
-        .await
-        .map_err(|e| {
-            if let PeerError::Refused(w) = &e
-                && w.kind == WireErrorKind::OverAllowance
-            {
-                gaps.refused(t.contract_id);
-            }
-            e.at(peer)
-        })?;
-    if !receipt.verify(&peer, &client, &t.contract_id, &spec.id, spec.size) {
-        return Err(Error::Integrity(format!(
-            "provider {peer} sent an invalid receipt for shard {}",
-            spec.id.short()
-        )));
-    }
-    Ok(receipt)
 }
 
 #[cfg(test)]
