@@ -961,3 +961,37 @@ async fn shards_no_file_keeps_are_deleted_before_a_period_is_paid() {
     wait_contract_states(provider, ContractRole::Provider, ContractState::Active).await;
     net.assert_get(&file_id, digest, "kept.out").await;
 }
+
+/// The client dies right after broadcasting a revision payment on a
+/// running contract, and comes back only after the quote's deadline. The
+/// provider still credits the money it received: both sides book the
+/// same payments, and nothing is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revision_notice_late_past_its_deadline_is_still_credited() {
+    let mut net = Net::start(NetOptions {
+        providers: 1,
+        ..Default::default()
+    })
+    .await;
+    net.put_random("first.bin", 1 << 20, None).await;
+    put_crashing_at(&mut net, "after-broadcast", "second.bin").await;
+    // Past the provider's payment window of 6 blocks, and a collection
+    // round (every 5 s) after the provider saw it: the quote has lapsed.
+    net.bitcoind.mine_burn(8).await;
+    net.wait_synced().await;
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    net.client.start().await;
+    let provider = &net.providers[0];
+    let mine = wait_contracts(
+        &net.client,
+        "the late revision credited",
+        |c| c.role == ContractRole::Client,
+        |c| c.payment_txids.len() == 2 && c.state == ContractState::Active,
+    )
+    .await;
+    let theirs = contracts(provider, ContractRole::Provider).await;
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].payment_txids, mine[0].payment_txids);
+    assert_eq!(theirs[0].paid_sat, mine[0].paid_sat);
+    assert_eq!(theirs[0].allowance_bytes, mine[0].allowance_bytes);
+}

@@ -29,6 +29,14 @@ pub const MAX_QUOTES_PER_PEER: usize = 8;
 /// only churns through its own quotes.
 pub const MAX_QUOTES: usize = 1024;
 
+/// Blocks past its deadline a quote on a running contract is still
+/// credited. A client only broadcasts before the deadline, but its notice
+/// can reach a provider that was down much later; the money is then
+/// already ours, so the bytes it bought are honoured. New contracts'
+/// quotes lapse at the deadline: they hold a fresh address, and anyone
+/// may ask for one.
+pub const LATE_REVISION_KEEP_BLOCKS: u32 = 144;
+
 /// A quoted allowance, held until paid or past its deadline.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Revision {
@@ -686,7 +694,18 @@ impl ProviderService {
         }
         let tip = wallet.tip_height();
         for r in self.revisions.values()? {
-            if tip > r.deadline_height {
+            if tip <= r.deadline_height {
+                continue;
+            }
+            let late_ok = r.formation.is_none()
+                && tip <= r.deadline_height.saturating_add(LATE_REVISION_KEEP_BLOCKS);
+            if late_ok {
+                // Lapsed for new payments: it no longer counts against
+                // the peer's unpaid quotes.
+                if let Ok(mut q) = self.ledger.quotes.lock() {
+                    q.retain(|(id, _)| *id != r.revision_id);
+                }
+            } else {
                 self.drop_quote(&r.revision_id)?;
             }
         }
