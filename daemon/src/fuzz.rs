@@ -217,6 +217,10 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                 contract_id,
                 shard_ids: vec![shard.id],
             }),
+            cbor(&ControlRequest::List {
+                contract_id,
+                after: Some(shard.id),
+            }),
             cbor(&ControlRequest::Audit {
                 contract_id,
                 challenges: vec![Challenge {
@@ -233,6 +237,10 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                 max_shard_bytes: 1 << 20,
             })),
             cbor(&ControlResponse::Deleted { count: 1, bytes: 9 }),
+            cbor(&ControlResponse::Listed {
+                shards: vec![(shard.id, 9)],
+                more: true,
+            }),
         ],
         "shard" => vec![
             cbor(&ShardRequest::Store {

@@ -17,10 +17,11 @@ use crate::ids::{ContractId, RevisionId, ShardId};
 /// 3: one contract per client–provider pair, revised by byte allowance
 /// and paid period by period; proposals name no shards.
 /// 4: Merkle trees hash with BLAKE3 (see `merkle`), so shard ids differ.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 5: `List` pages a contract's shards; a client prunes before each period.
+pub const PROTOCOL_VERSION: u32 = 5;
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/kad/1.0.0");
-pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/control/4.0.0");
-pub const SHARD_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/shard/4.0.0");
+pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/control/5.0.0");
+pub const SHARD_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/shard/5.0.0");
 pub const RENDEZVOUS_NAMESPACE: &str = "p2pstore";
 /// The DHT key providers announce themselves under.
 pub const PROVIDERS_KEY_LABEL: &[u8] = b"p2pstore/providers/v1";
