@@ -147,6 +147,15 @@ impl NoticeBackoff {
         wait
     }
 
+    /// Makes the notice due now: its provider is back.
+    fn wake(&self, txid: Txid, vout: u32) {
+        if let Ok(mut m) = self.0.lock()
+            && let Some((_, at)) = m.get_mut(&(txid, vout))
+        {
+            *at = Instant::now();
+        }
+    }
+
     fn settled(&self, txid: Txid, vout: u32) {
         if let Ok(mut m) = self.0.lock() {
             m.remove(&(txid, vout));
@@ -488,6 +497,32 @@ impl ClientService {
             .filter(|o| matches!(o.purpose, Purpose::Period { .. }))
             .map(|o| o.peer)
             .collect())
+    }
+
+    /// Sends now the notices of period payments to `peers` still waiting
+    /// out their backoff: they answer again, and until their period is
+    /// credited they get no new shards.
+    pub(super) async fn renotify_periods(&self, peers: &HashSet<PeerId>) -> Result<()> {
+        let _guard = self.pay_lock.lock().await;
+        for mut intent in self.payments.values()? {
+            if intent.state != IntentState::Broadcast {
+                continue;
+            }
+            let mut waiting = false;
+            for o in &intent.outputs {
+                if !o.settled
+                    && peers.contains(&o.peer)
+                    && matches!(o.purpose, Purpose::Period { .. })
+                {
+                    self.notice_backoff.wake(intent.txid, o.vout);
+                    waiting = true;
+                }
+            }
+            if waiting && let Err(e) = self.notify(&mut intent).await {
+                warn!(txid = %intent.txid, "{e}");
+            }
+        }
+        Ok(())
     }
 
     /// Pays the next period of every contract that is due within
@@ -956,6 +991,10 @@ mod tests {
         assert!(!b.due(txid, 0, t0 + NOTICE_BACKOFF_MAX - Duration::from_secs(1)));
         assert!(b.due(txid, 0, t0 + NOTICE_BACKOFF_MAX));
         assert!(b.due(txid, 1, t0));
+        // Its provider is back: due now, and the next wait keeps growing.
+        b.wake(txid, 0);
+        assert!(b.due(txid, 0, Instant::now()));
+        assert_eq!(b.later(txid, 0, t0), NOTICE_BACKOFF_MAX);
         b.settled(txid, 0);
         assert!(b.due(txid, 0, t0));
     }

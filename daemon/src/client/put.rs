@@ -355,7 +355,16 @@ impl ClientService {
     /// ranks them.
     pub(super) async fn candidates(&self) -> Result<Vec<Candidate>> {
         let offers = self.affordable(self.discover_offers().await?)?;
-        let paying = self.paying_period()?;
+        let mut paying = self.paying_period()?;
+        let back: HashSet<PeerId> = offers
+            .iter()
+            .map(|f| f.peer)
+            .filter(|p| paying.contains(p))
+            .collect();
+        if !back.is_empty() {
+            self.renotify_periods(&back).await?;
+            paying = self.paying_period()?;
+        }
         let mut out: Vec<Candidate> = offers
             .into_iter()
             // Below the minimum audit score, or a period being paid: no
