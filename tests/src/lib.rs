@@ -577,14 +577,16 @@ impl Net {
     }
 }
 
-/// The shard files (not their `.tree` files) under a provider's data dir.
+/// The shard files (not their `.tree` files) a provider holds.
 pub fn shard_files(provider: &Daemon) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for dir in std::fs::read_dir(provider.datadir.join("shards"))
         .unwrap()
         .flatten()
     {
-        if dir.file_name() == "tmp" {
+        // Uploads being written, and files start-up set aside: not held.
+        if dir.file_name() == "tmp" || dir.file_name() == p2pstored::provider::store::QUARANTINE_DIR
+        {
             continue;
         }
         for f in std::fs::read_dir(dir.path()).unwrap().flatten() {

@@ -995,3 +995,54 @@ async fn a_revision_notice_late_past_its_deadline_is_still_credited() {
     assert_eq!(theirs[0].paid_sat, mine[0].paid_sat);
     assert_eq!(theirs[0].allowance_bytes, mine[0].allowance_bytes);
 }
+
+/// The provider dies at each point of collecting a lapsed contract: after
+/// the shards' index entries went but before their files did, and after
+/// the shards went but before the contract was marked. Restarted, it
+/// finishes: the contract ends as lapsed, nothing counts against its
+/// quota, and it holds no shard file (files the index no longer knows are
+/// set aside in quarantine).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_killed_while_collecting_finishes_on_restart() {
+    const GRACE: u32 = 4;
+    for (failpoint, set_aside) in [("delete-after-index", true), ("gc-before-mark", false)] {
+        let mut net = Net::start(NetOptions {
+            providers: 1,
+            client_args: period_args(),
+            provider_args: vec!["--grace-blocks".into(), GRACE.to_string()],
+            ..Default::default()
+        })
+        .await;
+        net.put_random("abandoned.bin", 2 << 20, None).await;
+        let cs =
+            wait_contract_states(&net.client, ContractRole::Client, ContractState::Active).await;
+        net.client.kill();
+        let provider = &mut net.providers[0];
+        provider.stop();
+        provider.env = vec![("P2PSTORE_FAILPOINT".into(), failpoint.into())];
+        provider.start().await;
+        let tip = net.bitcoind.height().await as u32;
+        net.bitcoind
+            .mine_burn(cs[0].paid_through_height + GRACE + 1 - tip)
+            .await;
+        provider.wait_exit(60).await;
+        assert!(
+            provider.log().contains("failpoint hit"),
+            "{failpoint}: the provider died elsewhere"
+        );
+        provider.env.clear();
+        provider.start().await;
+        let provider = &net.providers[0];
+        wait_contract_states(provider, ContractRole::Provider, ContractState::Lapsed).await;
+        assert_eq!(provider.rpc().status().await.unwrap().stored_bytes, 0);
+        assert!(shard_files(provider).is_empty(), "{failpoint}");
+        let quarantined = std::fs::read_dir(provider.datadir.join("shards/quarantine"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(
+            quarantined > 0,
+            set_aside,
+            "{failpoint}: {quarantined} set aside"
+        );
+    }
+}

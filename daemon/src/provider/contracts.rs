@@ -804,6 +804,8 @@ impl ProviderService {
         let (shards, bytes) = store
             .delete_contract(&c.peer, &c.contract_id)
             .map_err(|e| crate::Error::Internal(e.message))?;
+        // Shards gone, contract still live: the next round ends it again.
+        crate::failpoint::hit("gc-before-mark");
         self.contracts.update(&c.contract_id, |c| c.state = state)?;
         info!(contract = %c.contract_id.short(), state = %state, shards, bytes, tip, paid_through = c.paid_through_height, term_end = c.term_end_height, "contract ended; shards deleted");
         Ok(())
