@@ -200,9 +200,14 @@ async fn periods_are_paid_in_one_transaction_and_add_up_exactly() {
     net.assert_get(&file_id, digest, "periodic.out").await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_client_that_stops_paying_loses_its_data_after_the_grace() {
-    const GRACE: u32 = 4;
+/// Blocks a provider waits past the paid-through height before it
+/// collects an unpaid contract, in the tests that stop paying.
+const GRACE: u32 = 4;
+
+/// One provider holding a 2 MiB file for a client that is then killed, so
+/// nothing pays the next period; returns the contract's paid-through
+/// height.
+async fn abandoned_contract() -> (Net, u32) {
     let mut net = Net::start(NetOptions {
         providers: 1,
         client_args: period_args(),
@@ -212,8 +217,13 @@ async fn a_client_that_stops_paying_loses_its_data_after_the_grace() {
     .await;
     net.put_random("abandoned.bin", 2 << 20, None).await;
     let cs = wait_contract_states(&net.client, ContractRole::Client, ContractState::Active).await;
-    let paid_through = cs[0].paid_through_height;
     net.client.kill();
+    (net, cs[0].paid_through_height)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_paying_loses_its_data_after_the_grace() {
+    let (net, paid_through) = abandoned_contract().await;
     let provider = &net.providers[0];
     let stored = provider.rpc().status().await.unwrap().stored_bytes;
     assert!(stored > 0);
@@ -1004,27 +1014,14 @@ async fn a_revision_notice_late_past_its_deadline_is_still_credited() {
 /// set aside in quarantine).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_provider_killed_while_collecting_finishes_on_restart() {
-    const GRACE: u32 = 4;
     for (failpoint, set_aside) in [("delete-after-index", true), ("gc-before-mark", false)] {
-        let mut net = Net::start(NetOptions {
-            providers: 1,
-            client_args: period_args(),
-            provider_args: vec!["--grace-blocks".into(), GRACE.to_string()],
-            ..Default::default()
-        })
-        .await;
-        net.put_random("abandoned.bin", 2 << 20, None).await;
-        let cs =
-            wait_contract_states(&net.client, ContractRole::Client, ContractState::Active).await;
-        net.client.kill();
+        let (mut net, paid_through) = abandoned_contract().await;
         let provider = &mut net.providers[0];
         provider.stop();
         provider.env = vec![("P2PSTORE_FAILPOINT".into(), failpoint.into())];
         provider.start().await;
         let tip = net.bitcoind.height().await as u32;
-        net.bitcoind
-            .mine_burn(cs[0].paid_through_height + GRACE + 1 - tip)
-            .await;
+        net.bitcoind.mine_burn(paid_through + GRACE + 1 - tip).await;
         provider.wait_exit(60).await;
         assert!(
             provider.log().contains("failpoint hit"),
