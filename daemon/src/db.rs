@@ -72,7 +72,7 @@ macro_rules! id_key {
 id_key!(FileId, ShardId, ContractId, RevisionId);
 
 /// A pair of ids, laid out one after the other, so that every entry of
-/// one first id is found by a prefix scan ([`Tree::iter_prefix`]).
+/// one first id is found by a prefix scan ([`Tree::iter_prefix_after`]).
 impl<A: Key, B: Key> Key for (A, B) {
     fn to_key(&self) -> Vec<u8> {
         let mut k = self.0.to_key();
@@ -252,11 +252,6 @@ impl<K: Key, V: Serialize + DeserializeOwned> Tree<K, V> {
     /// error, so corruption is reported rather than skipped.
     pub fn iter(&self) -> impl Iterator<Item = Result<(K, V)>> + '_ {
         self.tree.iter().map(decode_entry)
-    }
-
-    /// Every entry whose key starts with `prefix`'s key bytes, in order.
-    pub fn iter_prefix(&self, prefix: &impl Key) -> impl Iterator<Item = Result<(K, V)>> + '_ {
-        self.tree.scan_prefix(prefix.to_key()).map(decode_entry)
     }
 
     /// The entries whose key starts with `prefix`'s key bytes and comes

@@ -476,7 +476,7 @@ impl ClientService {
 
     /// Outputs of payments not yet settled: their contracts must not be
     /// paid again until they settle.
-    pub(super) fn unsettled(&self) -> Result<Vec<IntentOutput>> {
+    fn unsettled(&self) -> Result<Vec<IntentOutput>> {
         let mut out = Vec::new();
         for intent in self.payments.values()? {
             if intent.state != IntentState::Done {
@@ -565,6 +565,10 @@ impl ClientService {
             }
             due.push((c, through, needed));
         }
+        if due.is_empty() {
+            // Most rounds: no prune, so stores never wait on its gate.
+            return Ok(0);
+        }
         // What a provider holds is what its period must pay for: shards no
         // file keeps go first. A provider that cannot be asked is not paid
         // this round; the next round asks again, within the renewal window.
@@ -617,9 +621,10 @@ impl ClientService {
         }
     }
 
-    /// Stops paying a provider that failed its audits: the contract ends
-    /// and every shard it holds is marked lost, so the repair moves them
-    /// before the provider deletes them.
+    /// Stops paying a provider (it failed its audits, or refused a
+    /// period's money): the contract ends and every shard it holds is
+    /// marked lost, so the repair moves them before the provider deletes
+    /// them. `why` completes the log line.
     fn fail_contract(&self, c: &Contract, files: &[&Manifest], why: &str) -> Result<()> {
         self.contracts
             .update(&c.contract_id, |c| c.state = State::Failed)?;

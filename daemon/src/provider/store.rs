@@ -400,10 +400,7 @@ impl ShardStore {
 
     /// The shards held under a contract, with their sizes.
     pub fn contract_shards(&self, contract_id: &ContractId) -> Result<Vec<(ShardId, u64)>> {
-        self.by_contract
-            .iter_prefix(contract_id)
-            .map(|r| r.map(|((_, id), size)| (id, size)))
-            .collect()
+        Ok(self.contract_shards_page(contract_id, None, usize::MAX)?.0)
     }
 
     /// One page of the shards held under a contract, after `after` in id
