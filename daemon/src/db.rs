@@ -3,7 +3,8 @@
 //!
 //! Values are JSON, so ids read as hex in a dump. Writes that acknowledge
 //! something to a peer or a caller flush before they return ([`Tree::insert`],
-//! [`Tree::remove`], [`Tree::update`]); advisory records use
+//! [`Tree::remove`], [`Tree::update`]), off the async workers
+//! ([`crate::blocking`]); advisory records use
 //! [`Tree::insert_lazy`] and let sled flush in the background. Blobs never go
 //! in here: shard bytes are files (see `provider::store`).
 
@@ -203,8 +204,10 @@ impl<K: Key, V: Serialize + DeserializeOwned> Tree<K, V> {
         Ok(())
     }
 
+    /// Makes every write so far durable. An fsync, so it runs through
+    /// [`crate::blocking`].
     pub fn flush(&self) -> Result<()> {
-        self.tree.flush()?;
+        crate::blocking::run(|| self.tree.flush())?;
         Ok(())
     }
 
@@ -274,9 +277,10 @@ impl<K: Key, V: Serialize + DeserializeOwned> Tree<K, V> {
             .map(decode_entry)
     }
 
-    /// Every value, in key order.
+    /// Every value, in key order. A whole-tree scan may read from disk,
+    /// so it runs through [`crate::blocking`].
     pub fn values(&self) -> Result<Vec<V>> {
-        self.iter().map(|r| r.map(|(_, v)| v)).collect()
+        crate::blocking::run(|| self.iter().map(|r| r.map(|(_, v)| v)).collect())
     }
 
     pub fn len(&self) -> usize {

@@ -7,6 +7,7 @@
 //! network ([`network`]) | store | wallet. The `p2pstored` binary is a thin
 //! shell over [`daemon::run`].
 
+pub mod blocking;
 pub mod client;
 pub mod config;
 pub mod contracts;

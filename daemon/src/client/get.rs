@@ -68,9 +68,11 @@ impl ClientService {
             .instrument(span.clone())
             .await
             .and_then(|_| {
-                job.file.sync_all()?;
-                std::fs::rename(&tmp, &dest)?;
-                std::fs::File::open(&parent)?.sync_all()?;
+                crate::blocking::run(|| {
+                    job.file.sync_all()?;
+                    std::fs::rename(&tmp, &dest)?;
+                    std::fs::File::open(&parent)?.sync_all()
+                })?;
                 Ok(())
             });
         if let Err(e) = result {
