@@ -42,6 +42,11 @@ enum Cmd {
         /// File whose first line is the password [or env P2PSTORE_PASSWORD, or a prompt]
         #[arg(long)]
         password_file: Option<PathBuf>,
+        /// Block height the wallet scans from: the birthday `init` printed
+        /// when the account was made [default: bitcoind's tip for a new
+        /// account, genesis for a restore]
+        #[arg(long, value_name = "HEIGHT")]
+        birthday: Option<u32>,
     },
     /// Unlock a daemon that started locked
     Unlock {
@@ -176,6 +181,7 @@ async fn run(cli: Cli) -> Result<()> {
             restore,
             mnemonic_file,
             password_file,
+            birthday,
         } => {
             let mnemonic = match (restore, mnemonic_file) {
                 (_, Some(f)) => Some(first_line(&f)?),
@@ -183,7 +189,10 @@ async fn run(cli: Cli) -> Result<()> {
                 (false, None) => None,
             };
             let pw = password(&password_file, true)?;
-            let r = client.init(pw, mnemonic).await.map_err(conn::describe)?;
+            let r = client
+                .init(pw, mnemonic, birthday)
+                .await
+                .map_err(conn::describe)?;
             out.init(&r)
         }
         Cmd::Unlock { password_file } => {

@@ -63,6 +63,11 @@ impl Printer {
                 "\nRecovery phrase (shown only this once; write it down and keep it secret):\n\n  {m}\n"
             );
         }
+        println!(
+            "Wallet birthday: block {b}. Keep it with the phrase: \
+             `init --restore --birthday {b}` then skips every earlier block.",
+            b = r.birthday_height
+        );
         Ok(())
     }
 

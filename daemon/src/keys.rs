@@ -26,10 +26,15 @@ pub struct AccountKeys {
     pub file_master: Zeroizing<[u8; 32]>,
     /// BIP39 seed, for the wallet's BIP84 descriptors.
     pub seed: Zeroizing<[u8; 64]>,
+    /// The chain height at which the account was created (or the height a
+    /// restore was told it was created at): no earlier block can pay it,
+    /// so a wallet built from scratch scans from here. Kept in the
+    /// keystore beside the mnemonic, which does not record it.
+    pub birthday_height: u32,
 }
 
 impl AccountKeys {
-    pub fn from_mnemonic(m: &bip39::Mnemonic) -> Result<Self> {
+    pub fn from_mnemonic(m: &bip39::Mnemonic, birthday_height: u32) -> Result<Self> {
         let seed = Zeroizing::new(m.to_seed(""));
         let mut id_secret = derive_key(seed.as_ref(), None, b"p2pstore/identity/ed25519/v1");
         let identity = Keypair::ed25519_from_bytes(&mut id_secret[..])
@@ -39,6 +44,7 @@ impl AccountKeys {
             identity,
             file_master,
             seed,
+            birthday_height,
         })
     }
 }
@@ -67,6 +73,10 @@ struct KeystoreFile {
     nonce: Vec<u8>,
     #[serde(with = "hex::serde")]
     ciphertext: Vec<u8>,
+    /// Not secret, so in the clear. Keystores from before birthdays have
+    /// none and scan from genesis, as they always did.
+    #[serde(default)]
+    birthday_height: u32,
 }
 
 const M_COST_KIB: u32 = 64 * 1024;
@@ -89,7 +99,12 @@ impl Keystore {
 
     /// Encrypts and writes the mnemonic. Refuses to overwrite: losing an
     /// existing keystore would lose the account's funds and files.
-    pub fn create(&self, mnemonic: &bip39::Mnemonic, password: &str) -> Result<()> {
+    pub fn create(
+        &self,
+        mnemonic: &bip39::Mnemonic,
+        password: &str,
+        birthday_height: u32,
+    ) -> Result<()> {
         if self.exists() {
             return Err(Error::AlreadyInitialized);
         }
@@ -109,13 +124,15 @@ impl Keystore {
             salt: salt.to_vec(),
             nonce: nonce.to_vec(),
             ciphertext,
+            birthday_height,
         };
         let json = serde_json::to_vec_pretty(&file)
             .map_err(|e| Error::Keystore(format!("encoding the keystore: {e}")))?;
         write_private_file(&self.path, &json)
     }
 
-    pub fn unlock(&self, password: &str) -> Result<bip39::Mnemonic> {
+    /// The account's keys, decrypted with `password`.
+    pub fn unlock(&self, password: &str) -> Result<AccountKeys> {
         let bytes = match fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -149,7 +166,7 @@ impl Keystore {
                 .map_err(|_| Error::WrongPassword)?,
         );
         let words = std::str::from_utf8(&plain).map_err(|_| Error::Keystore("not UTF-8".into()))?;
-        parse_mnemonic(words)
+        AccountKeys::from_mnemonic(&parse_mnemonic(words)?, file.birthday_height)
     }
 }
 
@@ -182,6 +199,10 @@ fn kdf(password: &str, salt: &[u8], m: u32, t: u32, p: u32) -> Result<Zeroizing<
 /// leaves the old file or the new one, never half a secret, and a
 /// finished write survives a power cut.
 pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
+    crate::blocking::run(|| write_private_file_now(path, contents))
+}
+
+fn write_private_file_now(path: &Path, contents: &[u8]) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     // A left-over temp file (from a crash, or planted) would keep its own
@@ -234,16 +255,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ks = Keystore::new(dir.path());
         let m = generate_mnemonic().unwrap();
-        ks.create(&m, "correct horse").unwrap();
+        ks.create(&m, "correct horse", 812).unwrap();
         let mode = fs::metadata(dir.path().join(KEYSTORE_FILE)).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.permissions().mode() & 0o777, 0o600);
-        assert_eq!(
-            ks.unlock("correct horse").unwrap().to_string(),
-            m.to_string()
-        );
+        let keys = ks.unlock("correct horse").unwrap();
+        let direct = AccountKeys::from_mnemonic(&m, 812).unwrap();
+        assert_eq!(*keys.seed, *direct.seed);
+        assert_eq!(keys.birthday_height, 812);
         assert!(matches!(ks.unlock("wrong"), Err(Error::WrongPassword)));
-        assert!(matches!(ks.create(&m, "x"), Err(Error::AlreadyInitialized)));
+        assert!(matches!(
+            ks.create(&m, "x", 0),
+            Err(Error::AlreadyInitialized)
+        ));
+        // A keystore from before birthdays scans from genesis.
+        let path = dir.path().join(KEYSTORE_FILE);
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        v.as_object_mut()
+            .unwrap()
+            .remove("birthday_height")
+            .unwrap();
+        fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(ks.unlock("correct horse").unwrap().birthday_height, 0);
         // The phrase is not stored in clear.
         let raw = fs::read_to_string(dir.path().join(KEYSTORE_FILE)).unwrap();
         let first_word = m.to_string().split(' ').next().unwrap().to_string();
@@ -256,14 +289,14 @@ mod tests {
             "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about",
         )
         .unwrap();
-        let a = AccountKeys::from_mnemonic(&m).unwrap();
-        let b = AccountKeys::from_mnemonic(&m).unwrap();
+        let a = AccountKeys::from_mnemonic(&m, 0).unwrap();
+        let b = AccountKeys::from_mnemonic(&m, 0).unwrap();
         assert_eq!(
             a.identity.public().to_peer_id(),
             b.identity.public().to_peer_id()
         );
         assert_eq!(*a.file_master, *b.file_master);
-        let other = AccountKeys::from_mnemonic(&generate_mnemonic().unwrap()).unwrap();
+        let other = AccountKeys::from_mnemonic(&generate_mnemonic().unwrap(), 0).unwrap();
         assert_ne!(*a.file_master, *other.file_master);
         assert!(matches!(
             parse_mnemonic("not a mnemonic"),
@@ -275,7 +308,7 @@ mod tests {
     fn a_keystore_asking_for_unbounded_work_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let ks = Keystore::new(dir.path());
-        ks.create(&generate_mnemonic().unwrap(), "pw").unwrap();
+        ks.create(&generate_mnemonic().unwrap(), "pw", 0).unwrap();
         let path = dir.path().join(KEYSTORE_FILE);
         let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
         v["m_cost_kib"] = serde_json::json!(u32::MAX);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use libp2p::identity::Keypair;
 use p2pstore_rpc::{NodeRole, NodeState};
 use tokio::sync::RwLock;
-use tracing::info;
+use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use crate::client::{ClientService, ClientTerms};
@@ -44,6 +44,14 @@ enum State {
     Uninitialized,
     Locked,
     Running(Arc<Services>),
+}
+
+/// What [`Node::init`] made.
+pub struct Created {
+    /// The new phrase, to show once; None when restoring.
+    pub mnemonic: Option<Zeroizing<String>>,
+    pub peer_id: String,
+    pub birthday_height: u32,
 }
 
 #[derive(Clone)]
@@ -93,8 +101,8 @@ impl Node {
                     "--init needs a password: --password-file or P2PSTORE_PASSWORD".into(),
                 )
             })?;
-            let (mnemonic, _) = node.init(pw, None).await?;
-            return Ok((node, mnemonic));
+            let created = node.init(pw, None, None).await?;
+            return Ok((node, created.mnemonic));
         } else {
             info!("no account yet: run `p2pstore-cli init`");
         }
@@ -133,13 +141,13 @@ impl Node {
         }
     }
 
-    /// Creates the account and starts the node. Returns the new mnemonic
-    /// (None when restoring) and the peer id.
+    /// Creates the account and starts the node.
     pub async fn init(
         &self,
         password: Zeroizing<String>,
         restore: Option<Zeroizing<String>>,
-    ) -> Result<(Option<Zeroizing<String>>, String)> {
+        birthday_height: Option<u32>,
+    ) -> Result<Created> {
         let mut state = self.inner.state.write().await;
         if self.inner.cfg.rendezvous_server || !matches!(*state, State::Uninitialized) {
             return Err(Error::AlreadyInitialized);
@@ -151,13 +159,14 @@ impl Node {
         }
         let keystore = Keystore::new(&self.inner.cfg.datadir);
         let restoring = restore.is_some();
+        let birthday = self.birthday(restoring, birthday_height).await?;
         let (mnemonic, keys) = tokio::task::spawn_blocking(move || -> Result<_> {
             let mnemonic = match restore {
                 Some(words) => keys::parse_mnemonic(&words)?,
                 None => keys::generate_mnemonic()?,
             };
-            keystore.create(&mnemonic, &password)?;
-            let keys = AccountKeys::from_mnemonic(&mnemonic)?;
+            keystore.create(&mnemonic, &password, birthday)?;
+            let keys = AccountKeys::from_mnemonic(&mnemonic, birthday)?;
             Ok((Zeroizing::new(mnemonic.to_string()), keys))
         })
         .await??;
@@ -170,8 +179,33 @@ impl Node {
                 return Err(e);
             }
         };
-        info!(peer = %peer_id, "account created");
-        Ok(((!restoring).then_some(mnemonic), peer_id))
+        info!(peer = %peer_id, birthday, "account created");
+        Ok(Created {
+            mnemonic: (!restoring).then_some(mnemonic),
+            peer_id,
+            birthday_height: birthday,
+        })
+    }
+
+    /// The height a new wallet scans from: the one given, if bitcoind has
+    /// reached it; else bitcoind's tip for a new account (nothing older
+    /// can pay a phrase made now) and genesis for a restore (the phrase
+    /// may be years old). A new account whose bitcoind cannot be reached
+    /// scans from genesis too: slow, but it misses nothing.
+    async fn birthday(&self, restoring: bool, given: Option<u32>) -> Result<u32> {
+        let tip = self.inner.cfg.bitcoind.block_count().await;
+        match (given, tip) {
+            (Some(h), Ok(tip)) if u64::from(h) > tip => Err(Error::InvalidParams(format!(
+                "birthday height {h} is above bitcoind's tip {tip}"
+            ))),
+            (Some(h), _) => Ok(h),
+            (None, _) if restoring => Ok(0),
+            (None, Ok(tip)) => Ok(u32::try_from(tip).unwrap_or(u32::MAX)),
+            (None, Err(e)) => {
+                warn!("bitcoind unreachable ({e}); the new wallet will scan from genesis");
+                Ok(0)
+            }
+        }
     }
 
     /// Starts the account's services and marks the node running.
@@ -192,10 +226,8 @@ impl Node {
             State::Locked => {}
         }
         let keystore = Keystore::new(&self.inner.cfg.datadir);
-        let keys = tokio::task::spawn_blocking(move || -> Result<_> {
-            AccountKeys::from_mnemonic(&keystore.unlock(&password)?)
-        })
-        .await??;
+        let keys = tokio::task::spawn_blocking(move || -> Result<_> { keystore.unlock(&password) })
+            .await??;
         let peer_id = self.activate(&mut state, keys).await?;
         info!(peer = %peer_id, "unlocked");
         Ok(peer_id)
@@ -229,7 +261,13 @@ impl Node {
         // paid into it. It opens without bitcoind and syncs when it can.
         let wallet = match &account {
             Some(keys) => {
-                let w = WalletService::open(db, &keys.seed, cfg.network, cfg.bitcoind.clone())?;
+                let w = WalletService::open(
+                    db,
+                    &keys.seed,
+                    cfg.network,
+                    keys.birthday_height,
+                    cfg.bitcoind.clone(),
+                )?;
                 tasks.push(w.spawn_sync());
                 Some(w)
             }
@@ -331,6 +369,7 @@ impl Node {
             files: 0,
             network: None,
             tip_height: None,
+            birthday_height: None,
             bitcoind_error: None,
         };
         let Ok(s) = self.services().await else {
@@ -356,6 +395,7 @@ impl Node {
             let sync = w.sync_status();
             status.network = Some(w.network().to_string());
             status.tip_height = Some(w.tip_height());
+            status.birthday_height = Some(w.birthday_height());
             status.bitcoind_error = sync.last_error;
         }
         Ok(status)

@@ -35,6 +35,10 @@ pub struct InitResult {
     /// Shown once: the daemon keeps it only inside the encrypted keystore.
     pub mnemonic: Option<String>,
     pub peer_id: String,
+    /// The chain height the wallet scans from. Keep it with the phrase: a
+    /// restore given it (`init --restore --birthday`) skips every block
+    /// before it instead of scanning from genesis.
+    pub birthday_height: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
@@ -158,6 +162,8 @@ pub struct Status {
     pub network: Option<String>,
     /// The wallet's view of the chain tip.
     pub tip_height: Option<u32>,
+    /// The first block the wallet scans (see `init`).
+    pub birthday_height: Option<u32>,
     /// The last bitcoind sync error, if the last attempt failed.
     pub bitcoind_error: Option<String>,
 }
@@ -500,9 +506,16 @@ api! {
     /// from [`codes`].
     pub trait P2pstoreApi {
         /// Create the account keystore: a new BIP39 mnemonic (returned once),
-        /// or restore `mnemonic`.
+        /// or restore `mnemonic`. The wallet scans the chain from
+        /// `birthday_height`: by default bitcoind's tip for a new account
+        /// and genesis for a restore; a height above the tip is refused.
         #[method(name = "init")]
-        async fn init(&self, password: String, mnemonic: Option<String>) -> RpcResult<InitResult>;
+        async fn init(
+            &self,
+            password: String,
+            mnemonic: Option<String>,
+            birthday_height: Option<u32>,
+        ) -> RpcResult<InitResult>;
 
         /// Decrypt the keystore with `password` and start the node.
         #[method(name = "unlock")]

@@ -441,7 +441,7 @@ impl Net {
             args.extend(opts.provider_args.iter().cloned());
             let mut p = Daemon::new(&format!("provider-{i}"), dir.path(), args);
             p.start().await;
-            p.rpc().init(PASSWORD.into(), None).await.unwrap();
+            p.rpc().init(PASSWORD.into(), None, None).await.unwrap();
             providers.push(p);
         }
         let mut args = bitcoind.daemon_args();
@@ -454,7 +454,11 @@ impl Net {
         args.extend(opts.client_args.iter().cloned());
         let mut client = Daemon::new("client", dir.path(), args);
         client.start().await;
-        client.rpc().init(PASSWORD.into(), None).await.unwrap();
+        client
+            .rpc()
+            .init(PASSWORD.into(), None, None)
+            .await
+            .unwrap();
         let net = Net {
             dir,
             bitcoind,

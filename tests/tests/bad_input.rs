@@ -146,7 +146,7 @@ async fn rpc_auth_and_keystore_password() {
     assert_eq!(rpc.status().await.unwrap().state, NodeState::Locked);
     rpc.unlock(PASSWORD.into()).await.unwrap();
     assert_eq!(rpc.status().await.unwrap().state, NodeState::Running);
-    let e = rpc.init(PASSWORD.into(), None).await.unwrap_err();
+    let e = rpc.init(PASSWORD.into(), None, None).await.unwrap_err();
     assert_eq!(rpc_code(&e), codes::ALREADY_INITIALIZED);
     // The mnemonic never reaches the log.
     assert!(!net.client.log().to_lowercase().contains("abandon"));

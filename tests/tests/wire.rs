@@ -334,6 +334,7 @@ fn own_wallet(net: &Net, seed: u8, dir: &std::path::Path) -> p2pstored::wallet::
         &db,
         &p2pstored::testutil::seed(seed),
         bdk_wallet::bitcoin::Network::Regtest,
+        0,
         net.bitcoind.wallet_config(),
     )
     .unwrap()

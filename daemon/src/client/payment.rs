@@ -1009,6 +1009,7 @@ mod tests {
             db,
             &testutil::seed(9),
             Network::Regtest,
+            0,
             node.config(Duration::from_millis(200)),
         )
         .expect("open wallet")

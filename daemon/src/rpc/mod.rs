@@ -58,14 +58,24 @@ impl RpcImpl {
 
 #[async_trait]
 impl P2pstoreApiServer for RpcImpl {
-    async fn init(&self, password: String, mnemonic: Option<String>) -> RpcResult<InitResult> {
-        let (mnemonic, peer_id) = self
+    async fn init(
+        &self,
+        password: String,
+        mnemonic: Option<String>,
+        birthday_height: Option<u32>,
+    ) -> RpcResult<InitResult> {
+        let created = self
             .node
-            .init(Zeroizing::new(password), mnemonic.map(Zeroizing::new))
+            .init(
+                Zeroizing::new(password),
+                mnemonic.map(Zeroizing::new),
+                birthday_height,
+            )
             .await?;
         Ok(InitResult {
-            mnemonic: mnemonic.map(|m| m.to_string()),
-            peer_id,
+            mnemonic: created.mnemonic.map(|m| m.to_string()),
+            peer_id: created.peer_id,
+            birthday_height: created.birthday_height,
         })
     }
 

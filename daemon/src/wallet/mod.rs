@@ -81,6 +81,8 @@ impl State {
 
 pub(crate) struct Inner {
     network: Network,
+    /// The first block a sync from scratch fetches.
+    birthday_height: u32,
     key: SigningKey,
     rpc: BitcoindConfig,
     state: Mutex<State>,
@@ -162,11 +164,14 @@ fn is_already_known(e: &bitcoincore_rpc::Error) -> bool {
 
 impl WalletService {
     /// Loads the wallet from `db` (tree [`persist::TREE_NAME`]) or creates it
-    /// on first run. Does not contact bitcoind.
+    /// on first run. Does not contact bitcoind. A new wallet scans the
+    /// chain from `birthday_height`: no block below it can pay the account
+    /// (see [`crate::keys::AccountKeys::birthday_height`]).
     pub fn open(
         db: &sled::Db,
         seed: &[u8; 64],
         network: Network,
+        birthday_height: u32,
         rpc: BitcoindConfig,
     ) -> Result<WalletService, WalletError> {
         let key = SigningKey::from_seed(seed, network)?;
@@ -194,6 +199,7 @@ impl WalletService {
         Ok(WalletService {
             inner: Arc::new(Inner {
                 network,
+                birthday_height,
                 key,
                 rpc,
                 state: Mutex::new(State {
@@ -214,6 +220,11 @@ impl WalletService {
 
     pub fn network(&self) -> Network {
         self.inner.network
+    }
+
+    /// The first block this wallet scans when it starts from nothing.
+    pub fn birthday_height(&self) -> u32 {
+        self.inner.birthday_height
     }
 
     /// Starts the background sync loop: a round every `poll_interval` while
@@ -303,14 +314,7 @@ impl WalletService {
     /// Asks bitcoind for its block count right now. For callers (like
     /// `put`) that must fail fast rather than trust a possibly stale status.
     pub async fn check_bitcoind(&self) -> Result<u64, WalletError> {
-        let rpc = self.inner.rpc.clone();
-        tokio::task::spawn_blocking(move || {
-            rpc.client()?
-                .get_block_count()
-                .map_err(|e| from_rpc("getblockcount", e))
-        })
-        .await
-        .map_err(|e| WalletError::Other(format!("bitcoind check failed: {e}")))?
+        self.inner.rpc.block_count().await
     }
 
     /// bitcoind's fee estimate for `target_blocks`, in sat/vB (rounded up),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bdk_bitcoind_rpc::Emitter;
-use bdk_bitcoind_rpc::bitcoincore_rpc::{Auth, Client};
+use bdk_bitcoind_rpc::bitcoincore_rpc::{Auth, Client, RpcApi};
 use serde::Serialize;
 
 use super::error::from_rpc;
@@ -72,6 +72,18 @@ impl BitcoindConfig {
         };
         Client::new(&self.url, auth).map_err(|e| from_rpc("connect", e))
     }
+
+    /// bitcoind's block count now, asked off the async workers.
+    pub async fn block_count(&self) -> Result<u64, WalletError> {
+        let rpc = self.clone();
+        tokio::task::spawn_blocking(move || {
+            rpc.client()?
+                .get_block_count()
+                .map_err(|e| from_rpc("getblockcount", e))
+        })
+        .await
+        .map_err(|e| WalletError::Other(format!("bitcoind check failed: {e}")))?
+    }
 }
 
 /// Sync health, for `status` and for failing fast when bitcoind is down.
@@ -108,12 +120,14 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 /// Builds an emitter that continues from what the wallet already knows, so
-/// a restart only fetches blocks after the persisted tip.
+/// a restart only fetches blocks after the persisted tip, and a new wallet
+/// starts at its birthday rather than at genesis (years of blocks on
+/// mainnet that cannot hold its coins).
 fn new_emitter(inner: &Inner) -> Result<RpcEmitter, WalletError> {
     let client = Arc::new(inner.rpc.client()?);
     let state = inner.lock();
     let tip = state.wallet.latest_checkpoint();
-    let start_height = tip.height();
+    let start_height = tip.height().max(inner.birthday_height);
     let unconfirmed: Vec<_> = state
         .wallet
         .transactions()
