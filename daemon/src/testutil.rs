@@ -85,6 +85,12 @@ impl Bitcoind {
     /// Starts bitcoind with `datadir` (created if missing), which the
     /// caller owns and may keep for a post-mortem.
     pub fn start_in(datadir: &Path, mode: AuthMode) -> Bitcoind {
+        Self::start_in_with(datadir, mode, &[])
+    }
+
+    /// As [`Bitcoind::start_in`], with extra command-line options (a
+    /// relay policy a test needs, say).
+    pub fn start_in_with(datadir: &Path, mode: AuthMode, extra: &[String]) -> Bitcoind {
         let exe = bitcoind_exe();
         std::fs::create_dir_all(datadir).expect("create the bitcoind datadir");
         let rpc_port = free_port();
@@ -101,6 +107,7 @@ impl Bitcoind {
             .arg("-txindex=0")
             .arg("-fallbackfee=0.0002")
             .arg("-printtoconsole=0")
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

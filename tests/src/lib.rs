@@ -235,6 +235,8 @@ pub struct NetOptions {
     pub redundancy: String,
     pub client_args: Vec<String>,
     pub provider_args: Vec<String>,
+    /// Extra bitcoind options.
+    pub bitcoind_args: Vec<String>,
 }
 
 impl Default for NetOptions {
@@ -248,6 +250,7 @@ impl Default for NetOptions {
             redundancy: "low".into(),
             client_args: Vec::new(),
             provider_args: Vec::new(),
+            bitcoind_args: Vec::new(),
         }
     }
 }
@@ -292,9 +295,14 @@ pub struct Bitcoind {
 
 impl Bitcoind {
     pub async fn start(root: &Path) -> Bitcoind {
+        Self::start_with(root, Vec::new()).await
+    }
+
+    /// With extra bitcoind options.
+    pub async fn start_with(root: &Path, extra: Vec<String>) -> Bitcoind {
         let datadir = root.join("bitcoind");
         let node = tokio::task::spawn_blocking(move || {
-            testutil::Bitcoind::start_in(&datadir, testutil::AuthMode::UserPass)
+            testutil::Bitcoind::start_in_with(&datadir, testutil::AuthMode::UserPass, &extra)
         })
         .await
         .unwrap();
@@ -416,7 +424,7 @@ impl Net {
             .prefix("p2pstore-test-")
             .tempdir()
             .unwrap();
-        let bitcoind = Bitcoind::start(dir.path()).await;
+        let bitcoind = Bitcoind::start_with(dir.path(), opts.bitcoind_args.clone()).await;
         let mut bootstrap =
             Daemon::new("bootstrap", dir.path(), vec!["--rendezvous-server".into()]);
         bootstrap.start().await;

@@ -1043,3 +1043,38 @@ async fn a_provider_killed_while_collecting_finishes_on_restart() {
         );
     }
 }
+
+/// A payment bitcoind refuses outright is forgotten before the put hears
+/// "not paid", durably: a client killed right after finds no intent on
+/// restart (so nothing is broadcast later for a put its caller was told
+/// failed, and no coin stays reserved), and the put then goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_payment_bitcoind_refused_stays_forgotten_after_a_crash() {
+    // bitcoind relays nothing under 3 sat/vB; the client pays 2.
+    let mut net = Net::start(NetOptions {
+        providers: 1,
+        bitcoind_args: vec!["-minrelaytxfee=0.00003".into()],
+        client_args: vec!["--fee-rate-sat-vb".into(), "2".into()],
+        ..Default::default()
+    })
+    .await;
+    put_crashing_at(&mut net, "after-intent-removed", "refused.bin").await;
+    // The point sits only on the path where bitcoind refused the payment.
+    assert!(net.client.log().contains("failpoint hit"), "the client died elsewhere");
+
+    let db = p2pstored::db::open(&net.client.datadir.join("db")).unwrap();
+    let intents = db.open_tree(p2pstored::db::trees::PAYMENTS).unwrap();
+    assert_eq!(intents.len(), 0, "the refused payment's intent is gone");
+    drop(intents);
+    drop(db);
+
+    let at = net.client.args.iter().position(|a| a == "--fee-rate-sat-vb").unwrap();
+    net.client.args[at + 1] = "5".into();
+    net.client.start().await;
+    let (file_id, digest, _) = net.put_random("paid.bin", 300_000, None).await;
+    net.assert_get(&file_id, digest, "after the refusal").await;
+    assert!(
+        !net.client.log().contains("rebroadcast failed"),
+        "no refused payment came back"
+    );
+}

@@ -297,9 +297,13 @@ impl ClientService {
             }
             Err(e) => {
                 self.wallet.cancel_tx(&tx);
+                // Durable before the caller hears "not paid": an intent
+                // back from the dead after a crash would be broadcast
+                // again, paying for a put its caller was told failed.
                 if let Err(e) = self.payments.remove(&txid) {
                     return PayOutcome::MaybePaid(e);
                 }
+                failpoint::hit("after-intent-removed");
                 return PayOutcome::NotPaid(e.into());
             }
         }
