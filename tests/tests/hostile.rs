@@ -16,7 +16,7 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, noise, tcp, yamux};
 use p2pstore_rpc::P2pstoreApiClient;
 use p2pstore_tests::*;
 use p2pstored::network::codec::{decode, encode};
-use p2pstored::network::{self, MAX_PENDING_PER_IP};
+use p2pstored::network::{self, MAX_ESTABLISHED_PER_IP, MAX_PENDING_PER_IP};
 use p2pstored::protocol::*;
 use tokio::sync::{mpsc, oneshot};
 
@@ -478,4 +478,55 @@ async fn floods_from_twenty_peers_and_one_ip_leave_honest_peers_served() {
     drop(socks);
     let (file_id, digest, _) = net.put_random("after-conns.bin", 300_000, None).await;
     net.assert_get(&file_id, digest, "after-conns").await;
+}
+
+/// 300 real peers (each a fresh identity through noise and yamux) from
+/// one IP, 127.0.0.3: the provider keeps at most its per-IP share of
+/// established connections and closes the rest, while peers from other
+/// addresses are answered near idle and an honest put and get succeed.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_hundred_peers_from_one_ip_are_capped_at_its_share() {
+    const PEERS: usize = 300;
+    let (net, provider, addr, honest) = one_provider().await;
+    let idle = offer_latency(&honest, provider, 50).await;
+    let target = format!("{addr}/p2p/{provider}");
+    let peers = PEERS.to_string();
+    // Paced under the per-IP handshake cap, so the established cap is
+    // what they meet; held for 40 s, long past the last dial at 6 s.
+    let child = flood(
+        &target,
+        &[
+            "--kind",
+            "connect",
+            "--source-ip",
+            "127.0.0.3",
+            "--peers",
+            &peers,
+            "--rate",
+            "50",
+            "--secs",
+            "40",
+        ],
+    );
+    let mut reap = Reap(Some(child));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_near_idle(&honest, provider, idle, "300 peers from one IP").await;
+    let (file_id, digest, _) = net.put_random("crowded.bin", 300_000, None).await;
+    net.assert_get(&file_id, digest, "crowded").await;
+
+    let counts = flood_counts(reap.0.take().unwrap(), 120).await;
+    let held = counts["answered"].as_u64().unwrap() as usize;
+    let closed = counts["refused"].as_u64().unwrap() as usize;
+    assert!(
+        held <= MAX_ESTABLISHED_PER_IP,
+        "{held} connections from one IP held, over the cap"
+    );
+    assert!(
+        held >= MAX_ESTABLISHED_PER_IP * 9 / 10,
+        "only {held} held: the cap, not something else, should stop them"
+    );
+    assert!(
+        closed >= PEERS - MAX_ESTABLISHED_PER_IP - PEERS / 20,
+        "{closed} closed by the provider"
+    );
 }

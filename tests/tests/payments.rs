@@ -1060,7 +1060,10 @@ async fn a_payment_bitcoind_refused_stays_forgotten_after_a_crash() {
     .await;
     put_crashing_at(&mut net, "after-intent-removed", "refused.bin").await;
     // The point sits only on the path where bitcoind refused the payment.
-    assert!(net.client.log().contains("failpoint hit"), "the client died elsewhere");
+    assert!(
+        net.client.log().contains("failpoint hit"),
+        "the client died elsewhere"
+    );
 
     let db = p2pstored::db::open(&net.client.datadir.join("db")).unwrap();
     let intents = db.open_tree(p2pstored::db::trees::PAYMENTS).unwrap();
@@ -1068,7 +1071,12 @@ async fn a_payment_bitcoind_refused_stays_forgotten_after_a_crash() {
     drop(intents);
     drop(db);
 
-    let at = net.client.args.iter().position(|a| a == "--fee-rate-sat-vb").unwrap();
+    let at = net
+        .client
+        .args
+        .iter()
+        .position(|a| a == "--fee-rate-sat-vb")
+        .unwrap();
     net.client.args[at + 1] = "5".into();
     net.client.start().await;
     let (file_id, digest, _) = net.put_random("paid.bin", 300_000, None).await;

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use behaviour::Timeouts;
 pub use inbound::Inbound;
-pub use ip_limits::MAX_PENDING_PER_IP;
+pub use ip_limits::{MAX_ESTABLISHED_PER_IP, MAX_PENDING_PER_IP};
 pub use peer_api::{PeerError, retry_busy};
 
 use crate::error::{Error, Result};

@@ -7,6 +7,11 @@
 //! Kinds: offer, store, fetch, audit, propose, or mixed (all of them in
 //! turn). Stores and audits name contracts the peers never paid, so what
 //! they cost the provider is the reading and the refusing.
+//!
+//! Kind `connect` sends no requests: each peer dials from `--source-ip`
+//! (an address of its own, 127.0.0.x on loopback), completes the noise and
+//! yamux handshakes, and holds the connection. Then `answered` counts the
+//! connections still open at the end, `refused` those the target closed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +49,9 @@ struct Args {
     /// Bytes of each store.
     #[arg(long, default_value_t = 256 * 1024)]
     store_bytes: usize,
+    /// Kind `connect`: the local address every connection comes from.
+    #[arg(long, default_value = "127.0.0.1")]
+    source_ip: std::net::IpAddr,
 }
 
 #[derive(Default)]
@@ -163,10 +171,131 @@ async fn flood_from_one_peer(args: Arc<Args>, peer: PeerId, base: Multiaddr, cou
     }
 }
 
+/// TCP dialled from a chosen local address: libp2p's own TCP transport
+/// binds dials to the unspecified address, so on loopback every peer would
+/// come from 127.0.0.1, the honest peers' address too.
+struct BoundTcp {
+    source: std::net::IpAddr,
+}
+
+impl libp2p::core::Transport for BoundTcp {
+    type Output = libp2p::tcp::tokio::TcpStream;
+    type Error = std::io::Error;
+    type ListenerUpgrade = futures::future::Pending<Result<Self::Output, Self::Error>>;
+    type Dial = futures::future::BoxFuture<'static, Result<Self::Output, Self::Error>>;
+
+    fn listen_on(
+        &mut self,
+        _id: libp2p::core::transport::ListenerId,
+        addr: Multiaddr,
+    ) -> Result<(), libp2p::core::transport::TransportError<Self::Error>> {
+        Err(libp2p::core::transport::TransportError::MultiaddrNotSupported(addr))
+    }
+
+    fn remove_listener(&mut self, _id: libp2p::core::transport::ListenerId) -> bool {
+        false
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        _opts: libp2p::core::transport::DialOpts,
+    ) -> Result<Self::Dial, libp2p::core::transport::TransportError<Self::Error>> {
+        use futures::FutureExt as _;
+        let mut parts = addr.iter();
+        let (Some(Protocol::Ip4(ip)), Some(Protocol::Tcp(port))) = (parts.next(), parts.next())
+        else {
+            return Err(libp2p::core::transport::TransportError::MultiaddrNotSupported(addr));
+        };
+        let source = self.source;
+        Ok(async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind((source, 0).into())?;
+            let stream = socket.connect((ip, port).into()).await?;
+            stream.set_nodelay(true)?;
+            Ok(libp2p::tcp::tokio::TcpStream(stream))
+        }
+        .boxed())
+    }
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<libp2p::core::transport::TransportEvent<Self::ListenerUpgrade, Self::Error>>
+    {
+        std::task::Poll::Pending
+    }
+}
+
+/// Kind `connect`: one fresh identity holding one connection from
+/// `--source-ip` until the end; the `index`th dials at `index / rate`
+/// seconds, so that `--rate` paces the dials.
+async fn hold_one_connection(
+    args: Arc<Args>,
+    index: usize,
+    peer: PeerId,
+    base: Multiaddr,
+    counts: Arc<Counts>,
+) {
+    if args.rate > 0 {
+        tokio::time::sleep(Duration::from_secs_f64(index as f64 / args.rate as f64)).await;
+    }
+    use libp2p::core::Transport as _;
+    use libp2p::swarm::SwarmEvent;
+    let source = args.source_ip;
+    let built = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(
+            |key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                Ok(BoundTcp { source }
+                    .upgrade(libp2p::core::upgrade::Version::V1)
+                    .authenticate(libp2p::noise::Config::new(key)?)
+                    .multiplex(libp2p::yamux::Config::default()))
+            },
+        )
+        .map(|b| {
+            b.with_behaviour(|_| libp2p::swarm::dummy::Behaviour)
+                .map(|b| {
+                    b.with_swarm_config(|c| {
+                        c.with_idle_connection_timeout(Duration::from_secs(args.secs + 60))
+                    })
+                    .build()
+                })
+        });
+    let Ok(Ok(mut swarm)) = built else {
+        counts.failed.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    counts.sent.fetch_add(1, Ordering::Relaxed);
+    if swarm.dial(base.with(Protocol::P2p(peer))).is_err() {
+        counts.failed.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.secs);
+    let (mut open, mut closed) = (false, false);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, swarm.next()).await {
+        match ev {
+            SwarmEvent::ConnectionEstablished { .. } => open = true,
+            SwarmEvent::ConnectionClosed { .. } | SwarmEvent::OutgoingConnectionError { .. } => {
+                closed = open;
+                open = false;
+            }
+            _ => {}
+        }
+    }
+    let counter = match (open, closed) {
+        (true, _) => &counts.answered,
+        (false, true) => &counts.refused,
+        (false, false) => &counts.failed,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Arc::new(Args::parse());
-    if args.kind != "mixed" && !KINDS.contains(&args.kind.as_str()) {
+    let connect = args.kind == "connect";
+    if !connect && args.kind != "mixed" && !KINDS.contains(&args.kind.as_str()) {
         bail!("unknown kind {}; one of {KINDS:?} or mixed", args.kind);
     }
     let mut base = args.target.clone();
@@ -175,13 +304,13 @@ async fn main() -> Result<()> {
     };
     let counts = Arc::new(Counts::default());
     let tasks: Vec<_> = (0..args.peers)
-        .map(|_| {
-            tokio::spawn(flood_from_one_peer(
-                args.clone(),
-                peer,
-                base.clone(),
-                counts.clone(),
-            ))
+        .map(|i| {
+            let (args, base, counts) = (args.clone(), base.clone(), counts.clone());
+            if connect {
+                tokio::spawn(hold_one_connection(args, i, peer, base, counts))
+            } else {
+                tokio::spawn(flood_from_one_peer(args, peer, base, counts))
+            }
         })
         .collect();
     for t in tasks {
