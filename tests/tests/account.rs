@@ -137,21 +137,18 @@ async fn a_wallet_is_born_at_the_tip_and_a_restore_scans_from_its_birthday() {
         Some(5)
     );
 
-    let mut from_genesis = Daemon::new("from-genesis", dir.path(), bitcoind.daemon_args());
-    from_genesis.start_with(true).await;
-    assert!(restore(&from_genesis, None).await.status.success());
-    synced_to(&from_genesis, 106).await;
-    assert_eq!(confirmed(&from_genesis).await, balance);
-    assert_eq!(
-        from_genesis.rpc().status().await.unwrap().birthday_height,
-        Some(0)
-    );
-
-    let mut late = Daemon::new("late", dir.path(), bitcoind.daemon_args());
-    late.start_with(true).await;
-    assert!(restore(&late, Some(7)).await.status.success());
-    synced_to(&late, 106).await;
-    assert_eq!(confirmed(&late).await, 0);
+    for (name, birthday, expect) in [("from-genesis", None, balance), ("late", Some(7), 0)] {
+        let mut d = Daemon::new(name, dir.path(), bitcoind.daemon_args());
+        d.start_with(true).await;
+        assert!(restore(&d, birthday).await.status.success(), "{name}");
+        synced_to(&d, 106).await;
+        assert_eq!(confirmed(&d).await, expect, "{name}");
+        assert_eq!(
+            d.rpc().status().await.unwrap().birthday_height,
+            Some(birthday.unwrap_or(0)),
+            "{name}"
+        );
+    }
 
     // The birthday is kept in the keystore: a restart scans on from the
     // wallet's tip and still reports it.

@@ -180,15 +180,28 @@ mod tests {
         }
     }
 
+    type Fresh = (
+        tempfile::TempDir,
+        sled::Db,
+        SledPersister,
+        bdk_wallet::PersistedWallet<SledPersister>,
+    );
+
+    /// A new wallet in a new database.
+    fn fresh() -> Fresh {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let mut p = SledPersister::open(&db).unwrap();
+        let w = wallet(&mut p);
+        (dir, db, p, w)
+    }
+
     /// Each persist writes one small delta, not the whole wallet; a reload
     /// sees every one; past the bound they are merged into one record,
     /// and a reload after that still sees everything.
     #[test]
     fn deltas_append_reload_and_compact() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let mut p = SledPersister::open(&db).unwrap();
-        let mut w = wallet(&mut p);
+        let (_dir, db, mut p, mut w) = fresh();
         let created = p.records();
         assert_eq!(created, 1, "creation is one delta");
 
@@ -244,10 +257,7 @@ mod tests {
     /// had, and the legacy value goes at the first compaction.
     #[test]
     fn a_legacy_whole_wallet_loads_and_is_compacted_away() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let mut p = SledPersister::open(&db).unwrap();
-        let mut w = wallet(&mut p);
+        let (_dir, db, mut p, mut w) = fresh();
         w.reveal_next_address(KeychainKind::External);
         w.persist(&mut p).unwrap();
         let tree = db.open_tree(TREE_NAME).unwrap();
