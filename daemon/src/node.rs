@@ -193,13 +193,17 @@ impl Node {
     /// may be years old). A new account whose bitcoind cannot be reached
     /// scans from genesis too: slow, but it misses nothing.
     async fn birthday(&self, restoring: bool, given: Option<u32>) -> Result<u32> {
+        if restoring && given.is_none() {
+            // Nothing to check against the tip: no wait on a bitcoind
+            // that may be down.
+            return Ok(0);
+        }
         let tip = self.inner.cfg.bitcoind.block_count().await;
         match (given, tip) {
             (Some(h), Ok(tip)) if u64::from(h) > tip => Err(Error::InvalidParams(format!(
                 "birthday height {h} is above bitcoind's tip {tip}"
             ))),
             (Some(h), _) => Ok(h),
-            (None, _) if restoring => Ok(0),
             (None, Ok(tip)) => Ok(u32::try_from(tip).unwrap_or(u32::MAX)),
             (None, Err(e)) => {
                 warn!("bitcoind unreachable ({e}); the new wallet will scan from genesis");

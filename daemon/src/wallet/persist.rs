@@ -54,7 +54,9 @@ fn delta_key(seq: u64) -> [u8; 9] {
 struct Stored {
     changeset: ChangeSet,
     next: u64,
-    records: u64,
+    /// Every record's key, so a compaction removes them without a
+    /// second scan.
+    keys: Vec<sled::IVec>,
 }
 
 impl SledPersister {
@@ -88,9 +90,8 @@ impl SledPersister {
         let mut stored = crate::blocking::run(|| read(&self.tree))?;
         stored.changeset.merge(changeset.clone());
         let mut batch = sled::Batch::default();
-        batch.remove(LEGACY_KEY);
-        for item in self.tree.scan_prefix([DELTA_PREFIX]) {
-            batch.remove(item?.0);
+        for key in stored.keys {
+            batch.remove(key);
         }
         batch.insert(
             &delta_key(stored.next),
@@ -109,11 +110,11 @@ fn read(tree: &sled::Tree) -> Result<Stored, PersistError> {
     let mut stored = Stored {
         changeset: ChangeSet::default(),
         next: 0,
-        records: 0,
+        keys: Vec::new(),
     };
     if let Some(bytes) = tree.get(LEGACY_KEY)? {
         stored.changeset.merge(serde_json::from_slice(&bytes)?);
-        stored.records += 1;
+        stored.keys.push(LEGACY_KEY.into());
     }
     for item in tree.scan_prefix([DELTA_PREFIX]) {
         let (key, bytes) = item?;
@@ -124,7 +125,7 @@ fn read(tree: &sled::Tree) -> Result<Stored, PersistError> {
             .ok_or_else(|| PersistError::Key(hex::encode(&key)))?;
         stored.changeset.merge(serde_json::from_slice(&bytes)?);
         stored.next = seq + 1;
-        stored.records += 1;
+        stored.keys.push(key);
     }
     Ok(stored)
 }
@@ -135,7 +136,7 @@ impl WalletPersister for SledPersister {
     fn initialize(persister: &mut Self) -> Result<ChangeSet, Self::Error> {
         let stored = crate::blocking::run(|| read(&persister.tree))?;
         persister.next = stored.next;
-        persister.records = stored.records;
+        persister.records = stored.keys.len() as u64;
         Ok(stored.changeset)
     }
 
