@@ -112,19 +112,13 @@ async fn medium_survives_lost_providers_and_repairs_onto_new_ones() {
 /// Flips one byte in the first shard file under a provider's data dir
 /// whose size matches `size`.
 fn corrupt_a_shard(provider: &Daemon, size: Option<u64>) -> std::path::PathBuf {
-    let shards = provider.datadir.join("shards");
-    for dir in std::fs::read_dir(&shards).unwrap().flatten() {
-        if dir.file_name() == "tmp" {
-            continue;
-        }
-        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
-            let len = f.metadata().unwrap().len();
-            if size.is_none_or(|s| s == len) {
-                let mut bytes = std::fs::read(f.path()).unwrap();
-                bytes[len as usize / 2] ^= 0x55;
-                std::fs::write(f.path(), bytes).unwrap();
-                return f.path();
-            }
+    for f in shard_files(provider) {
+        let len = f.metadata().unwrap().len();
+        if size.is_none_or(|s| s == len) {
+            let mut bytes = std::fs::read(&f).unwrap();
+            bytes[len as usize / 2] ^= 0x55;
+            std::fs::write(&f, bytes).unwrap();
+            return f;
         }
     }
     panic!("no shard to corrupt at {}", provider.name);

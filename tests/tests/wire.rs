@@ -198,18 +198,8 @@ async fn provider_rejects_bad_shards_and_keeps_working() {
     assert_eq!(file_sha256(&out), digest);
 
     // A peer that did not store a shard cannot fetch it.
-    let shard = net.providers[0].datadir.join("shards");
-    let any_shard = std::fs::read_dir(&shard)
-        .unwrap()
-        .flatten()
-        .find(|e| e.file_name() != "tmp")
-        .unwrap();
-    let name = std::fs::read_dir(any_shard.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .find(|n| !n.to_string_lossy().ends_with(".tree"))
-        .unwrap();
+    let any_shard = shard_files(&net.providers[0]);
+    let name = any_shard.first().unwrap().file_name().unwrap();
     let id: ShardId = name.to_string_lossy().parse().unwrap();
     assert_eq!(
         refusal(evil.fetch(provider, id).await),
