@@ -8,14 +8,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each phase's start, in seconds since the script began, so a slow CI
+# run shows where its time went.
+phase() { echo "test.sh: [${SECONDS}s] $*" >&2; }
+
+phase "bitcoind"
 BITCOIND_EXE=$(scripts/install-bitcoind.sh | tail -1)
 export BITCOIND_EXE
 echo "using bitcoind: $BITCOIND_EXE" >&2
 
+phase "build"
 cargo build --workspace --bins
+phase "test"
 cargo test --workspace "$@"
 
 FUZZ_SECS=${FUZZ_SECS:-30}
 if ((FUZZ_SECS > 0)); then
+  phase "fuzz"
   scripts/fuzz.sh --secs "$FUZZ_SECS"
 fi
+phase "done"
