@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Starts a local p2pstore network on loopback: a bootstrap/rendezvous node,
-# N providers and one client, each with its own data dir under DIR, and
-# waits until the client sees every provider in the DHT. With
+# Starts a local p2pstore network on loopback: a bootstrap node (a plain
+# Kademlia seed; with --rendezvous it also serves rendezvous), N providers
+# and one client, each with its own data dir under DIR, and waits until
+# the client sees every provider in the DHT. With
 # --bitcoind-rpc-url/--bitcoind-cookie every node but the bootstrap one uses
 # that bitcoind for its wallet (scripts/regtest-up.sh starts one and passes them).
 set -euo pipefail
@@ -12,11 +13,13 @@ DIR=$DEFAULT_NET_DIR
 CAPACITY=${P2PSTORE_CAPACITY:-4GiB}
 BTC_URL=
 BTC_COOKIE=
-usage() { echo "usage: $0 [--providers N] [--dir DIR] [--bitcoind-rpc-url URL --bitcoind-cookie PATH]"; }
+BOOT_ROLE=--seed
+usage() { echo "usage: $0 [--providers N] [--dir DIR] [--rendezvous] [--bitcoind-rpc-url URL --bitcoind-cookie PATH]"; }
 while [[ $# -gt 0 ]]; do
   case $1 in
     --providers) PROVIDERS=${2:?}; shift 2 ;;
     --dir) DIR=${2:?}; shift 2 ;;
+    --rendezvous) BOOT_ROLE=--rendezvous-server; shift ;;
     --bitcoind-rpc-url) BTC_URL=${2:?}; shift 2 ;;
     --bitcoind-cookie) BTC_COOKIE=${2:?}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -42,7 +45,7 @@ ensure_bins
 
 # The bootstrap node: fixed identity in its data dir.
 port=$(free_port)
-start_daemon "$DIR/bootstrap" --rendezvous-server --listen "/ip4/127.0.0.1/tcp/$port" --rpc-bind 127.0.0.1:0
+start_daemon "$DIR/bootstrap" "$BOOT_ROLE" --listen "/ip4/127.0.0.1/tcp/$port" --rpc-bind 127.0.0.1:0
 boot_id=$(cli --datadir "$DIR/bootstrap" status --json | json_field peer_id)
 BOOT="/ip4/127.0.0.1/tcp/$port/p2p/$boot_id"
 echo "$BOOT" > "$DIR/bootstrap.addr"

@@ -61,6 +61,10 @@ pub const DEFAULT_AUDIT_LEAVES_PER_SHARD: u32 = 16;
 pub const DEFAULT_MIN_AUDIT_SCORE: f64 = 0.8;
 pub const DEFAULT_AUDIT_OFFLINE_AFTER: u32 = 3;
 pub const DEFAULT_LOG: &str = "info";
+/// Connections a node opens and holds at once. A client talks to the
+/// providers of one put and a DHT lookup's few peers at a time, never to
+/// the whole network; idle connections close after 30 s.
+pub const DEFAULT_MAX_OUTBOUND_CONNECTIONS: u32 = 64;
 /// How often the wallet polls bitcoind for new blocks.
 pub const BITCOIND_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -200,9 +204,15 @@ pub struct Args {
     /// Provider: confirmations before a payment is final
     #[arg(long)]
     pub min_confirmations: Option<u32>,
-    /// Run as the bootstrap/rendezvous node (persisted identity, no account)
+    /// Run as a DHT seed node that others join (persisted identity, no account)
+    #[arg(long)]
+    pub seed: bool,
+    /// Run as a seed node that also serves rendezvous discovery (implies --seed)
     #[arg(long)]
     pub rendezvous_server: bool,
+    /// Connections this node opens and holds at once
+    #[arg(long)]
+    pub max_outbound_connections: Option<u32>,
     /// Create the account keystore on first start (needs a password)
     #[arg(long)]
     pub init: bool,
@@ -282,7 +292,12 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
             "audit_offline_after",
             DEFAULT_AUDIT_OFFLINE_AFTER.to_string(),
         ),
+        ("seed", "false".into()),
         ("rendezvous_server", "false".into()),
+        (
+            "max_outbound_connections",
+            DEFAULT_MAX_OUTBOUND_CONNECTIONS.to_string(),
+        ),
         ("log", DEFAULT_LOG.into()),
     ]
 }
@@ -326,7 +341,9 @@ struct FileConfig {
     price_sat_per_gib_month: Option<u64>,
     min_term_blocks: Option<u32>,
     max_term_blocks: Option<u32>,
+    seed: Option<bool>,
     rendezvous_server: Option<bool>,
+    max_outbound_connections: Option<u32>,
     log: Option<String>,
     network: Option<String>,
     bitcoind_rpc_url: Option<String>,
@@ -363,7 +380,11 @@ pub struct Config {
     pub provider: bool,
     pub capacity: u64,
     pub terms: ProviderTerms,
+    /// A bootstrap node: a DHT seed with a persisted identity and no
+    /// account (set by `seed` or `rendezvous_server`).
+    pub seed: bool,
     pub rendezvous_server: bool,
+    pub max_outbound_connections: u32,
     pub init: bool,
     pub password: Option<Zeroizing<String>>,
     pub log: String,
@@ -459,6 +480,7 @@ impl Config {
             }
         };
         let fees = fee_policy(&args, &file)?;
+        let rendezvous_server = args.rendezvous_server || file.rendezvous_server.unwrap_or(false);
         let mut listen = pick(args.listen, file.listen);
         if listen.is_empty() {
             listen = default_listen();
@@ -635,7 +657,20 @@ impl Config {
                     .unwrap_or(DEFAULT_CAPACITY),
             )?,
             terms,
-            rendezvous_server: args.rendezvous_server || file.rendezvous_server.unwrap_or(false),
+            seed: rendezvous_server || args.seed || file.seed.unwrap_or(false),
+            rendezvous_server,
+            max_outbound_connections: match args
+                .max_outbound_connections
+                .or(file.max_outbound_connections)
+                .unwrap_or(DEFAULT_MAX_OUTBOUND_CONNECTIONS)
+            {
+                0 => {
+                    return Err(Error::Config(
+                        "max_outbound_connections must be at least 1".into(),
+                    ));
+                }
+                n => n,
+            },
             init: args.init,
             password,
             log: args

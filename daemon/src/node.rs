@@ -84,7 +84,7 @@ impl Node {
             }),
         };
         let cfg = &node.inner.cfg;
-        if cfg.rendezvous_server {
+        if cfg.seed {
             let key = keys::load_or_create_node_key(&cfg.datadir.join("node.key"))?;
             let services = node.start_services(key, None).await?;
             *node.inner.state.write().await = State::Running(services);
@@ -149,7 +149,7 @@ impl Node {
         birthday_height: Option<u32>,
     ) -> Result<Created> {
         let mut state = self.inner.state.write().await;
-        if self.inner.cfg.rendezvous_server || !matches!(*state, State::Uninitialized) {
+        if self.inner.cfg.seed || !matches!(*state, State::Uninitialized) {
             return Err(Error::AlreadyInitialized);
         }
         if password.is_empty() {
@@ -253,6 +253,8 @@ impl Node {
                 bootstrap: cfg.bootstrap.clone(),
                 rendezvous_server: cfg.rendezvous_server,
                 provide,
+                dht_server: provide || cfg.seed,
+                max_outbound_connections: cfg.max_outbound_connections,
                 timeouts: network::Timeouts {
                     control: crate::config::CONTROL_TIMEOUT,
                     shard: crate::config::SHARD_TIMEOUT,
@@ -324,12 +326,13 @@ impl Node {
                 tasks.push(c.spawn_reconciler(crate::config::CLIENT_RECONCILE_INTERVAL));
                 tasks.push(c.spawn_health_check(cfg.health_check));
                 tasks.push(c.spawn_auditor(cfg.audit_interval));
+                tasks.push(c.directory.spawn_refresh());
                 Some(c)
             }
             _ => None,
         };
         let mut roles = Vec::new();
-        if cfg.rendezvous_server {
+        if cfg.seed {
             roles.push(NodeRole::Bootstrap);
         }
         if client.is_some() {

@@ -23,8 +23,20 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/kad/1.0.
 pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/control/5.0.0");
 pub const SHARD_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pstore/shard/5.0.0");
 pub const RENDEZVOUS_NAMESPACE: &str = "p2pstore";
-/// The DHT key providers announce themselves under.
-pub const PROVIDERS_KEY_LABEL: &[u8] = b"p2pstore/providers/v1";
+/// Prefix of the DHT keys providers announce themselves under. v2 keys
+/// are SHA-256 multihashes, one per [`ProviderBucket`]; v1 was one raw
+/// digest, which standard Kademlia nodes reject.
+pub const PROVIDERS_KEY_LABEL: &[u8] = b"p2pstore/providers/v2/";
+/// How many DHT keys providers are spread across. One key's records live
+/// at the 20 nodes closest to it, and libp2p's Kademlia answers a lookup
+/// with at most 20 providers per node, so a key shows little more than
+/// 20 providers. 256 keys keep about 20 per key at 5,000 providers
+/// (p2pstore-sim), while a client still fills its directory from a few
+/// dozen lookups (README, "Discovery at scale").
+pub const PROVIDER_BUCKETS: u16 = 256;
+/// The multihash code of SHA2-256 and its digest length: standard
+/// Kademlia keys are multihashes.
+const MULTIHASH_SHA2_256: [u8; 2] = [0x12, 0x20];
 
 /// Plaintext bytes per segment.
 pub const SEGMENT_SIZE: usize = 4 * 1024 * 1024;
@@ -85,6 +97,20 @@ pub enum ControlRequest {
         contract_id: ContractId,
         challenges: Vec<Challenge>,
     },
+}
+
+impl ControlRequest {
+    /// The request's name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ControlRequest::GetOffer => "get-offer",
+            ControlRequest::Propose(_) => "propose",
+            ControlRequest::PaymentNotice(_) => "payment-notice",
+            ControlRequest::Delete { .. } => "delete",
+            ControlRequest::List { .. } => "list",
+            ControlRequest::Audit { .. } => "audit",
+        }
+    }
 }
 
 /// One leaf of one shard that an audit asks for.
@@ -417,13 +443,63 @@ pub fn sanitize(text: &str) -> String {
     out
 }
 
-pub fn providers_key() -> libp2p::kad::RecordKey {
-    libp2p::kad::RecordKey::new(&crate::crypto::sha256(PROVIDERS_KEY_LABEL))
+/// Which of the [`PROVIDER_BUCKETS`] DHT keys a provider announces under:
+/// fixed by its peer id, so nobody chooses a crowded or an empty one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProviderBucket(u16);
+
+impl ProviderBucket {
+    pub fn of(peer: &PeerId) -> Self {
+        let h = crate::crypto::sha256(&peer.to_bytes());
+        ProviderBucket(u16::from_be_bytes([h[0], h[1]]) % PROVIDER_BUCKETS)
+    }
+
+    pub fn new(index: u16) -> Option<Self> {
+        (index < PROVIDER_BUCKETS).then_some(ProviderBucket(index))
+    }
+
+    pub fn all() -> impl Iterator<Item = Self> {
+        (0..PROVIDER_BUCKETS).map(ProviderBucket)
+    }
+
+    pub fn index(self) -> u16 {
+        self.0
+    }
+
+    /// The bucket's DHT key: the SHA-256 multihash (0x12 0x20 ‖ digest) of
+    /// the label and the bucket number, the form standard Kademlia
+    /// implementations accept as a provider key.
+    pub fn key(self) -> libp2p::kad::RecordKey {
+        let mut preimage = PROVIDERS_KEY_LABEL.to_vec();
+        preimage.extend_from_slice(&self.0.to_be_bytes());
+        let mut key = MULTIHASH_SHA2_256.to_vec();
+        key.extend_from_slice(&crate::crypto::sha256(&preimage));
+        libp2p::kad::RecordKey::new(&key)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provider_keys_are_sha256_multihashes_one_per_bucket() {
+        let keys: std::collections::HashSet<Vec<u8>> = ProviderBucket::all()
+            .map(|b| {
+                let key = b.key().to_vec();
+                let mh = libp2p::multihash::Multihash::<64>::from_bytes(&key).unwrap();
+                assert_eq!((mh.code(), mh.size()), (0x12, 32));
+                key
+            })
+            .collect();
+        assert_eq!(keys.len(), PROVIDER_BUCKETS as usize);
+        assert_eq!(ProviderBucket::new(PROVIDER_BUCKETS), None);
+        // Peer ids spread over every bucket.
+        let used: std::collections::HashSet<ProviderBucket> = (0..2000)
+            .map(|_| ProviderBucket::of(&PeerId::random()))
+            .collect();
+        assert_eq!(used.len(), PROVIDER_BUCKETS as usize);
+    }
 
     #[test]
     fn payment_amounts() {

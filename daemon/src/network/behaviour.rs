@@ -3,10 +3,15 @@
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
-use libp2p::kad::{self, store::MemoryStore};
+use libp2p::kad::{
+    self,
+    store::{MemoryStore, MemoryStoreConfig},
+};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, behaviour::toggle::Toggle};
-use libp2p::{Swarm, connection_limits, identify, noise, ping, rendezvous, tcp, tls, yamux};
+use libp2p::{
+    PeerId, Swarm, connection_limits, identify, noise, ping, rendezvous, tcp, tls, yamux,
+};
 
 use crate::error::{Error, Result};
 use crate::protocol::*;
@@ -24,6 +29,17 @@ pub const MAX_ESTABLISHED_INCOMING: u32 = 1024;
 /// Connections to or from one peer id: one is enough, a few cover
 /// simultaneous dials and reconnects.
 pub const MAX_ESTABLISHED_PER_PEER: u32 = 4;
+/// Providers one node keeps per DHT key. libp2p answers a lookup with at
+/// most 20 of them (its replication factor), the first it stored, which
+/// is why providers are spread over [`PROVIDER_BUCKETS`] keys. Keeping
+/// more than libp2p's default of 20 means that when shown providers
+/// leave (their records expire), the next are shown at once, not after
+/// their next announcement. Past the cap newcomers are ignored (libp2p's
+/// defence against record floods).
+pub const MAX_PROVIDERS_PER_KEY: usize = 128;
+/// A connection nothing has used for this long is closed: DHT lookups
+/// touch many peers once, and a client must not hold them all.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -46,11 +62,40 @@ pub struct Timeouts {
     pub shard: Duration,
 }
 
-pub fn build_swarm(
-    key: Keypair,
-    rendezvous_server: bool,
-    timeouts: &Timeouts,
-) -> Result<Swarm<Behaviour>> {
+/// The Kademlia behaviour every p2pstore node runs, with p2pstore's
+/// settings: public so that the discovery simulation
+/// (`tests/src/bin/sim.rs`) runs exactly what the daemon runs.
+pub fn dht(peer_id: PeerId, server: bool) -> kad::Behaviour<MemoryStore> {
+    let mut kad_cfg = kad::Config::new(KAD_PROTOCOL);
+    kad_cfg
+        .set_query_timeout(Duration::from_secs(30))
+        // Short intervals keep a small or churning network's
+        // registry fresh; records outlive two missed republishes.
+        .set_provider_publication_interval(Some(Duration::from_secs(300)))
+        .set_provider_record_ttl(Some(Duration::from_secs(900)))
+        .set_periodic_bootstrap_interval(Some(Duration::from_secs(120)));
+    let store = MemoryStore::with_config(
+        peer_id,
+        MemoryStoreConfig {
+            max_providers_per_key: MAX_PROVIDERS_PER_KEY,
+            ..Default::default()
+        },
+    );
+    let mut kad = kad::Behaviour::with_config(peer_id, store, kad_cfg);
+    // Without this a node with no confirmed external address stays a DHT
+    // client and answers nobody, so get_providers finds nothing. A client
+    // only asks: as a server, every lookup in the network could open a
+    // connection to it.
+    kad.set_mode(Some(if server {
+        kad::Mode::Server
+    } else {
+        kad::Mode::Client
+    }));
+    kad
+}
+
+pub fn build_swarm(key: Keypair, cfg: &super::NetworkConfig) -> Result<Swarm<Behaviour>> {
+    let timeouts = &cfg.timeouts;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
@@ -68,19 +113,7 @@ pub fn build_swarm(
         .map_err(|e| Error::Network(format!("dns transport: {e}")))?
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
-            let mut kad_cfg = kad::Config::new(KAD_PROTOCOL);
-            kad_cfg
-                .set_query_timeout(Duration::from_secs(30))
-                // Short intervals keep a small or churning network's
-                // registry fresh; records outlive two missed republishes.
-                .set_provider_publication_interval(Some(Duration::from_secs(300)))
-                .set_provider_record_ttl(Some(Duration::from_secs(900)))
-                .set_periodic_bootstrap_interval(Some(Duration::from_secs(120)));
-            let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_cfg);
-            // Without this a node with no confirmed external address stays a
-            // DHT client and answers nobody, so get_providers finds nothing.
-            kad.set_mode(Some(kad::Mode::Server));
-
+            let kad = dht(peer_id, cfg.dht_server);
             let control = request_response::Behaviour::with_codec(
                 Codec::new(MAX_CONTROL_MESSAGE, MAX_CONTROL_MESSAGE),
                 [(CONTROL_PROTOCOL, ProtocolSupport::Full)],
@@ -98,7 +131,8 @@ pub fn build_swarm(
                     connection_limits::ConnectionLimits::default()
                         .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
                         .with_max_established_incoming(Some(MAX_ESTABLISHED_INCOMING))
-                        .with_max_established_per_peer(Some(MAX_ESTABLISHED_PER_PEER)),
+                        .with_max_established_per_peer(Some(MAX_ESTABLISHED_PER_PEER))
+                        .with_max_established_outgoing(Some(cfg.max_outbound_connections)),
                 ),
                 ip_limits: Default::default(),
                 kad,
@@ -110,13 +144,13 @@ pub fn build_swarm(
                 control,
                 shard,
                 rendezvous_client: rendezvous::client::Behaviour::new(key.clone()),
-                rendezvous_server: Toggle::from(rendezvous_server.then(|| {
+                rendezvous_server: Toggle::from(cfg.rendezvous_server.then(|| {
                     rendezvous::server::Behaviour::new(rendezvous::server::Config::default())
                 })),
             }
         })
         .map_err(|e| Error::Network(format!("behaviour: {e}")))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
     Ok(swarm)
 }

@@ -26,7 +26,7 @@ use super::{Command, Inbound, NetStatus, NetworkConfig, PeerError};
 use crate::error::{Error, Result};
 use crate::protocol::*;
 
-const DISCOVER_EVERY: Duration = Duration::from_secs(30);
+pub const DISCOVER_EVERY: Duration = Duration::from_secs(30);
 /// Registrations are re-sent every this many discover ticks (TTL is 2 h).
 const REGISTER_EVERY_TICKS: u32 = 20;
 const MAX_ADDRS_PER_PEER: usize = 8;
@@ -102,6 +102,10 @@ pub(super) struct EventLoop {
     /// we announce (right for loopback and LAN networks; behind NAT set
     /// `external_addrs`). Rendezvous registration needs at least one.
     announce_listen: bool,
+    /// The configured bootstrap nodes: re-dialed whenever lost.
+    bootstrap_peers: HashSet<PeerId>,
+    /// Those of them that said (identify) they serve rendezvous. A plain
+    /// Kademlia seed does not, and is never asked.
     rendezvous_peers: HashSet<PeerId>,
     book: AddressBook,
     pending_providers: HashMap<QueryId, (HashSet<PeerId>, oneshot::Sender<HashSet<PeerId>>)>,
@@ -116,6 +120,17 @@ pub(super) struct EventLoop {
     refusals: RefusalLog,
     /// The remote IP of a connection to each connected peer.
     observed: HashMap<PeerId, std::net::IpAddr>,
+}
+
+/// Whether a provider announces itself again `intervals` discover ticks
+/// ([`DISCOVER_EVERY`]) after it started. Its
+/// first announcement, right after joining, reaches the nodes closest to
+/// its key among the few it knows then; while the network around it
+/// fills in (and while many nodes join at once), the closest ones change.
+/// So it announces again after 30 s, 1 min and 2 min, then every 5 min
+/// (Kademlia's republish).
+pub fn announce_again(intervals: u32) -> bool {
+    matches!(intervals, 1 | 2 | 4)
 }
 
 fn split_p2p(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
@@ -133,7 +148,7 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         inbound: inbound::Sender,
     ) -> Result<Self> {
-        let mut swarm = build_swarm(key, cfg.rendezvous_server, &cfg.timeouts)?;
+        let mut swarm = build_swarm(key, &cfg)?;
         for addr in &cfg.listen {
             swarm.listen_on(addr.clone()).map_err(|e| Error::Bind {
                 addr: addr.to_string(),
@@ -149,6 +164,7 @@ impl EventLoop {
             inbound,
             provide: cfg.provide,
             announce_listen: cfg.external.is_empty(),
+            bootstrap_peers: HashSet::new(),
             rendezvous_peers: HashSet::new(),
             book: AddressBook::default(),
             pending_providers: HashMap::new(),
@@ -170,7 +186,7 @@ impl EventLoop {
             };
             ev.book.pin(peer, base.clone());
             ev.learn(peer, base, true);
-            ev.rendezvous_peers.insert(peer);
+            ev.bootstrap_peers.insert(peer);
             if let Err(e) = ev.swarm.dial(addr.clone()) {
                 warn!(%addr, "cannot dial bootstrap node: {e}");
             }
@@ -209,18 +225,18 @@ impl EventLoop {
     }
 
     fn announce(&mut self) {
-        if let Err(e) = self
-            .swarm
-            .behaviour_mut()
-            .kad
-            .start_providing(providers_key())
-        {
+        let key = ProviderBucket::of(self.swarm.local_peer_id()).key();
+        if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
             warn!("cannot announce as provider: {e}");
         }
     }
 
     fn on_tick(&mut self) {
         self.ticks = self.ticks.wrapping_add(1);
+        // The first tick fires at once: tick n comes n - 1 intervals in.
+        if self.provide && announce_again(self.ticks.saturating_sub(1)) {
+            self.announce();
+        }
         // Forget peers whose audit budget is full again, so the limiter's
         // memory follows the peers auditing now, not all there ever were.
         self.audit_budget.retain_recent();
@@ -241,7 +257,7 @@ impl EventLoop {
         // Re-dial bootstrap nodes we lost, so a restarted bootstrap node
         // or a transient failure does not leave us isolated.
         let lost: Vec<PeerId> = self
-            .rendezvous_peers
+            .bootstrap_peers
             .iter()
             .filter(|p| !self.swarm.is_connected(p))
             .copied()
@@ -277,12 +293,8 @@ impl EventLoop {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::GetProviders { reply } => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .get_providers(providers_key());
+            Command::GetProviders { bucket, reply } => {
+                let id = self.swarm.behaviour_mut().kad.get_providers(bucket.key());
                 self.pending_providers.insert(id, (HashSet::new(), reply));
             }
             Command::Control {
@@ -378,12 +390,15 @@ impl EventLoop {
                 if let Some(ip) = ip_of(endpoint.get_remote_address()) {
                     self.observed.insert(peer_id, ip);
                 }
-                if self.rendezvous_peers.contains(&peer_id) {
+                if self.bootstrap_peers.contains(&peer_id) {
                     if endpoint.is_dialer() {
                         self.learn(peer_id, endpoint.get_remote_address().clone(), true);
                     }
-                    self.rendezvous_register(peer_id);
-                    self.rendezvous_discover(peer_id);
+                    // Back after a restart: registrations may be gone.
+                    if self.rendezvous_peers.contains(&peer_id) {
+                        self.rendezvous_register(peer_id);
+                        self.rendezvous_discover(peer_id);
+                    }
                     if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
                         debug!("kad bootstrap: {e}");
                     }
@@ -408,6 +423,13 @@ impl EventLoop {
         match event {
             BehaviourEvent::Kad(event) => self.on_kad(event),
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if self.bootstrap_peers.contains(&peer_id)
+                    && info.protocols.contains(&rendezvous::PROTOCOL_NAME)
+                    && self.rendezvous_peers.insert(peer_id)
+                {
+                    self.rendezvous_register(peer_id);
+                    self.rendezvous_discover(peer_id);
+                }
                 // Peers that dialed us are unroutable in the DHT unless we
                 // learn where they listen.
                 let routable = info.protocols.contains(&KAD_PROTOCOL);

@@ -19,7 +19,8 @@ use libp2p::request_response::ResponseChannel;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
-pub use behaviour::Timeouts;
+pub use behaviour::{IDLE_CONNECTION_TIMEOUT, MAX_PROVIDERS_PER_KEY, Timeouts, dht};
+pub use event_loop::{DISCOVER_EVERY, announce_again};
 pub use inbound::Inbound;
 pub use ip_limits::{MAX_ESTABLISHED_PER_IP, MAX_PENDING_PER_IP};
 pub use peer_api::{PeerError, retry_busy};
@@ -34,6 +35,11 @@ pub struct NetworkConfig {
     pub rendezvous_server: bool,
     /// Announce this node as a storage provider in the DHT.
     pub provide: bool,
+    /// Answer DHT queries (Kademlia server mode): seeds and providers.
+    /// A client only asks, so it is not in others' routing tables.
+    pub dht_server: bool,
+    /// Connections this node opens and holds at once; dials past it fail.
+    pub max_outbound_connections: u32,
     pub timeouts: Timeouts,
 }
 
@@ -50,6 +56,7 @@ pub struct NetStatus {
 
 enum Command {
     GetProviders {
+        bucket: ProviderBucket,
         reply: oneshot::Sender<HashSet<PeerId>>,
     },
     Control {
@@ -119,8 +126,10 @@ impl Client {
             .map_err(|_| Error::Network("network task dropped the request".into()))
     }
 
-    pub async fn get_providers(&self) -> Result<HashSet<PeerId>> {
-        self.call(|reply| Command::GetProviders { reply }).await
+    /// The providers announced under one bucket's DHT key.
+    pub async fn get_providers(&self, bucket: ProviderBucket) -> Result<HashSet<PeerId>> {
+        self.call(|reply| Command::GetProviders { bucket, reply })
+            .await
     }
 
     /// A raw control request: only the typed API in [`peer_api`] uses it.

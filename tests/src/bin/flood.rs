@@ -123,6 +123,8 @@ async fn flood_from_one_peer(args: Arc<Args>, peer: PeerId, base: Multiaddr, cou
         bootstrap: vec![],
         rendezvous_server: false,
         provide: false,
+        dht_server: false,
+        max_outbound_connections: p2pstored::config::DEFAULT_MAX_OUTBOUND_CONNECTIONS,
         timeouts: Timeouts {
             control: Duration::from_secs(20),
             shard: Duration::from_secs(30),
