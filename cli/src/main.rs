@@ -96,8 +96,10 @@ enum Cmd {
     Rm { file_id: String },
     /// Node status
     Status,
-    /// Providers known in the DHT, with their offers
+    /// The provider directory: providers found in the DHT, with their offers
     Providers,
+    /// Look up every provider bucket in the DHT now, and time each lookup
+    FindProviders,
     /// The node's bitcoin wallet
     #[command(subcommand)]
     Wallet(WalletCmd),
@@ -294,6 +296,9 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Status => out.status(&client.status().await.map_err(conn::describe)?),
         Cmd::Providers => out.providers(&client.providers().await.map_err(conn::describe)?),
+        Cmd::FindProviders => {
+            out.find_providers(&client.find_providers().await.map_err(conn::describe)?)
+        }
         Cmd::Contracts => out.contracts(&client.contracts().await.map_err(conn::describe)?),
         Cmd::Perf => {
             let p = client.perf().await.map_err(conn::describe)?;

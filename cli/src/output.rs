@@ -213,14 +213,41 @@ impl Printer {
         }
         for p in list {
             println!(
-                "{}  free {:>10}  {} sat/GiB/month  terms {}-{} blocks  audit score {:.3}",
+                "{}  free {:>10}  {} sat/GiB/month  terms {}-{} blocks  audit score {:.3}  offer {}s old",
                 p.peer_id,
                 HumanBytes(p.free_bytes).to_string(),
                 p.price_sat_per_gib_month,
                 p.min_term_blocks,
                 p.max_term_blocks,
-                p.audit_score
+                p.audit_score,
+                p.offer_age_secs
             );
+        }
+        Ok(())
+    }
+
+    pub fn find_providers(&self, r: &FindProvidersResult) -> Result<()> {
+        if self.json {
+            return self.json(r);
+        }
+        let mut ms: Vec<u64> = r.lookups.iter().map(|l| l.millis).collect();
+        ms.sort_unstable();
+        let pick = |q: f64| {
+            ms.get(((ms.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        println!(
+            "{} provider(s) in {} bucket lookups (median {} ms, p95 {} ms, max {} ms); directory: {}",
+            r.providers.len(),
+            r.lookups.len(),
+            pick(0.5),
+            pick(0.95),
+            ms.last().copied().unwrap_or(0),
+            r.directory_size
+        );
+        for p in &r.providers {
+            println!("{p}");
         }
         Ok(())
     }

@@ -180,6 +180,31 @@ pub struct ProviderInfo {
     pub protocol_version: u32,
     /// This client's audit score of the provider, 0..=1 (1 until audited).
     pub audit_score: f64,
+    /// Seconds since the provider gave this offer (the directory keeps
+    /// offers for 10 minutes).
+    pub offer_age_secs: u64,
+}
+
+/// One DHT lookup of one provider bucket.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct BucketLookup {
+    /// The bucket, 0..256: providers announce under the bucket their peer
+    /// id falls in.
+    pub bucket: u16,
+    /// Providers the lookup found.
+    pub found: u64,
+    pub millis: u64,
+}
+
+/// Every provider bucket looked up in the DHT.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct FindProvidersResult {
+    /// Distinct providers found, over all buckets.
+    pub providers: Vec<String>,
+    /// Each bucket's lookup, in bucket order.
+    pub lookups: Vec<BucketLookup>,
+    /// Providers the client's directory knows after the lookups.
+    pub directory_size: u64,
 }
 
 /// What one audit of one provider found, in challenges (one leaf of one
@@ -588,9 +613,18 @@ api! {
         #[method(name = "status")]
         async fn status(&self) -> RpcResult<Status>;
 
-        /// Providers the DHT knows now, each with the offer it just gave.
+        /// The client's provider directory: providers found in the DHT with
+        /// an offer less than 10 minutes old, cheapest first. Refreshes it
+        /// first: a few DHT lookups, and new offers from a sample of the
+        /// providers whose offer is stale, never from all of them.
         #[method(name = "providers")]
         async fn providers(&self) -> RpcResult<Vec<ProviderInfo>>;
+
+        /// Look up every provider bucket in the DHT now, asking no
+        /// provider for an offer: which providers the network shows this
+        /// node, and how long each lookup took.
+        #[method(name = "find_providers")]
+        async fn find_providers(&self) -> RpcResult<FindProvidersResult>;
 
         /// Progress of a put or get started with `op_id`; null when unknown.
         #[method(name = "progress")]

@@ -232,7 +232,8 @@ impl ClientService {
 
         // Rebuild the missing shards and pick a new home for each: a
         // provider that holds no shard of that segment, good or lost.
-        let cands = self.candidates().await?;
+        // A new home must hold none of the segment's n shards.
+        let cands = self.candidates(2 * m.scheme.n as usize).await?;
         let mut free: Vec<u64> = cands.iter().map(|c| c.offer.free_bytes).collect();
         let fetcher = self.fetcher();
         let mut rebuilt: Vec<(usize, usize, usize, Vec<u8>)> = Vec::new(); // (segment, position, candidate, bytes)

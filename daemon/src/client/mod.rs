@@ -6,6 +6,7 @@
 
 pub mod audit;
 mod budget;
+pub mod directory;
 mod get;
 mod health;
 pub mod manifest;
@@ -14,6 +15,7 @@ mod payment;
 pub use payment::{read_intent_record, sample_intent_record};
 mod pipeline;
 mod put;
+pub use put::PLACEMENT_SPARES;
 pub mod reliability;
 mod uploads;
 
@@ -38,6 +40,7 @@ use reliability::Reliability;
 
 use audit::AuditBook;
 pub use audit::AuditPolicy;
+use directory::Directory;
 pub use health::RepairScope;
 
 /// A provider found in the DHT, with the offer it just gave, the
@@ -139,6 +142,8 @@ pub struct ClientService {
     /// Where each provider was last seen, as text (a peer's multiaddr may
     /// use protocols a later version no longer parses).
     peers: Tree<PeerId, Vec<String>>,
+    /// Providers found in the DHT and their last offers.
+    pub directory: Directory,
     progress: progress::Registry,
     wallet: WalletService,
     max_price_sat_per_gib_month: u64,
@@ -190,6 +195,7 @@ impl ClientService {
         let payments = Tree::open(db, trees::PAYMENTS)?;
         payment::restore_reservations(&payments, &wallet)?;
         Ok(ClientService {
+            directory: Directory::new(net.clone()),
             net,
             keys,
             manifests: ManifestStore::open(db)?,
@@ -264,41 +270,14 @@ impl ClientService {
         let _ = self.peers.insert_lazy(&peer, &addrs);
     }
 
-    /// Providers in the DHT right now, each with the offer it just gave,
-    /// cheapest first. Silent or misbehaving providers are left out.
+    /// The provider directory after a refresh (a few DHT lookups, and new
+    /// offers from a sample of the providers whose offer is stale), best
+    /// offer first: cheapest, then most free space.
     pub async fn discover_offers(&self) -> Result<Vec<FoundProvider>> {
-        let me = self.net.local_peer_id();
-        let peers: Vec<PeerId> = self
-            .net
-            .get_providers()
-            .await?
-            .into_iter()
-            .filter(|p| *p != me)
-            .collect();
-        let asks = peers.into_iter().map(|peer| async move {
-            match self.net.offer(peer).await {
-                Ok(offer) => {
-                    self.remember_addresses(peer).await;
-                    let addrs = self.net.peer_addresses(peer).await.unwrap_or_default();
-                    let ip = self.net.observed_ip(peer).await.ok().flatten();
-                    Some(FoundProvider {
-                        peer,
-                        offer,
-                        addrs,
-                        ip,
-                    })
-                }
-                Err(e) => {
-                    warn!(%peer, "no offer: {e}");
-                    None
-                }
-            }
-        });
-        let mut offers: Vec<_> = futures::future::join_all(asks)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+        for f in self.directory.refresh(directory::OFFER_SAMPLE).await? {
+            self.remember_addresses(f.peer).await;
+        }
+        let mut offers = self.directory.fresh()?;
         offers.sort_by_key(|f| {
             (
                 f.offer.price_sat_per_gib_month,

@@ -23,6 +23,29 @@ use crate::provider::store::now_secs;
 /// each block it trails adds one block of the added bytes to the quote.
 const QUOTE_TIP_SLACK_BLOCKS: u32 = 2;
 
+/// Why [`ClientService::acquire`] bought nothing, or not all of it.
+pub(super) enum AcquireFailure {
+    /// These providers gave no usable quote. Nothing was paid, so their
+    /// shards can be placed at other providers.
+    Quotes(Vec<PeerId>, Error),
+    /// Anything else, as it stands.
+    Other(Error),
+}
+
+impl From<Error> for AcquireFailure {
+    fn from(e: Error) -> Self {
+        AcquireFailure::Other(e)
+    }
+}
+
+impl From<AcquireFailure> for Error {
+    fn from(f: AcquireFailure) -> Self {
+        match f {
+            AcquireFailure::Quotes(_, e) | AcquireFailure::Other(e) => e,
+        }
+    }
+}
+
 /// Bytes to buy from one provider, at the offer it gave.
 pub(super) struct Need {
     pub peer: PeerId,
@@ -54,7 +77,11 @@ impl ClientService {
     /// `term_end`, and returns once every provider has credited it: only
     /// then may shards be uploaded. All providers are paid in one
     /// transaction.
-    pub(super) async fn acquire(&self, needs: &[Need], term_end: u32) -> Result<Vec<Acquired>> {
+    pub(super) async fn acquire(
+        &self,
+        needs: &[Need],
+        term_end: u32,
+    ) -> std::result::Result<Vec<Acquired>, AcquireFailure> {
         // Quotes are priced to the current paid-through height, so no
         // period payment may slip in between a quote and its payment.
         let _guard = self.pay_lock.lock().await;
@@ -69,7 +96,8 @@ impl ClientService {
             return Err(Error::ProviderUnreachable {
                 peer: n.peer,
                 reason: "a period payment to it is being credited; try again shortly".into(),
-            });
+            }
+            .into());
         }
         for n in needs {
             match self.contracts.live_with(&n.peer)? {
@@ -82,15 +110,24 @@ impl ClientService {
                 live => buy.push((n, live)),
             }
         }
+        let buy_peers: Vec<PeerId> = buy.iter().map(|(n, _)| n.peer).collect();
         let asks = buy
             .into_iter()
             .map(|(n, live)| self.quote(n, live, term_end, tip));
         let mut dues = Vec::new();
         let mut first_err = None;
-        for r in futures::future::join_all(asks).await {
+        let mut refused = Vec::new();
+        for (r, n) in futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .zip(&buy_peers)
+        {
             match r {
                 Ok(d) => dues.push(d),
-                Err(e) => first_err = first_err.or(Some(e)),
+                Err(e) => {
+                    refused.push(*n);
+                    first_err = first_err.or(Some(e));
+                }
             }
         }
         let mut acquired: Vec<Acquired> = dues
@@ -103,7 +140,7 @@ impl ClientService {
             .collect();
         if let Some(e) = first_err {
             self.forget_formations(&acquired)?;
-            return Err(e);
+            return Err(AcquireFailure::Quotes(refused, e));
         }
         if dues.is_empty() {
             self.hold(&covered);
@@ -117,17 +154,17 @@ impl ClientService {
         match self.pay(dues).await {
             PayOutcome::NotPaid(e) => {
                 self.forget_formations(&acquired)?;
-                Err(e)
+                Err(e.into())
             }
             // Reconciliation sends these same bytes or gives them up at
             // the quotes' deadline; either way nothing is undone here.
-            PayOutcome::MaybePaid(e) => Err(e),
+            PayOutcome::MaybePaid(e) => Err(e.into()),
             PayOutcome::Paid(mut intent) => {
                 let problems = self.notify(&mut intent).await?;
                 match problems.into_iter().next() {
                     // Paid, but not (yet) credited: the allowance stays
                     // bought and is credited by reconciliation.
-                    Some((_, e)) => Err(e),
+                    Some((_, e)) => Err(e.into()),
                     None => {
                         info!(txid = %intent.txid, providers = acquired.len(), "allowance paid");
                         self.hold(&acquired);

@@ -24,7 +24,7 @@ use libp2p::PeerId;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::manifest::{MANIFEST_VERSION, Manifest, Segment, ShardRef, Term};
-use super::pipeline::{Need, contract_with};
+use super::pipeline::{AcquireFailure, Need, contract_with};
 use super::reliability::Reliability;
 use super::uploads::{ShardSpec, Target, Upload};
 use super::{ClientService, FoundProvider};
@@ -42,6 +42,8 @@ use crate::provider::store::now_secs;
 /// Segments in flight per transfer: enough to overlap disk, crypto and
 /// network, few enough to bound memory (each holds a segment and its shards).
 pub(super) const PIPELINE: usize = 6;
+/// Providers a put may replace after they gave no usable quote.
+pub const PLACEMENT_SPARES: usize = 3;
 
 /// A provider the client is willing to use, with what it offered.
 #[derive(Clone)]
@@ -54,11 +56,25 @@ pub(super) struct Candidate {
 }
 
 impl Candidate {
-    /// Price weighted by reliability: a provider that fails half the time
-    /// costs, in effect, twice its asking price.
+    /// Price weighted by standing and audit score: a provider that fails
+    /// half the time costs, in effect, twice its asking price.
     fn effective_price(&self) -> f64 {
         self.offer.price_sat_per_gib_month.max(1) as f64 / self.score
     }
+}
+
+/// Orders candidates best first: lowest effective price, then most free
+/// space; candidates equal on both are in random order, so that equally
+/// good providers share the load instead of the same few taking it all.
+pub(super) fn rank(cands: &mut [Candidate]) {
+    use rand::seq::SliceRandom;
+    cands.shuffle(&mut rand::rng());
+    // A stable sort keeps the shuffled order among equals.
+    cands.sort_by(|a, b| {
+        a.effective_price()
+            .total_cmp(&b.effective_price())
+            .then(b.offer.free_bytes.cmp(&a.offer.free_bytes))
+    });
 }
 
 /// A finished put, kept under its operation id.
@@ -198,16 +214,7 @@ impl ClientService {
         }
         // Fail fast: without bitcoind nothing could be paid for.
         let tip = u32::try_from(self.wallet.check_bitcoind().await?).unwrap_or(u32::MAX);
-        let candidates = self.candidates().await?;
-        if candidates.len() < scheme.n as usize {
-            return Err(Error::NoProvider(format!(
-                "found {} suitable provider(s); {}-of-{} redundancy needs {}",
-                candidates.len(),
-                scheme.k,
-                scheme.n,
-                scheme.n
-            )));
-        }
+        let mut candidates = self.candidates(scheme.n as usize).await?;
         let count = size.div_ceil(SEGMENT_SIZE as u64).max(1);
         // A put knows every shard's size from the file's size and the
         // scheme, so it contracts before it seals anything, and seals and
@@ -215,23 +222,6 @@ impl ClientService {
         let seg = SEGMENT_SIZE as u64;
         let sizes: Vec<u64> = (0..count)
             .map(|i| scheme.shard_len((seg.min(size - i * seg) + TAG_LEN as u64) as usize) as u64)
-            .collect();
-        let assignment = place(&sizes, &candidates, scheme)?;
-        let mut bytes = vec![0u64; candidates.len()];
-        for (size, chosen) in sizes.iter().zip(&assignment) {
-            for &c in chosen {
-                bytes[c] += size;
-            }
-        }
-        let needs: Vec<Need> = candidates
-            .iter()
-            .zip(&bytes)
-            .filter(|(_, b)| **b > 0)
-            .map(|(c, b)| Need {
-                peer: c.peer,
-                offer: c.offer.clone(),
-                bytes: *b,
-            })
             .collect();
         let term = term.unwrap_or(Term::Until(tip.saturating_add(self.term_blocks)));
         let term_end = match term {
@@ -246,10 +236,46 @@ impl ClientService {
         };
         let file_id = FileId::random()?;
         let span = info_span!("put", file_id = %file_id.short(), scheme = %scheme.label());
-        let acquired = self
-            .acquire(&needs, term_end)
-            .instrument(span.clone())
-            .await?;
+        // Shards go to the best providers; one that gives no usable quote
+        // is replaced by the next best, up to PLACEMENT_SPARES of them.
+        // Nothing has been paid when a quote fails.
+        let mut spares_used = 0;
+        let (assignment, acquired) = loop {
+            if candidates.len() < scheme.n as usize {
+                return Err(Error::NoProvider(format!(
+                    "found {} suitable provider(s); {}-of-{} redundancy needs {}",
+                    candidates.len(),
+                    scheme.k,
+                    scheme.n,
+                    scheme.n
+                )));
+            }
+            let assignment = place(&sizes, &candidates, scheme)?;
+            let needs = needs_of(&sizes, &assignment, &candidates);
+            match self
+                .acquire(&needs, term_end)
+                .instrument(span.clone())
+                .await
+            {
+                Ok(acquired) => {
+                    for n in &needs {
+                        self.directory.used(&n.peer, n.bytes);
+                    }
+                    break (assignment, acquired);
+                }
+                Err(AcquireFailure::Quotes(refused, e))
+                    if spares_used + refused.len() <= PLACEMENT_SPARES =>
+                {
+                    warn!(parent: &span, providers = refused.len(), "no usable quote ({e}); placing their shards at spares");
+                    spares_used += refused.len();
+                    for peer in &refused {
+                        self.directory.failed(peer);
+                    }
+                    candidates.retain(|c| !refused.contains(&c.peer));
+                }
+                Err(f) => return Err(f.into()),
+            }
+        };
         let targets: Vec<Vec<Target>> = assignment
             .iter()
             .map(|chosen| {
@@ -350,11 +376,13 @@ impl ClientService {
         Ok(put_result(&manifest, false))
     }
 
-    /// Providers the client will use, best first: protocol, term, price
-    /// cap and audit score filter them; price weighted by reliability
-    /// ranks them.
-    pub(super) async fn candidates(&self) -> Result<Vec<Candidate>> {
-        let offers = self.affordable(self.discover_offers().await?)?;
+    /// Providers the client will use, from the directory's fresh offers
+    /// (refreshed until `want` are fresh, if it can), best first:
+    /// protocol, term, price cap and audit score filter them; price
+    /// weighted by audit score and standing ranks them, then free space,
+    /// and providers equal on both are shuffled, so load spreads.
+    pub(super) async fn candidates(&self, want: usize) -> Result<Vec<Candidate>> {
+        let offers = self.affordable(self.directory.ensure(want).await?)?;
         let mut paying = self.paying_period()?;
         let back: HashSet<PeerId> = offers
             .iter()
@@ -372,17 +400,12 @@ impl ClientService {
             .filter(|f| self.audits.eligible(&f.peer) && !paying.contains(&f.peer))
             .map(|f| Candidate {
                 group: f.ip.map(NetGroup::of),
-                score: self.reliability.get(&f.peer).score(),
+                score: self.reliability.get(&f.peer).standing() * self.audit_score(&f.peer),
                 peer: f.peer,
                 offer: f.offer,
             })
             .collect();
-        out.sort_by(|a, b| {
-            a.effective_price()
-                .total_cmp(&b.effective_price())
-                .then(b.offer.free_bytes.cmp(&a.offer.free_bytes))
-                .then(a.peer.cmp(&b.peer))
-        });
+        rank(&mut out);
         Ok(out)
     }
 
@@ -488,6 +511,27 @@ fn open_source(path: &Path) -> Result<(std::fs::File, String, u64)> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".into());
     Ok((file, name, meta.len()))
+}
+
+/// What to buy from each candidate `assignment` uses: the bytes of the
+/// shards placed on it, at its offer.
+fn needs_of(sizes: &[u64], assignment: &[Vec<usize>], cands: &[Candidate]) -> Vec<Need> {
+    let mut bytes = vec![0u64; cands.len()];
+    for (size, chosen) in sizes.iter().zip(assignment) {
+        for &c in chosen {
+            bytes[c] += size;
+        }
+    }
+    cands
+        .iter()
+        .zip(&bytes)
+        .filter(|(_, b)| **b > 0)
+        .map(|(c, b)| Need {
+            peer: c.peer,
+            offer: c.offer.clone(),
+            bytes: *b,
+        })
+        .collect()
 }
 
 /// Picks `n` distinct candidates with `size` bytes free, best first,

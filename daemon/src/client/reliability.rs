@@ -23,6 +23,16 @@ impl PeerStats {
     pub fn score(&self) -> f64 {
         (self.ok as f64 + 1.0) / (self.ok as f64 + 2.0 * self.failed as f64 + 2.0)
     }
+
+    /// Standing for placement, in (0, 1]: 1 until a first failure, then
+    /// lower with each failure against the successes. Unlike [`score`],
+    /// a stranger is not marked down: a provider that is never chosen
+    /// never builds a record, and load piles on the first ones tried.
+    ///
+    /// [`score`]: PeerStats::score
+    pub fn standing(&self) -> f64 {
+        (self.ok as f64 + 1.0) / (self.ok as f64 + 2.0 * self.failed as f64 + 1.0)
+    }
 }
 
 #[derive(Clone)]
@@ -76,11 +86,14 @@ mod tests {
             let db = sled::open(dir.path()).unwrap();
             let r = Reliability::open(&db).unwrap();
             assert_eq!(r.get(&peer).score(), 0.5);
+            assert_eq!(r.get(&peer).standing(), 1.0, "a stranger stands level");
             r.success(&peer, Duration::from_millis(10));
             r.success(&peer, Duration::from_millis(20));
+            assert_eq!(r.get(&peer).standing(), 1.0);
             let good = r.get(&peer).score();
             r.failure(&peer);
             assert!(r.get(&peer).score() < good);
+            assert!(r.get(&peer).standing() < 1.0);
             db.flush().unwrap();
         }
         let db = sled::open(dir.path()).unwrap();

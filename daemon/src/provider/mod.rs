@@ -110,6 +110,7 @@ impl ProviderService {
                 channel,
             } => {
                 let span = info_span!("control", %peer);
+                debug!(parent: &span, request = request.kind(), "control request");
                 let response = self.on_control(peer, request).instrument(span).await;
                 self.net.respond_control(channel, response).await;
             }

@@ -182,8 +182,38 @@ impl P2pstoreApiServer for RpcImpl {
                 max_term_blocks: f.offer.max_term_blocks,
                 protocol_version: f.offer.protocol_version,
                 audit_score: client.audit_score(&f.peer),
+                offer_age_secs: client
+                    .directory
+                    .offer_age(&f.peer)
+                    .unwrap_or_default()
+                    .as_secs(),
             })
             .collect())
+    }
+
+    async fn find_providers(&self) -> RpcResult<FindProvidersResult> {
+        let client = self.node.client().await?;
+        let mut lookups = client
+            .directory
+            .look_up(crate::protocol::ProviderBucket::all().collect())
+            .await;
+        lookups.sort_by_key(|l| l.bucket);
+        let providers: std::collections::BTreeSet<String> = lookups
+            .iter()
+            .flat_map(|l| l.peers.iter().map(|p| p.to_string()))
+            .collect();
+        Ok(FindProvidersResult {
+            providers: providers.into_iter().collect(),
+            lookups: lookups
+                .iter()
+                .map(|l| BucketLookup {
+                    bucket: l.bucket.index(),
+                    found: l.peers.len() as u64,
+                    millis: l.elapsed.as_millis() as u64,
+                })
+                .collect(),
+            directory_size: client.directory.known() as u64,
+        })
     }
 
     async fn wallet_balance(&self) -> RpcResult<WalletBalance> {

@@ -1,0 +1,280 @@
+//! The client's provider directory: the providers it knows of from the
+//! DHT, with the offers they last gave, so that a put asks nobody for an
+//! offer and contacts only the providers it places shards on.
+//!
+//! Providers announce under one of [`PROVIDER_BUCKETS`] DHT keys
+//! ([`ProviderBucket`]). A refresh looks up a few buckets (all of them
+//! while the directory knows fewer than [`MIN_KNOWN`] providers) and asks
+//! a random sample of providers whose offer is older than [`OFFER_TTL`]
+//! for a new one. The client never asks every provider in the network,
+//! and never holds a connection to each.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::PeerId;
+use rand::seq::SliceRandom;
+use tracing::{debug, warn};
+
+use super::FoundProvider;
+use crate::error::{Error, Result};
+use crate::network::Client as NetClient;
+#[cfg(doc)]
+use crate::protocol::PROVIDER_BUCKETS;
+use crate::protocol::ProviderBucket;
+
+/// An offer older than this is asked again before it is relied on.
+pub const OFFER_TTL: Duration = Duration::from_secs(600);
+/// How often the background task refreshes the directory.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+/// Below this many known providers, a refresh looks up every bucket.
+pub const MIN_KNOWN: usize = 32;
+/// Buckets a routine refresh looks up, to learn of newcomers.
+pub const LOOKUPS_PER_REFRESH: usize = 4;
+/// DHT lookups run at once.
+pub const LOOKUP_PARALLEL: usize = 8;
+/// Providers a refresh asks for an offer.
+pub const OFFER_SAMPLE: usize = 16;
+/// Providers the directory remembers; past it, newly found ones are not
+/// added until others are forgotten.
+pub const MAX_KNOWN: usize = 4096;
+/// A provider that failed to give an offer is not asked again for this
+/// long, and is forgotten after [`FORGET_AFTER_FAILURES`] failures.
+pub const FAILURE_BACKOFF: Duration = Duration::from_secs(300);
+pub const FORGET_AFTER_FAILURES: u32 = 3;
+/// Refreshes one call to [`Directory::ensure`] runs at most.
+pub const MAX_ENSURE_ROUNDS: usize = 4;
+
+#[derive(Default)]
+struct Entry {
+    /// The provider as its last offer showed it, and when.
+    offer: Option<(FoundProvider, Instant)>,
+    failures: u32,
+    failed_at: Option<Instant>,
+}
+
+impl Entry {
+    fn fresh(&self, now: Instant) -> Option<&FoundProvider> {
+        self.offer
+            .as_ref()
+            .filter(|(_, at)| now.duration_since(*at) < OFFER_TTL)
+            .map(|(f, _)| f)
+    }
+
+    fn backing_off(&self, now: Instant) -> bool {
+        self.failed_at
+            .is_some_and(|at| now.duration_since(at) < FAILURE_BACKOFF)
+    }
+}
+
+/// One bucket's lookup: what it found and how long it took.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub bucket: ProviderBucket,
+    pub peers: Vec<PeerId>,
+    pub elapsed: Duration,
+}
+
+#[derive(Clone)]
+pub struct Directory {
+    net: NetClient,
+    entries: Arc<Mutex<HashMap<PeerId, Entry>>>,
+    /// One refresh at a time: concurrent puts wait for it rather than
+    /// start lookups of their own.
+    refreshing: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Directory {
+    pub fn new(net: NetClient) -> Self {
+        Directory {
+            net,
+            entries: Arc::default(),
+            refreshing: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<PeerId, Entry>>> {
+        self.entries
+            .lock()
+            .map_err(|_| Error::Internal("provider directory poisoned".into()))
+    }
+
+    /// Providers known, with a fresh offer or not.
+    pub fn known(&self) -> usize {
+        self.lock().map(|e| e.len()).unwrap_or(0)
+    }
+
+    /// Every provider with a fresh offer.
+    pub fn fresh(&self) -> Result<Vec<FoundProvider>> {
+        let now = Instant::now();
+        Ok(self
+            .lock()?
+            .values()
+            .filter_map(|e| e.fresh(now).cloned())
+            .collect())
+    }
+
+    /// When `peer`'s offer was taken, if the directory has one.
+    pub fn offer_age(&self, peer: &PeerId) -> Option<Duration> {
+        let e = self.lock().ok()?;
+        e.get(peer)
+            .and_then(|e| e.offer.as_ref())
+            .map(|(_, at)| at.elapsed())
+    }
+
+    /// We bought `bytes` of a provider's space: its cached offer shows
+    /// that much less free, so the next put does not count on it.
+    pub fn used(&self, peer: &PeerId, bytes: u64) {
+        if let Ok(mut entries) = self.lock()
+            && let Some((f, _)) = entries.get_mut(peer).and_then(|e| e.offer.as_mut())
+        {
+            f.offer.free_bytes = f.offer.free_bytes.saturating_sub(bytes);
+        }
+    }
+
+    /// A provider failed us (no offer, a refused proposal): its offer is
+    /// no longer trusted, and it is left alone for a while.
+    pub fn failed(&self, peer: &PeerId) {
+        let Ok(mut entries) = self.lock() else {
+            return;
+        };
+        let Some(e) = entries.get_mut(peer) else {
+            return;
+        };
+        e.offer = None;
+        e.failures += 1;
+        e.failed_at = Some(Instant::now());
+        if e.failures >= FORGET_AFTER_FAILURES {
+            debug!(%peer, "forgetting a provider that keeps failing");
+            entries.remove(peer);
+        }
+    }
+
+    /// Looks up `buckets` in the DHT, [`LOOKUP_PARALLEL`] at a time, and
+    /// adds every provider found.
+    pub async fn look_up(&self, buckets: Vec<ProviderBucket>) -> Vec<Lookup> {
+        let me = self.net.local_peer_id();
+        let lookups: Vec<(ProviderBucket, Result<_>, Duration)> =
+            futures::stream::iter(buckets.into_iter().map(|bucket| async move {
+                let started = Instant::now();
+                let r = self.net.get_providers(bucket).await;
+                (bucket, r, started.elapsed())
+            }))
+            .buffer_unordered(LOOKUP_PARALLEL)
+            .collect()
+            .await;
+        let mut out = Vec::with_capacity(lookups.len());
+        let Ok(mut entries) = self.lock() else {
+            return out;
+        };
+        for (bucket, r, elapsed) in lookups {
+            let found = match r {
+                Ok(peers) => peers,
+                Err(e) => {
+                    warn!(bucket = bucket.index(), "provider lookup failed: {e}");
+                    Default::default()
+                }
+            };
+            let peers: Vec<PeerId> = found.into_iter().filter(|p| *p != me).collect();
+            for peer in &peers {
+                if entries.len() < MAX_KNOWN || entries.contains_key(peer) {
+                    entries.entry(*peer).or_default();
+                }
+            }
+            out.push(Lookup {
+                bucket,
+                peers,
+                elapsed,
+            });
+        }
+        out
+    }
+
+    /// Looks up some buckets (every one while few providers are known),
+    /// then asks up to `sample` providers without a fresh offer for one.
+    /// Returns the providers that gave one.
+    pub async fn refresh(&self, sample: usize) -> Result<Vec<FoundProvider>> {
+        let _one = self.refreshing.lock().await;
+        let mut buckets: Vec<ProviderBucket> = ProviderBucket::all().collect();
+        buckets.shuffle(&mut rand::rng());
+        if self.known() >= MIN_KNOWN {
+            buckets.truncate(LOOKUPS_PER_REFRESH);
+        }
+        self.look_up(buckets).await;
+        let now = Instant::now();
+        let mut stale: Vec<PeerId> = self
+            .lock()?
+            .iter()
+            .filter(|(_, e)| e.fresh(now).is_none() && !e.backing_off(now))
+            .map(|(p, _)| *p)
+            .collect();
+        stale.shuffle(&mut rand::rng());
+        stale.truncate(sample);
+        let asked = futures::future::join_all(stale.into_iter().map(|peer| self.ask(peer))).await;
+        Ok(asked.into_iter().flatten().collect())
+    }
+
+    /// Makes sure at least `want` providers have a fresh offer, refreshing
+    /// as long as each round finds more. Returns the fresh offers.
+    pub async fn ensure(&self, want: usize) -> Result<Vec<FoundProvider>> {
+        let mut fresh = self.fresh()?;
+        let mut rounds = 0;
+        while fresh.len() < want && rounds < MAX_ENSURE_ROUNDS {
+            let got = self.refresh(OFFER_SAMPLE.max(want - fresh.len())).await?;
+            rounds += 1;
+            let before = fresh.len();
+            fresh = self.fresh()?;
+            if got.is_empty() && fresh.len() <= before {
+                break;
+            }
+        }
+        Ok(fresh)
+    }
+
+    async fn ask(&self, peer: PeerId) -> Option<FoundProvider> {
+        match self.net.offer(peer).await {
+            Ok(offer) => {
+                let addrs = self.net.peer_addresses(peer).await.unwrap_or_default();
+                let ip = self.net.observed_ip(peer).await.ok().flatten();
+                let found = FoundProvider {
+                    peer,
+                    offer,
+                    addrs,
+                    ip,
+                };
+                if let Ok(mut entries) = self.lock() {
+                    let e = entries.entry(peer).or_default();
+                    e.offer = Some((found.clone(), Instant::now()));
+                    e.failures = 0;
+                    e.failed_at = None;
+                }
+                Some(found)
+            }
+            Err(e) => {
+                debug!(%peer, "no offer: {e}");
+                self.failed(&peer);
+                None
+            }
+        }
+    }
+
+    /// Refreshes the directory every [`REFRESH_INTERVAL`], for as long as
+    /// the node runs.
+    pub fn spawn_refresh(&self) -> tokio::task::JoinHandle<()> {
+        let dir = self.clone();
+        tokio::spawn(async move {
+            // Not at once: at start the node has not joined the DHT yet,
+            // and a put fills what it needs itself.
+            let start = tokio::time::Instant::now() + REFRESH_INTERVAL;
+            let mut tick = tokio::time::interval_at(start, REFRESH_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Err(e) = dir.refresh(OFFER_SAMPLE).await {
+                    warn!("provider directory refresh failed: {e}");
+                }
+            }
+        })
+    }
+}
