@@ -237,6 +237,9 @@ pub struct NetOptions {
     pub provider_args: Vec<String>,
     /// Extra bitcoind options.
     pub bitcoind_args: Vec<String>,
+    /// The bootstrap node also serves rendezvous; without it, it is a
+    /// plain Kademlia seed and providers are found through the DHT alone.
+    pub rendezvous: bool,
 }
 
 impl Default for NetOptions {
@@ -251,6 +254,7 @@ impl Default for NetOptions {
             client_args: Vec::new(),
             provider_args: Vec::new(),
             bitcoind_args: Vec::new(),
+            rendezvous: false,
         }
     }
 }
@@ -425,8 +429,12 @@ impl Net {
             .tempdir()
             .unwrap();
         let bitcoind = Bitcoind::start_with(dir.path(), opts.bitcoind_args.clone()).await;
-        let mut bootstrap =
-            Daemon::new("bootstrap", dir.path(), vec!["--rendezvous-server".into()]);
+        let role = if opts.rendezvous {
+            "--rendezvous-server"
+        } else {
+            "--seed"
+        };
+        let mut bootstrap = Daemon::new("bootstrap", dir.path(), vec![role.into()]);
         bootstrap.start().await;
         let bootstrap_addr = format!("{}/p2p/{}", bootstrap.p2p_addr(), bootstrap.peer_id().await);
         let mut providers = Vec::new();
@@ -524,14 +532,16 @@ impl Net {
     }
 
     pub async fn wait_for_providers(&self, n: usize) {
+        // DHT lookups only: asking every provider for an offer would fill
+        // the client's directory, which tests of it must not find full.
         let rpc = self.client.rpc();
         wait_for(&format!("{n} providers in the DHT"), 90, || {
             let rpc = rpc.clone();
             async move {
-                rpc.providers()
+                rpc.find_providers()
                     .await
                     .ok()
-                    .filter(|p| p.len() >= n)
+                    .filter(|r| r.providers.len() >= n)
                     .map(|_| ())
             }
         })
@@ -739,6 +749,8 @@ pub async fn wire_peer(bootstrap: &str) -> p2pstored::network::Client {
         bootstrap: vec![bootstrap.parse().unwrap()],
         rendezvous_server: false,
         provide: false,
+        dht_server: false,
+        max_outbound_connections: p2pstored::config::DEFAULT_MAX_OUTBOUND_CONNECTIONS,
         timeouts: Timeouts {
             control: Duration::from_secs(10),
             shard: Duration::from_secs(30),

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Discovery at scale on one machine: starts N daemons on loopback (a plain
+# Kademlia seed, N-2 providers and a client; no rendezvous) with their own
+# regtest bitcoind, then measures and prints
+#   - the time until the client's DHT lookups find every provider;
+#   - the providers the client can discover;
+#   - provider lookup latency (median, p95) over the 64 bucket lookups;
+#   - the client's connection count (highest seen while it works);
+#   - each daemon's RSS;
+#   - a 64 MiB put and get at medium redundancy, checked byte for byte.
+# It fails when a provider stays undiscovered past --join-timeout, when
+# the client holds more connections than its cap, or when the get differs
+# from the put. Timing figures are printed, never asserted (they are
+# benchmarks; README has the 200-node ones).
+#
+#   scripts/scale.sh [--nodes N] [--dir DIR] [--keep] [--size-mib M]
+#
+# Binaries: $P2PSTORED/$P2PSTORE_CLI if set (test.sh passes its debug
+# builds), else release builds of this checkout.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+NODES=200
+DIR=
+KEEP=
+SIZE_MIB=64
+JOIN_TIMEOUT=300
+STARTERS=16
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+while (($#)); do
+  case $1 in
+    --nodes) NODES=${2:?}; shift 2 ;;
+    --dir) DIR=${2:?}; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    --size-mib) SIZE_MIB=${2:?}; shift 2 ;;
+    --join-timeout) JOIN_TIMEOUT=${2:?}; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
+done
+[[ $NODES =~ ^[0-9]+$ && $NODES -ge 4 ]] || die "--nodes takes a number of at least 4"
+PROVIDERS=$((NODES - 2))
+[[ -n $DIR ]] || DIR=$(mktemp -d "${TMPDIR:-/tmp}/p2pstore-scale.XXXXXX")
+mkdir -p "$DIR"
+DIR=$(cd "$DIR" && pwd)
+
+BITCOIND=$(find_bitcoind)
+ensure_bins
+
+# Everything started is stopped on exit, by pid (the pid files).
+on_exit() {
+  local rc=$? stoppers=() d
+  for d in "$DIR"/seed "$DIR"/provider-* "$DIR"/client; do
+    [[ -d $d ]] || continue
+    stop_daemon "$d" &
+    stoppers+=($!)
+  done
+  # By pid: a bare `wait` would wait for bitcoind too, stopped below.
+  ((${#stoppers[@]} == 0)) || wait "${stoppers[@]}"
+  stop_bitcoind "$DIR"
+  if [[ -n $KEEP ]]; then
+    log "kept $DIR"
+  elif ((rc == 0)); then
+    rm -rf "$DIR"
+  else
+    log "failed; logs are in $DIR/*/p2pstored.log"
+  fi
+}
+trap on_exit EXIT
+
+start_bitcoind "$DIR" "$BITCOIND"
+BTC_ARGS=(--bitcoind-rpc-url "$(btc_rpc_url "$DIR")" --bitcoind-cookie "$(btc_cookie "$DIR")")
+
+port=$(free_port)
+start_daemon "$DIR/seed" --seed --listen "/ip4/127.0.0.1/tcp/$port" --rpc-bind 127.0.0.1:0
+SEED="/ip4/127.0.0.1/tcp/$port/p2p/$(cli --datadir "$DIR/seed" status --json | json_field peer_id)"
+log "seed: $SEED"
+
+# start_node NAME ARGS...: a daemon with a fresh throwaway account.
+start_node() {
+  local dir=$DIR/$1; shift
+  mkdir -p "$dir"
+  (umask 077; python3 -c 'import secrets; print(secrets.token_hex(16))' > "$dir/password")
+  start_daemon "$dir" --listen "/ip4/127.0.0.1/tcp/$(free_port)" --rpc-bind 127.0.0.1:0 \
+    --bootstrap "$SEED" --password-file "$dir/password" "${BTC_ARGS[@]}" "$@"
+  cli --datadir "$dir" init --password-file "$dir/password" --json > /dev/null
+}
+
+T0=$SECONDS
+log "starting $PROVIDERS providers, $STARTERS at a time..."
+# Waits for the starters by pid: a bare `wait` would also wait for
+# bitcoind, a child of this shell too.
+starters=()
+for ((i = 1; i <= PROVIDERS; i++)); do
+  # A background subshell inherits the EXIT trap: drop it, or each
+  # starter would stop the whole network as it ends.
+  (trap - EXIT; start_node "provider-$i" --provider --capacity 1GiB) &
+  starters+=($!)
+  if ((${#starters[@]} == STARTERS)); then wait "${starters[@]}"; starters=(); fi
+done
+((${#starters[@]} == 0)) || wait "${starters[@]}"
+for ((i = 1; i <= PROVIDERS; i++)); do
+  daemon_running "$DIR/provider-$i" || die "provider-$i did not start (log: $DIR/provider-$i/p2pstored.log)"
+done
+STARTED=$((SECONDS - T0))
+start_node client
+log "all $NODES daemons up after $STARTED s"
+
+# --- discovery ------------------------------------------------------------
+found=0
+until (( found >= PROVIDERS )); do
+  cli --datadir "$DIR/client" find-providers --json > "$DIR/find.json"
+  found=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["providers"]))' "$DIR/find.json")
+  ((SECONDS - T0 < JOIN_TIMEOUT)) || die "the client finds $found of $PROVIDERS providers after $JOIN_TIMEOUT s"
+  ((found >= PROVIDERS)) || sleep 2
+done
+JOINED=$((SECONDS - T0))
+read -r LOOKUP_MEDIAN LOOKUP_P95 < <(python3 - "$DIR/find.json" <<'PY'
+import json, sys
+ms = sorted(l["millis"] for l in json.load(open(sys.argv[1]))["lookups"])
+pick = lambda q: ms[round((len(ms) - 1) * q)]
+print(pick(0.5), pick(0.95))
+PY
+)
+
+# --- a put and a get --------------------------------------------------------
+addr=$(cli --datadir "$DIR/client" wallet address --json | json_field address)
+btc_rpc "$DIR" generatetoaddress "[101, \"$addr\"]" > /dev/null
+wait_until 120 "the client's coins" bash -c \
+  "[[ \$('$P2PSTORE_CLI' --datadir '$DIR/client' wallet balance --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"confirmed_sat\"])') -gt 0 ]]"
+
+# The client's connections, sampled while it puts and gets.
+conns_log=$DIR/connections.txt
+: > "$conns_log"
+(
+  trap - EXIT
+  while true; do
+    cli --datadir "$DIR/client" status --json 2>/dev/null | json_field connected_peers >> "$conns_log" || true
+    sleep 0.5
+  done
+) &
+sampler=$!
+
+head -c $((SIZE_MIB << 20)) /dev/urandom > "$DIR/in.bin"
+t=$SECONDS
+file_id=$(cli --datadir "$DIR/client" put "$DIR/in.bin" --redundancy medium --json | json_field file_id)
+PUT_SECS=$((SECONDS - t))
+t=$SECONDS
+cli --datadir "$DIR/client" get "$file_id" -o "$DIR/out.bin" --json > /dev/null
+GET_SECS=$((SECONDS - t))
+kill "$sampler" 2>/dev/null || true
+wait "$sampler" 2>/dev/null || true
+cmp -s "$DIR/in.bin" "$DIR/out.bin" || die "the file got back differs from the file put"
+MAX_CONNS=$(sort -n "$conns_log" | tail -1)
+CAP=$("$P2PSTORED" --help | sed -n 's/.*max-outbound-connections.*\[default: \([0-9]*\)\].*/\1/p')
+CAP=${CAP:-64}
+
+# --- memory -------------------------------------------------------------------
+read -r RSS_MIN RSS_MED RSS_MAX RSS_TOTAL < <(
+  for d in "$DIR"/seed "$DIR"/provider-* "$DIR"/client; do
+    awk '/^VmRSS:/ {print $2}' "/proc/$(cat "$d/p2pstored.pid")/status"
+  done | sort -n | awk '{v[NR]=$1; s+=$1} END {printf "%d %d %d %d\n", v[1]/1024, v[int((NR+1)/2)]/1024, v[NR]/1024, s/1024}'
+)
+
+cat <<EOF
+scale: $NODES nodes (1 seed, $PROVIDERS providers, 1 client), no rendezvous
+  daemons started in          $STARTED s
+  every provider found after  $JOINED s from the first provider's start
+  providers discoverable      $found of $PROVIDERS
+  bucket lookup latency       median $LOOKUP_MEDIAN ms, p95 $LOOKUP_P95 ms
+  client connections          at most $MAX_CONNS during put and get (cap $CAP)
+  RSS per daemon              min $RSS_MIN MiB, median $RSS_MED MiB, max $RSS_MAX MiB (total $RSS_TOTAL MiB)
+  put $SIZE_MIB MiB at medium        $PUT_SECS s
+  get $SIZE_MIB MiB                  $GET_SECS s, byte-identical
+EOF
+((MAX_CONNS <= CAP)) || die "the client held $MAX_CONNS connections, over its cap of $CAP"

@@ -1,0 +1,429 @@
+//! p2pstore-sim: provider discovery at a scale one machine cannot run as
+//! daemons. Every node is an in-process libp2p swarm over the memory
+//! transport (Noise and Yamux, as on TCP), running the daemon's own
+//! Kademlia behaviour (`p2pstored::network::dht`) and identify, wired as
+//! the daemon wires them: a seed, N-2 providers announcing under their
+//! bucket key, and a client in Kademlia client mode.
+//!
+//! It prints the figures `scripts/scale.sh` prints for real daemons: the
+//! time until the client finds every provider, how many it finds, bucket
+//! lookup latency, the client's connections, memory per node; and how many
+//! random bucket lookups fill a client directory of 32 providers.
+//! Latencies are wall-clock on a machine running every node at once, so
+//! they are upper bounds on what one node would see on its own.
+//!
+//!   p2pstore-sim --nodes N [--buckets B] [--per-key P] [--timeout-secs S]
+//!
+//! `--buckets` and `--per-key` change the bucket count and each node's
+//! providers-per-key cap from p2pstore's (256 and 128), to compare designs.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use futures::StreamExt;
+use libp2p::core::transport::MemoryTransport;
+use libp2p::core::upgrade::Version;
+use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
+use libp2p::kad::{self, GetProvidersOk, QueryResult, RecordKey};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, Transport, identify, noise, yamux};
+use p2pstored::protocol::{KAD_PROTOCOL, PROVIDERS_KEY_LABEL};
+use rand::seq::SliceRandom;
+use sha2::Digest;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Parser)]
+struct Args {
+    /// Nodes in all: a seed, nodes-2 providers and a client
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Provider buckets (DHT keys)
+    #[arg(long, default_value_t = p2pstored::protocol::PROVIDER_BUCKETS)]
+    buckets: u16,
+    /// Providers each node keeps per key
+    #[arg(long, default_value_t = p2pstored::network::MAX_PROVIDERS_PER_KEY)]
+    per_key: usize,
+    /// Give up when the client has not found every provider by then
+    #[arg(long, default_value_t = 900)]
+    timeout_secs: u64,
+    /// Nodes started at once
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+}
+
+/// The directory size a client fills before it stops looking up buckets.
+const DIRECTORY_FILL: usize = p2pstored::client::directory::MIN_KNOWN;
+const LOOKUP_PARALLEL: usize = p2pstored::client::directory::LOOKUP_PARALLEL;
+
+#[derive(NetworkBehaviour)]
+struct Node {
+    kad: kad::Behaviour<MemoryStore>,
+    identify: identify::Behaviour,
+}
+
+/// A bucket's key, as `ProviderBucket::key` makes it, for any bucket count.
+fn bucket_key(bucket: u16) -> RecordKey {
+    let mut preimage = PROVIDERS_KEY_LABEL.to_vec();
+    preimage.extend_from_slice(&bucket.to_be_bytes());
+    let mut key = vec![0x12, 0x20];
+    key.extend_from_slice(&sha2::Sha256::digest(&preimage));
+    RecordKey::new(&key)
+}
+
+fn bucket_of(peer: &PeerId, buckets: u16) -> u16 {
+    let h = sha2::Sha256::digest(peer.to_bytes());
+    u16::from_be_bytes([h[0], h[1]]) % buckets
+}
+
+enum Role {
+    Seed,
+    Provider(RecordKey),
+    Client,
+}
+
+enum Cmd {
+    /// Look up these buckets, LOOKUP_PARALLEL at a time; stop early once
+    /// `enough` providers are found (0: never). Replies with the providers
+    /// found, each lookup's time, and the lookups run.
+    Scan {
+        keys: Vec<RecordKey>,
+        enough: usize,
+        reply: oneshot::Sender<(BTreeSet<PeerId>, Vec<Duration>, usize)>,
+    },
+    Connections(oneshot::Sender<usize>),
+}
+
+struct Scan {
+    keys: Vec<RecordKey>,
+    enough: usize,
+    running: HashMap<kad::QueryId, Instant>,
+    found: BTreeSet<PeerId>,
+    times: Vec<Duration>,
+    started: usize,
+    reply: oneshot::Sender<(BTreeSet<PeerId>, Vec<Duration>, usize)>,
+}
+
+fn build(per_key: usize, server: bool) -> Result<Swarm<Node>> {
+    Ok(libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(|key| {
+            Ok(MemoryTransport::default()
+                .upgrade(Version::V1)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(yamux::Config::default())
+                .boxed())
+        })?
+        .with_behaviour(|key| {
+            let id = key.public().to_peer_id();
+            let mut kad = p2pstored::network::dht(id, server);
+            if per_key != p2pstored::network::MAX_PROVIDERS_PER_KEY {
+                // Only the store differs from the daemon's: rebuild it.
+                let cfg = MemoryStoreConfig {
+                    max_providers_per_key: per_key,
+                    ..Default::default()
+                };
+                *kad.store_mut() = MemoryStore::with_config(id, cfg);
+            }
+            Node {
+                kad,
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/p2pstore/id/1.0.0".into(),
+                    key.public(),
+                )),
+            }
+        })?
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(p2pstored::network::IDLE_CONNECTION_TIMEOUT)
+        })
+        .build())
+}
+
+struct Counters {
+    announced: AtomicUsize,
+    /// Per provider: bootstraps finished, announcements stored at some
+    /// peer, announcements stored nowhere.
+    history: std::sync::Mutex<HashMap<PeerId, (u32, u32, u32)>>,
+}
+
+async fn run(
+    mut swarm: Swarm<Node>,
+    role: Role,
+    mut cmds: mpsc::Receiver<Cmd>,
+    counters: Arc<Counters>,
+) {
+    let mut announced = false;
+    let mut scan: Option<Scan> = None;
+    let mut tick = tokio::time::interval(p2pstored::network::DISCOVER_EVERY);
+    let mut ticks = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                // The daemon's re-announcement schedule (the first tick
+                // fires at once, 0 intervals in).
+                if let Role::Provider(key) = &role
+                    && p2pstored::network::announce_again(ticks)
+                    && let Err(e) = swarm.behaviour_mut().kad.start_providing(key.clone()) {
+                        eprintln!("start_providing: {e}");
+                }
+                ticks += 1;
+            }
+            event = swarm.select_next_some() => match event {
+                // As the daemon does with no external address configured:
+                // provider records carry these, and a node answering a
+                // lookup drops records without addresses of peers it does
+                // not know.
+                SwarmEvent::NewListenAddr { address, .. } => swarm.add_external_address(address),
+                // As the daemon does: a peer's listen addresses make it
+                // routable, if it serves the DHT.
+                SwarmEvent::Behaviour(NodeEvent::Identify(identify::Event::Received { peer_id, info, .. }))
+                    if info.protocols.contains(&KAD_PROTOCOL) =>
+                {
+                    for a in info.listen_addrs {
+                        swarm.behaviour_mut().kad.add_address(&peer_id, a);
+                    }
+                }
+                SwarmEvent::Behaviour(NodeEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. })) => match result {
+                    QueryResult::Bootstrap(_) if step.last => {
+                        let me = *swarm.local_peer_id();
+                        counters.history.lock().unwrap().entry(me).or_default().0 += 1;
+                        if let Role::Provider(key) = &role
+                            && let Err(e) = swarm.behaviour_mut().kad.start_providing(key.clone()) {
+                                eprintln!("start_providing: {e}");
+                        }
+                    }
+                    QueryResult::StartProviding(r) => {
+                        let me = *swarm.local_peer_id();
+                        let mut h = counters.history.lock().unwrap();
+                        let e = h.entry(me).or_default();
+                        if r.is_ok() { e.1 += 1 } else { e.2 += 1 }
+                        if !announced {
+                            announced = true;
+                            counters.announced.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    QueryResult::GetProviders(r) => {
+                        if let Some(s) = scan.as_mut() {
+                            if let Ok(GetProvidersOk::FoundProviders { providers, .. }) = r {
+                                s.found.extend(providers);
+                            }
+                            if step.last && let Some(t) = s.running.remove(&id) {
+                                s.times.push(t.elapsed());
+                            }
+                        }
+                    }
+                    _ => {}
+                },
+                _ => {}
+            },
+            cmd = cmds.recv() => match cmd {
+                Some(Cmd::Scan { keys, enough, reply }) => {
+                    scan = Some(Scan { keys, enough, running: HashMap::new(), found: BTreeSet::new(), times: Vec::new(), started: 0, reply });
+                }
+                Some(Cmd::Connections(reply)) => {
+                    let _ = reply.send(swarm.connected_peers().count());
+                }
+                None => return,
+            },
+        }
+        // Keep LOOKUP_PARALLEL lookups running until the keys run out or
+        // enough providers are found.
+        if let Some(s) = scan.as_mut() {
+            let satisfied = s.enough > 0 && s.found.len() >= s.enough;
+            while !satisfied && s.running.len() < LOOKUP_PARALLEL && !s.keys.is_empty() {
+                let key = s.keys.remove(0);
+                let id = swarm.behaviour_mut().kad.get_providers(key);
+                s.running.insert(id, Instant::now());
+                s.started += 1;
+            }
+            if s.running.is_empty()
+                && (satisfied || s.keys.is_empty())
+                && let Some(s) = scan.take()
+            {
+                let _ = s.reply.send((s.found, s.times, s.started));
+            }
+        }
+    }
+}
+
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        / 1024
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> u128 {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+async fn scan(
+    client: &mpsc::Sender<Cmd>,
+    keys: Vec<RecordKey>,
+    enough: usize,
+) -> Result<(BTreeSet<PeerId>, Vec<Duration>, usize)> {
+    let (reply, rx) = oneshot::channel();
+    client
+        .send(Cmd::Scan {
+            keys,
+            enough,
+            reply,
+        })
+        .await
+        .context("client task gone")?;
+    Ok(rx.await?)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.nodes < 4 || args.buckets == 0 {
+        bail!("--nodes must be at least 4 and --buckets at least 1");
+    }
+    let providers = args.nodes - 2;
+    let counters = Arc::new(Counters {
+        announced: AtomicUsize::new(0),
+        history: Default::default(),
+    });
+    let rss_before = rss_mib();
+
+    let mut seed = build(args.per_key, true)?;
+    let seed_id = *seed.local_peer_id();
+    let seed_addr: Multiaddr = "/memory/1".parse()?;
+    seed.listen_on(seed_addr.clone())?;
+    let (_seed_tx, seed_rx) = mpsc::channel(1);
+    tokio::spawn(run(seed, Role::Seed, seed_rx, counters.clone()));
+
+    let t0 = Instant::now();
+    let mut expected = BTreeSet::new();
+    let mut keep = Vec::new();
+    let start = |swarm: &mut Swarm<Node>, port: usize| -> Result<()> {
+        swarm.listen_on(format!("/memory/{port}").parse()?)?;
+        swarm
+            .behaviour_mut()
+            .kad
+            .add_address(&seed_id, seed_addr.clone());
+        swarm.behaviour_mut().kad.bootstrap()?;
+        Ok(())
+    };
+    for i in 0..providers {
+        let mut swarm = build(args.per_key, true)?;
+        let id = *swarm.local_peer_id();
+        expected.insert(id);
+        start(&mut swarm, i + 2)?;
+        let (tx, rx) = mpsc::channel(1);
+        keep.push(tx);
+        let key = bucket_key(bucket_of(&id, args.buckets));
+        tokio::spawn(run(swarm, Role::Provider(key), rx, counters.clone()));
+        if (i + 1) % args.batch == 0 {
+            // Let a batch connect before the next arrives, as daemons
+            // started over minutes would.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut client = build(args.per_key, false)?;
+    start(&mut client, providers + 2)?;
+    let (client_tx, client_rx) = mpsc::channel(4);
+    tokio::spawn(run(client, Role::Client, client_rx, counters.clone()));
+    eprintln!(
+        "sim: {} nodes started in {:.1} s",
+        args.nodes,
+        t0.elapsed().as_secs_f64()
+    );
+
+    let all: Vec<RecordKey> = (0..args.buckets).map(bucket_key).collect();
+    let deadline = t0 + Duration::from_secs(args.timeout_secs);
+    let mut max_conns = 0;
+    let (found, times, joined) = loop {
+        let (found, mut times, _) = scan(&client_tx, all.clone(), 0).await?;
+        let (reply, rx) = oneshot::channel();
+        client_tx.send(Cmd::Connections(reply)).await?;
+        max_conns = max_conns.max(rx.await?);
+        let missing = expected.difference(&found).count();
+        eprintln!(
+            "sim: {:>6.1} s: {} announced, client finds {} of {providers}",
+            t0.elapsed().as_secs_f64(),
+            counters.announced.load(Ordering::Relaxed),
+            found.len()
+        );
+        if missing == 0 || Instant::now() > deadline {
+            times.sort();
+            break (found, times, t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    };
+
+    // How many random bucket lookups fill a fresh directory.
+    let mut fills = Vec::new();
+    for _ in 0..5 {
+        let mut keys = all.clone();
+        keys.shuffle(&mut rand::rng());
+        let (_, _, lookups) = scan(&client_tx, keys, DIRECTORY_FILL).await?;
+        fills.push(lookups);
+    }
+    fills.sort_unstable();
+    let (reply, rx) = oneshot::channel();
+    client_tx.send(Cmd::Connections(reply)).await?;
+    max_conns = max_conns.max(rx.await?);
+
+    let found_n = expected.intersection(&found).count();
+    for missing in expected.difference(&found) {
+        let b = bucket_of(missing, args.buckets);
+        let (again, _, _) = scan(&client_tx, vec![bucket_key(b)], 0).await?;
+        eprintln!(
+            "sim: never found {missing} (bucket {b}; bootstraps, stored, unstored: {:?}); that bucket's lookup now finds {} provider(s), {}",
+            counters.history.lock().unwrap().get(missing),
+            again.len(),
+            if again.contains(missing) {
+                "it among them"
+            } else {
+                "not it"
+            }
+        );
+    }
+    println!(
+        "sim: {} nodes ({providers} providers), {} buckets, {} providers/key",
+        args.nodes, args.buckets, args.per_key
+    );
+    println!(
+        "  every provider found after   {}",
+        if found_n == providers {
+            format!("{:.0} s", joined.as_secs_f64())
+        } else {
+            format!("never (gave up at {:.0} s)", joined.as_secs_f64())
+        }
+    );
+    println!("  providers discoverable       {found_n} of {providers}");
+    println!(
+        "  bucket lookup latency        median {} ms, p95 {} ms",
+        percentile(&times, 0.5),
+        percentile(&times, 0.95)
+    );
+    println!(
+        "  lookups to know {DIRECTORY_FILL} providers  median {} (of 5 tries: {:?})",
+        fills[fills.len() / 2],
+        fills
+    );
+    println!("  client connections           at most {max_conns}");
+    println!(
+        "  memory                       {:.2} MiB per node ({} MiB in all)",
+        (rss_mib() - rss_before) as f64 / args.nodes as f64,
+        rss_mib()
+    );
+    drop(keep);
+    if found_n < providers {
+        std::process::exit(1);
+    }
+    Ok(())
+}
