@@ -620,6 +620,28 @@ pub fn shard_files(provider: &Daemon) -> Vec<PathBuf> {
     out
 }
 
+/// A bare libp2p swarm over TCP, Noise and Yamux with a new identity and
+/// the given behaviour: what another implementation, or an attacker,
+/// would run. Idle connections close after `idle`.
+pub fn plain_swarm<B: libp2p::swarm::NetworkBehaviour>(
+    behaviour: impl FnOnce(&libp2p::identity::Keypair) -> B,
+    idle: Duration,
+) -> libp2p::Swarm<B> {
+    use libp2p::{noise, tcp, yamux};
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build()
+}
+
 /// Writes `len` random bytes to a new file and returns its SHA-256.
 pub fn random_file(path: &Path, len: usize) -> [u8; 32] {
     use sha2::Digest;

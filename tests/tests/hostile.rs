@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::prelude::*;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use p2pstore_rpc::P2pstoreApiClient;
 use p2pstore_tests::*;
 use p2pstored::network::codec::{decode, encode};
@@ -104,15 +104,8 @@ struct RawPeer {
 
 impl RawPeer {
     fn start(provider: PeerId, addr: Multiaddr) -> RawPeer {
-        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default(),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|_| {
+        let mut swarm = plain_swarm(
+            |_| {
                 request_response::Behaviour::with_codec(
                     RawCodec,
                     [(CONTROL_PROTOCOL, ProtocolSupport::Outbound)],
@@ -120,10 +113,9 @@ impl RawPeer {
                         .with_request_timeout(RAW_TIMEOUT)
                         .with_max_concurrent_streams(1000),
                 )
-            })
-            .unwrap()
-            .with_swarm_config(|c| c.with_idle_connection_timeout(RAW_TIMEOUT))
-            .build();
+            },
+            RAW_TIMEOUT,
+        );
         swarm.add_peer_address(provider, addr);
         let (tx, mut rx) = mpsc::unbounded_channel::<(Raw, oneshot::Sender<RawResult>)>();
         tokio::spawn(async move {
