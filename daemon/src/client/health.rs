@@ -292,6 +292,9 @@ impl ClientService {
             Term::Keep => tip.saturating_add(self.term_blocks),
         };
         let acquired = self.acquire(&needs, term_end).await?;
+        for n in &needs {
+            self.remember_addresses(n.peer).await;
+        }
         let client = self.net.local_peer_id();
         let upload = self.uploads.start();
         let sends = rebuilt.iter().map(|(i, p, c, bytes)| {

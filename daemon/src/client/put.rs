@@ -260,6 +260,9 @@ impl ClientService {
                 Ok(acquired) => {
                     for n in &needs {
                         self.directory.used(&n.peer, n.bytes);
+                        // So that a restarted client can reach them
+                        // before it has walked the DHT again.
+                        self.remember_addresses(n.peer).await;
                     }
                     break (assignment, acquired);
                 }

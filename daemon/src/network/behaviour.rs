@@ -38,8 +38,8 @@ pub const MAX_ESTABLISHED_PER_PEER: u32 = 4;
 /// defence against record floods).
 pub const MAX_PROVIDERS_PER_KEY: usize = 128;
 /// A connection nothing has used for this long is closed: DHT lookups
-/// touch many peers once, and a client must not hold them all.
-pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// touch many peers once, and a client must not hold them all for long.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
