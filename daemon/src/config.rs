@@ -63,7 +63,7 @@ pub const DEFAULT_AUDIT_OFFLINE_AFTER: u32 = 3;
 pub const DEFAULT_LOG: &str = "info";
 /// Connections a node opens and holds at once. A client talks to the
 /// providers of one put and a DHT lookup's few peers at a time, never to
-/// the whole network; idle connections close after 30 s.
+/// the whole network; idle connections close after 2 minutes.
 pub const DEFAULT_MAX_OUTBOUND_CONNECTIONS: u32 = 64;
 /// How often the wallet polls bitcoind for new blocks.
 pub const BITCOIND_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);

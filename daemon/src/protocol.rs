@@ -450,12 +450,7 @@ pub struct ProviderBucket(u16);
 
 impl ProviderBucket {
     pub fn of(peer: &PeerId) -> Self {
-        let h = crate::crypto::sha256(&peer.to_bytes());
-        ProviderBucket(u16::from_be_bytes([h[0], h[1]]) % PROVIDER_BUCKETS)
-    }
-
-    pub fn new(index: u16) -> Option<Self> {
-        (index < PROVIDER_BUCKETS).then_some(ProviderBucket(index))
+        ProviderBucket(bucket_index(peer, PROVIDER_BUCKETS))
     }
 
     pub fn all() -> impl Iterator<Item = Self> {
@@ -466,16 +461,27 @@ impl ProviderBucket {
         self.0
     }
 
-    /// The bucket's DHT key: the SHA-256 multihash (0x12 0x20 ‖ digest) of
-    /// the label and the bucket number, the form standard Kademlia
-    /// implementations accept as a provider key.
     pub fn key(self) -> libp2p::kad::RecordKey {
-        let mut preimage = PROVIDERS_KEY_LABEL.to_vec();
-        preimage.extend_from_slice(&self.0.to_be_bytes());
-        let mut key = MULTIHASH_SHA2_256.to_vec();
-        key.extend_from_slice(&crate::crypto::sha256(&preimage));
-        libp2p::kad::RecordKey::new(&key)
+        bucket_key(self.0)
     }
+}
+
+/// Which of `buckets` buckets a peer falls in: p2pstore uses
+/// [`PROVIDER_BUCKETS`]; the simulation (`p2pstore-sim`) compares others.
+pub fn bucket_index(peer: &PeerId, buckets: u16) -> u16 {
+    let h = crate::crypto::sha256(&peer.to_bytes());
+    u16::from_be_bytes([h[0], h[1]]) % buckets
+}
+
+/// A bucket's DHT key: the SHA-256 multihash (0x12 0x20 ‖ digest) of the
+/// label and the bucket number, the form standard Kademlia
+/// implementations accept as a provider key.
+pub fn bucket_key(index: u16) -> libp2p::kad::RecordKey {
+    let mut preimage = PROVIDERS_KEY_LABEL.to_vec();
+    preimage.extend_from_slice(&index.to_be_bytes());
+    let mut key = MULTIHASH_SHA2_256.to_vec();
+    key.extend_from_slice(&crate::crypto::sha256(&preimage));
+    libp2p::kad::RecordKey::new(&key)
 }
 
 #[cfg(test)]
@@ -493,9 +499,9 @@ mod tests {
             })
             .collect();
         assert_eq!(keys.len(), PROVIDER_BUCKETS as usize);
-        assert_eq!(ProviderBucket::new(PROVIDER_BUCKETS), None);
         // Peer ids spread over every bucket.
-        let used: std::collections::HashSet<ProviderBucket> = (0..2000)
+        // 5,000 ids over 256 buckets leave one empty with odds of about 1e-6.
+        let used: std::collections::HashSet<ProviderBucket> = (0..5000)
             .map(|_| ProviderBucket::of(&PeerId::random()))
             .collect();
         assert_eq!(used.len(), PROVIDER_BUCKETS as usize);

@@ -220,13 +220,14 @@ impl Directory {
     /// as long as each round finds more. Returns the fresh offers.
     pub async fn ensure(&self, want: usize) -> Result<Vec<FoundProvider>> {
         let mut fresh = self.fresh()?;
-        let mut rounds = 0;
-        while fresh.len() < want && rounds < MAX_ENSURE_ROUNDS {
-            let got = self.refresh(OFFER_SAMPLE.max(want - fresh.len())).await?;
-            rounds += 1;
+        for _ in 0..MAX_ENSURE_ROUNDS {
+            if fresh.len() >= want {
+                break;
+            }
             let before = fresh.len();
+            self.refresh(OFFER_SAMPLE.max(want - before)).await?;
             fresh = self.fresh()?;
-            if got.is_empty() && fresh.len() <= before {
+            if fresh.len() <= before {
                 break;
             }
         }

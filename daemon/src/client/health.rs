@@ -231,8 +231,8 @@ impl ClientService {
         info!(file_id = %m.file_id.short(), segments = todo.len(), "repairing");
 
         // Rebuild the missing shards and pick a new home for each: a
-        // provider that holds no shard of that segment, good or lost.
-        // A new home must hold none of the segment's n shards.
+        // provider that holds no shard of that segment, good or lost, so
+        // up to 2n offers are wanted.
         let cands = self.candidates(2 * m.scheme.n as usize).await?;
         let mut free: Vec<u64> = cands.iter().map(|c| c.offer.free_bytes).collect();
         let fetcher = self.fetcher();
@@ -292,9 +292,6 @@ impl ClientService {
             Term::Keep => tip.saturating_add(self.term_blocks),
         };
         let acquired = self.acquire(&needs, term_end).await?;
-        for n in &needs {
-            self.remember_addresses(n.peer).await;
-        }
         let client = self.net.local_peer_id();
         let upload = self.uploads.start();
         let sends = rebuilt.iter().map(|(i, p, c, bytes)| {

@@ -142,6 +142,11 @@ impl ClientService {
             self.forget_formations(&acquired)?;
             return Err(AcquireFailure::Quotes(refused, e));
         }
+        // Providers that just quoted: a restarted client must reach them
+        // before it has walked the DHT again.
+        for d in &dues {
+            self.remember_addresses(d.contract.peer).await;
+        }
         if dues.is_empty() {
             self.hold(&covered);
             info!(
@@ -150,6 +155,10 @@ impl ClientService {
             );
             return Ok(covered);
         }
+        let bought: Vec<(PeerId, u64)> = dues
+            .iter()
+            .map(|d| (d.contract.peer, d.add_bytes))
+            .collect();
         acquired.extend(covered);
         match self.pay(dues).await {
             PayOutcome::NotPaid(e) => {
@@ -167,6 +176,10 @@ impl ClientService {
                     Some((_, e)) => Err(e.into()),
                     None => {
                         info!(txid = %intent.txid, providers = acquired.len(), "allowance paid");
+                        // Their cached offers show the space as taken.
+                        for (peer, bytes) in &bought {
+                            self.directory.used(peer, *bytes);
+                        }
                         self.hold(&acquired);
                         Ok(acquired)
                     }

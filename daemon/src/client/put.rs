@@ -257,15 +257,7 @@ impl ClientService {
                 .instrument(span.clone())
                 .await
             {
-                Ok(acquired) => {
-                    for n in &needs {
-                        self.directory.used(&n.peer, n.bytes);
-                        // So that a restarted client can reach them
-                        // before it has walked the DHT again.
-                        self.remember_addresses(n.peer).await;
-                    }
-                    break (assignment, acquired);
-                }
+                Ok(acquired) => break (assignment, acquired),
                 Err(AcquireFailure::Quotes(refused, e))
                     if spares_used + refused.len() <= PLACEMENT_SPARES =>
                 {

@@ -270,6 +270,12 @@ impl EventLoop {
         }
     }
 
+    /// Registers at a rendezvous node and asks it who else is there.
+    fn rendezvous_join(&mut self, peer: PeerId) {
+        self.rendezvous_register(peer);
+        self.rendezvous_discover(peer);
+    }
+
     fn rendezvous_register(&mut self, peer: PeerId) {
         let ns = rendezvous::Namespace::from_static(RENDEZVOUS_NAMESPACE);
         if let Err(e) = self
@@ -396,8 +402,7 @@ impl EventLoop {
                     }
                     // Back after a restart: registrations may be gone.
                     if self.rendezvous_peers.contains(&peer_id) {
-                        self.rendezvous_register(peer_id);
-                        self.rendezvous_discover(peer_id);
+                        self.rendezvous_join(peer_id);
                     }
                     if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
                         debug!("kad bootstrap: {e}");
@@ -427,8 +432,7 @@ impl EventLoop {
                     && info.protocols.contains(&rendezvous::PROTOCOL_NAME)
                     && self.rendezvous_peers.insert(peer_id)
                 {
-                    self.rendezvous_register(peer_id);
-                    self.rendezvous_discover(peer_id);
+                    self.rendezvous_join(peer_id);
                 }
                 // Peers that dialed us are unroutable in the DHT unless we
                 // learn where they listen.

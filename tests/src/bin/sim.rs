@@ -31,9 +31,8 @@ use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::kad::{self, GetProvidersOk, QueryResult, RecordKey};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, Transport, identify, noise, yamux};
-use p2pstored::protocol::{KAD_PROTOCOL, PROVIDERS_KEY_LABEL};
+use p2pstored::protocol::{KAD_PROTOCOL, bucket_index, bucket_key};
 use rand::seq::SliceRandom;
-use sha2::Digest;
 use tokio::sync::{mpsc, oneshot};
 
 #[derive(Parser)]
@@ -63,20 +62,6 @@ const LOOKUP_PARALLEL: usize = p2pstored::client::directory::LOOKUP_PARALLEL;
 struct Node {
     kad: kad::Behaviour<MemoryStore>,
     identify: identify::Behaviour,
-}
-
-/// A bucket's key, as `ProviderBucket::key` makes it, for any bucket count.
-fn bucket_key(bucket: u16) -> RecordKey {
-    let mut preimage = PROVIDERS_KEY_LABEL.to_vec();
-    preimage.extend_from_slice(&bucket.to_be_bytes());
-    let mut key = vec![0x12, 0x20];
-    key.extend_from_slice(&sha2::Sha256::digest(&preimage));
-    RecordKey::new(&key)
-}
-
-fn bucket_of(peer: &PeerId, buckets: u16) -> u16 {
-    let h = sha2::Sha256::digest(peer.to_bytes());
-    u16::from_be_bytes([h[0], h[1]]) % buckets
 }
 
 enum Role {
@@ -324,7 +309,7 @@ async fn main() -> Result<()> {
         start(&mut swarm, i + 2)?;
         let (tx, rx) = mpsc::channel(1);
         keep.push(tx);
-        let key = bucket_key(bucket_of(&id, args.buckets));
+        let key = bucket_key(bucket_index(&id, args.buckets));
         tokio::spawn(run(swarm, Role::Provider(key), rx, counters.clone()));
         if (i + 1) % args.batch == 0 {
             // Let a batch connect before the next arrives, as daemons
@@ -379,7 +364,7 @@ async fn main() -> Result<()> {
 
     let found_n = expected.intersection(&found).count();
     for missing in expected.difference(&found) {
-        let b = bucket_of(missing, args.buckets);
+        let b = bucket_index(missing, args.buckets);
         let (again, _, _) = scan(&client_tx, vec![bucket_key(b)], 0).await?;
         eprintln!(
             "sim: never found {missing} (bucket {b}; bootstraps, stored, unstored: {:?}); that bucket's lookup now finds {} provider(s), {}",
