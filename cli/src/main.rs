@@ -47,6 +47,10 @@ enum Cmd {
         /// account, genesis for a restore]
         #[arg(long, value_name = "HEIGHT")]
         birthday: Option<u32>,
+        /// With --restore: restore the keys and wallet only, not the file
+        /// index (an account that never stored a file has none)
+        #[arg(long, requires = "restore")]
+        no_index: bool,
     },
     /// Unlock a daemon that started locked
     Unlock {
@@ -184,6 +188,7 @@ async fn run(cli: Cli) -> Result<()> {
             mnemonic_file,
             password_file,
             birthday,
+            no_index,
         } => {
             let mnemonic = match (restore, mnemonic_file) {
                 (_, Some(f)) => Some(first_line(&f)?),
@@ -195,7 +200,22 @@ async fn run(cli: Cli) -> Result<()> {
                 .init(pw, mnemonic, birthday)
                 .await
                 .map_err(conn::describe)?;
-            out.init(&r)
+            if !restore || no_index {
+                return out.init(&r);
+            }
+            if !cli.json {
+                out.init(&r)?;
+                eprintln!(
+                    "restoring the file index: looking up this account's index pointer in the DHT…"
+                );
+            }
+            let restored = client.restore_index().await.map_err(|e| {
+                anyhow::anyhow!(
+                    "the keys and wallet are restored, but not the files: {}",
+                    conn::describe(e)
+                )
+            })?;
+            out.restored(&r, &restored)
         }
         Cmd::Unlock { password_file } => {
             let pw = password(&password_file, false)?;

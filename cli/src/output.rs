@@ -71,6 +71,24 @@ impl Printer {
         Ok(())
     }
 
+    /// A restore: the account, then what came back from its index.
+    pub fn restored(&self, init: &InitResult, r: &RestoreResult) -> Result<()> {
+        if self.json {
+            return self.json(&serde_json::json!({ "init": init, "restore": r }));
+        }
+        println!(
+            "restored {} file(s) and {} contract(s) from index backup #{} (wallet birthday: block {})",
+            r.files, r.contracts, r.index_seq, r.birthday_height
+        );
+        if r.rejected_records > 0 {
+            eprintln!(
+                "ignored {} record(s) under this account's pointer key not signed by it",
+                r.rejected_records
+            );
+        }
+        Ok(())
+    }
+
     pub fn put(&self, r: &PutResult) -> Result<()> {
         if self.json {
             return self.json(r);

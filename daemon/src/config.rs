@@ -57,6 +57,14 @@ pub const DEFAULT_HEALTH_CHECK_SECS: u64 = 600;
 /// An hour: README ("Audits") gives the cost and detection odds.
 pub const DEFAULT_AUDIT_INTERVAL_SECS: u64 = 3600;
 pub const DEFAULT_AUDIT_LEAVES_PER_SHARD: u32 = 16;
+/// The index is backed up once its files and contracts have been left
+/// unchanged this long, so a burst of puts makes one backup, not one
+/// each (every backup is a paid store of the index).
+pub const DEFAULT_INDEX_BACKUP_SECS: u64 = 30;
+/// How often the index pointer is republished, by its client and by the
+/// providers holding the index: well inside the DHT's 36-hour record
+/// lifetime, so that nodes joining near its key learn it soon.
+pub const POINTER_REPUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 /// Five failed shards in a row from a perfect record (0.95^5 ≈ 0.77).
 pub const DEFAULT_MIN_AUDIT_SCORE: f64 = 0.8;
 pub const DEFAULT_AUDIT_OFFLINE_AFTER: u32 = 3;
@@ -186,6 +194,9 @@ pub struct Args {
     /// Client: seconds between background audits of every provider
     #[arg(long)]
     pub audit_interval_secs: Option<u64>,
+    /// Client: back up the file index this many seconds after its last change (0: never)
+    #[arg(long)]
+    pub index_backup_secs: Option<u64>,
     /// Client: leaves challenged per audited shard (all of them if fewer)
     #[arg(long)]
     pub audit_leaves_per_shard: Option<u32>,
@@ -279,6 +290,7 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
         ("redundancy", DEFAULT_REDUNDANCY.into()),
         ("repair_margin", DEFAULT_REPAIR_MARGIN.to_string()),
         ("health_check_secs", DEFAULT_HEALTH_CHECK_SECS.to_string()),
+        ("index_backup_secs", DEFAULT_INDEX_BACKUP_SECS.to_string()),
         (
             "audit_interval_secs",
             DEFAULT_AUDIT_INTERVAL_SECS.to_string(),
@@ -366,6 +378,7 @@ struct FileConfig {
     repair_margin: Option<u16>,
     health_check_secs: Option<u64>,
     audit_interval_secs: Option<u64>,
+    index_backup_secs: Option<u64>,
     audit_leaves_per_shard: Option<u32>,
     min_audit_score: Option<f64>,
     audit_offline_after: Option<u32>,
@@ -401,6 +414,8 @@ pub struct Config {
     pub repair_margin: u16,
     pub health_check: std::time::Duration,
     pub audit_interval: std::time::Duration,
+    /// None: the index is never backed up.
+    pub index_backup: Option<std::time::Duration>,
     pub audit: crate::client::AuditPolicy,
 }
 
@@ -568,6 +583,14 @@ impl Config {
                     .unwrap_or(DEFAULT_AUDIT_INTERVAL_SECS)
                     .max(1),
             ),
+            index_backup: match args
+                .index_backup_secs
+                .or(file.index_backup_secs)
+                .unwrap_or(DEFAULT_INDEX_BACKUP_SECS)
+            {
+                0 => None,
+                secs => Some(std::time::Duration::from_secs(secs)),
+            },
             audit: crate::client::AuditPolicy {
                 leaves_per_shard: match args
                     .audit_leaves_per_shard

@@ -117,6 +117,11 @@ impl Contract {
             next_payment_sat: next.map(|n| n.1),
             payout_address: self.payout_address.to_string(),
             payment_txids: self.payments.iter().map(|p| p.txid.to_string()).collect(),
+            period_payments: self
+                .payments
+                .iter()
+                .filter(|p| p.kind == PaymentKind::Period)
+                .count() as u64,
         }
     }
 }
@@ -161,6 +166,11 @@ impl ContractStore {
         let mut out = self.tree.values()?;
         out.sort_by_key(|c| c.created_at);
         Ok(out)
+    }
+
+    /// Moves whenever a contract may have changed.
+    pub fn changes(&self) -> u64 {
+        self.tree.changes()
     }
 
     /// The running contract with `peer`, if there is one.

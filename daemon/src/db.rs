@@ -9,6 +9,8 @@
 //! in here: shard bytes are files (see `provider::store`).
 
 use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use libp2p::PeerId;
 use serde::Serialize;
@@ -47,6 +49,12 @@ pub mod trees {
     /// Provider: payout addresses of quotes that lapsed unpaid, reused for
     /// the next new contract so unpaid quotes cannot grow the wallet.
     pub const SPARE_ADDRESSES: &str = "spare_addresses";
+    /// Provider: client peer id → the newest index pointer it handed us
+    /// (hex), republished in the DHT while its contract runs.
+    pub const POINTERS: &str = "index_pointers";
+    /// Client: the one record of its index backup (sequence number, what
+    /// was last backed up).
+    pub const INDEX_BACKUP: &str = "index_backup";
     /// The BDK wallet's change sets (its own encoding, `wallet::persist`).
     pub const WALLET: &str = "wallet";
 }
@@ -131,6 +139,9 @@ type Types<K, V> = PhantomData<fn(K, V) -> (K, V)>;
 /// One sled tree with typed keys and JSON values.
 pub struct Tree<K, V> {
     tree: sled::Tree,
+    /// Writes through this handle and its clones, so a watcher can tell
+    /// cheaply that something changed ([`Tree::changes`]).
+    changes: Arc<AtomicU64>,
     _types: Types<K, V>,
 }
 
@@ -138,6 +149,7 @@ impl<K, V> Clone for Tree<K, V> {
     fn clone(&self) -> Self {
         Tree {
             tree: self.tree.clone(),
+            changes: self.changes.clone(),
             _types: PhantomData,
         }
     }
@@ -167,8 +179,19 @@ impl<K: Key, V: Serialize + DeserializeOwned> Tree<K, V> {
     pub fn open(db: &sled::Db, name: &'static str) -> Result<Self> {
         Ok(Tree {
             tree: db.open_tree(name)?,
+            changes: Arc::default(),
             _types: PhantomData,
         })
+    }
+
+    /// How many writes this handle and its clones have made: a counter
+    /// that moves whenever the tree may have changed.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
+    }
+
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn get(&self, key: &K) -> Result<Option<V>> {
@@ -189,6 +212,7 @@ impl<K: Key, V: Serialize + DeserializeOwned> Tree<K, V> {
     /// records that are not worth an fsync each.
     pub fn insert_lazy(&self, key: &K, value: &V) -> Result<()> {
         self.tree.insert(key.to_key(), encode(value)?)?;
+        self.changed();
         Ok(())
     }
 
@@ -201,6 +225,7 @@ impl<K: Key, V: Serialize + DeserializeOwned> Tree<K, V> {
     /// Removed, not yet flushed: for batches that end with [`Tree::flush`].
     pub fn remove_lazy(&self, key: &K) -> Result<()> {
         self.tree.remove(key.to_key())?;
+        self.changed();
         Ok(())
     }
 
@@ -228,6 +253,7 @@ impl<K: Key, V: Serialize + DeserializeOwned> Tree<K, V> {
                 .compare_and_swap(&k, Some(old), Some(new))?
                 .is_ok()
             {
+                self.changed();
                 self.flush()?;
                 return Ok(Some(v));
             }

@@ -99,6 +99,12 @@ pub enum Error {
     CorruptManifest(FileId),
     #[error("keystore error: {0}")]
     Keystore(String),
+    /// A restore found no index pointer signed by this account.
+    #[error("no index backup found: {0}")]
+    IndexNotFound(String),
+    /// A restore found the account's pointer, but not a readable index.
+    #[error("index backup unreadable: {0}")]
+    IndexUnreadable(String),
     /// The network task is gone (shutting down).
     #[error("network error: {0}")]
     Network(String),

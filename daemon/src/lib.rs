@@ -25,6 +25,7 @@ pub mod merkle;
 pub mod network;
 pub mod node;
 pub mod perf;
+pub mod pointer;
 pub mod progress;
 pub mod protocol;
 pub mod provider;

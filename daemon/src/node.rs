@@ -300,6 +300,7 @@ impl Node {
         tasks.push(provider.clone().spawn(inbound));
         if provide {
             tasks.push(provider.spawn_gc(crate::config::PROVIDER_GC_INTERVAL));
+            tasks.push(provider.spawn_pointer_republish(crate::config::POINTER_REPUBLISH_INTERVAL));
         }
         let client = match (account, &wallet) {
             (Some(keys), Some(w)) => {
@@ -313,6 +314,10 @@ impl Node {
                     default_scheme: cfg.redundancy,
                     repair_margin: cfg.repair_margin,
                     audit: cfg.audit,
+                    backup: crate::client::backup::BackupPolicy {
+                        dir: cfg.datadir.join("backup"),
+                        debounce: cfg.index_backup,
+                    },
                 };
                 let c = ClientService::new(
                     db,
@@ -327,6 +332,7 @@ impl Node {
                 tasks.push(c.spawn_health_check(cfg.health_check));
                 tasks.push(c.spawn_auditor(cfg.audit_interval));
                 tasks.push(c.directory.spawn_refresh());
+                tasks.extend(c.spawn_backup(crate::config::POINTER_REPUBLISH_INTERVAL));
                 Some(c)
             }
             _ => None,
@@ -378,6 +384,9 @@ impl Node {
             tip_height: None,
             birthday_height: None,
             bitcoind_error: None,
+            index_seq: None,
+            index_backed_up_at: None,
+            index_pending: false,
         };
         let Ok(s) = self.services().await else {
             return Ok(status);
@@ -396,7 +405,13 @@ impl Node {
             status.pending_quotes = s.provider.pending_quotes() as u64;
         }
         if let Some(c) = &s.client {
-            status.files = c.manifests().count() as u64;
+            status.files = c.manifests().files()?.len() as u64;
+            let backup = c.backup_state()?;
+            if backup.seq > 0 {
+                status.index_seq = Some(backup.seq);
+                status.index_backed_up_at = Some(backup.backed_up_at);
+            }
+            status.index_pending = c.backup_pending()?;
         }
         if let Some(w) = &s.wallet {
             let sync = w.sync_status();

@@ -97,6 +97,20 @@ pub enum ControlRequest {
         contract_id: ContractId,
         challenges: Vec<Challenge>,
     },
+    /// The contract as the provider holds it (paid-through height,
+    /// allowance, term): a client restored from its index asks, since its
+    /// copy may predate its last payment. Only the contract's client may.
+    Contract {
+        contract_id: ContractId,
+    },
+    /// A client's signed index pointer ([`crate::pointer`]), for the
+    /// provider to keep and republish in the DHT while it holds the
+    /// client's index and their contract runs. Only a pointer signed by
+    /// the asking client, naming this provider, is kept.
+    PublishPointer {
+        #[serde(with = "serde_bytes")]
+        record: Vec<u8>,
+    },
 }
 
 impl ControlRequest {
@@ -109,6 +123,8 @@ impl ControlRequest {
             ControlRequest::Delete { .. } => "delete",
             ControlRequest::List { .. } => "list",
             ControlRequest::Audit { .. } => "audit",
+            ControlRequest::Contract { .. } => "contract",
+            ControlRequest::PublishPointer { .. } => "publish-pointer",
         }
     }
 }
@@ -155,6 +171,13 @@ pub enum ControlResponse {
     /// One answer per challenge, in order.
     Audited {
         answers: Vec<AuditAnswer>,
+    },
+    /// The contract as it stands, unchanged.
+    Contract(ContractStatus),
+    /// The pointer is kept (or a newer one was held): the sequence number
+    /// the provider now republishes.
+    PointerKept {
+        seq: u64,
     },
     Error(WireError),
 }
@@ -479,8 +502,14 @@ pub fn bucket_index(peer: &PeerId, buckets: u16) -> u16 {
 pub fn bucket_key(index: u16) -> libp2p::kad::RecordKey {
     let mut preimage = PROVIDERS_KEY_LABEL.to_vec();
     preimage.extend_from_slice(&index.to_be_bytes());
+    multihash_key(&preimage)
+}
+
+/// The DHT key of `preimage`: its SHA-256 multihash, the only form of key
+/// standard Kademlia implementations accept.
+pub fn multihash_key(preimage: &[u8]) -> libp2p::kad::RecordKey {
     let mut key = MULTIHASH_SHA2_256.to_vec();
-    key.extend_from_slice(&crate::crypto::sha256(&preimage));
+    key.extend_from_slice(&crate::crypto::sha256(preimage));
     libp2p::kad::RecordKey::new(&key)
 }
 

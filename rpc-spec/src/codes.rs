@@ -9,6 +9,10 @@ pub const KEYSTORE_LOCKED: i32 = -1002;
 pub const WRONG_PASSWORD: i32 = -1003;
 pub const ALREADY_INITIALIZED: i32 = -1004;
 pub const INVALID_MNEMONIC: i32 = -1005;
+/// A restore found no index pointer signed by this account.
+pub const INDEX_NOT_FOUND: i32 = -1006;
+/// A restore found the account's pointer but could not read its index.
+pub const INDEX_UNREADABLE: i32 = -1007;
 
 pub const FILE_NOT_FOUND: i32 = -2001;
 pub const INVALID_PATH: i32 = -2002;
@@ -36,6 +40,8 @@ pub const ALL: &[(i32, &str)] = &[
     (WRONG_PASSWORD, "WRONG_PASSWORD"),
     (ALREADY_INITIALIZED, "ALREADY_INITIALIZED"),
     (INVALID_MNEMONIC, "INVALID_MNEMONIC"),
+    (INDEX_NOT_FOUND, "INDEX_NOT_FOUND"),
+    (INDEX_UNREADABLE, "INDEX_UNREADABLE"),
     (FILE_NOT_FOUND, "FILE_NOT_FOUND"),
     (INVALID_PATH, "INVALID_PATH"),
     (IO, "IO"),

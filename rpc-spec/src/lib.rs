@@ -41,6 +41,24 @@ pub struct InitResult {
     pub birthday_height: u32,
 }
 
+/// What `restore_index` brought back from the network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+pub struct RestoreResult {
+    /// Sequence number of the pointer restored from: the newest validly
+    /// signed one found.
+    pub index_seq: u64,
+    /// The index backup's file id (not listed by `ls`).
+    pub index_file_id: String,
+    /// Files and contracts restored.
+    pub files: u64,
+    pub contracts: u64,
+    /// The wallet birthday the index recorded.
+    pub birthday_height: u32,
+    /// Records under the account's pointer key that were not validly
+    /// signed by it (forged or damaged), ignored.
+    pub rejected_records: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct UnlockResult {
     pub peer_id: String,
@@ -166,6 +184,14 @@ pub struct Status {
     pub birthday_height: Option<u32>,
     /// The last bitcoind sync error, if the last attempt failed.
     pub bitcoind_error: Option<String>,
+    /// Client: sequence number of the newest index backup's pointer;
+    /// None before the first backup.
+    pub index_seq: Option<u64>,
+    /// Client: unix time of the newest index backup.
+    pub index_backed_up_at: Option<u64>,
+    /// Client: files or contracts changed since the newest backup (one
+    /// is made `index_backup_secs` after the last change).
+    pub index_pending: bool,
 }
 
 /// What a provider offers, as last answered over the network.
@@ -356,6 +382,9 @@ pub struct ContractInfo {
     pub payout_address: String,
     /// Every transaction that paid this contract, oldest first.
     pub payment_txids: Vec<String>,
+    /// How many of those payments paid a period (the rest bought
+    /// allowance for puts).
+    pub period_payments: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
@@ -541,6 +570,17 @@ api! {
             mnemonic: Option<String>,
             birthday_height: Option<u32>,
         ) -> RpcResult<InitResult>;
+
+        /// After `init` with a mnemonic: find this account's newest index
+        /// pointer in the DHT (retrying for about a minute while the node
+        /// joins), fetch and verify the index it names, and restore every
+        /// file's manifest and every contract, each as its provider now
+        /// holds it. Fails with INDEX_NOT_FOUND when no pointer signed by
+        /// this account is found (another mnemonic, or an account that
+        /// never stored a file) and INDEX_UNREADABLE when the index cannot
+        /// be fetched or decoded.
+        #[method(name = "restore_index")]
+        async fn restore_index(&self) -> RpcResult<RestoreResult>;
 
         /// Decrypt the keystore with `password` and start the node.
         #[method(name = "unlock")]

@@ -240,6 +240,10 @@ pub struct NetOptions {
     /// The bootstrap node also serves rendezvous; without it, it is a
     /// plain Kademlia seed and providers are found through the DHT alone.
     pub rendezvous: bool,
+    /// The client's `--index-backup-secs`. 0 (no backups) unless a test
+    /// asks: a backup is a paid put of its own, and most tests count the
+    /// client's puts, payments and contacts exactly.
+    pub index_backup_secs: u64,
 }
 
 impl Default for NetOptions {
@@ -255,6 +259,7 @@ impl Default for NetOptions {
             provider_args: Vec::new(),
             bitcoind_args: Vec::new(),
             rendezvous: false,
+            index_backup_secs: 0,
         }
     }
 }
@@ -420,6 +425,8 @@ pub struct Net {
     pub bootstrap_addr: String,
     pub providers: Vec<Daemon>,
     pub client: Daemon,
+    /// The client's recovery phrase, as `init` showed it.
+    pub client_mnemonic: String,
 }
 
 impl Net {
@@ -466,11 +473,13 @@ impl Net {
             bootstrap_addr.clone(),
             "--redundancy".into(),
             opts.redundancy.clone(),
+            "--index-backup-secs".into(),
+            opts.index_backup_secs.to_string(),
         ]);
         args.extend(opts.client_args.iter().cloned());
         let mut client = Daemon::new("client", dir.path(), args);
         client.start().await;
-        client
+        let created = client
             .rpc()
             .init(PASSWORD.into(), None, None)
             .await
@@ -482,6 +491,7 @@ impl Net {
             bootstrap_addr,
             providers,
             client,
+            client_mnemonic: created.mnemonic.expect("a new account shows its phrase"),
         };
         if opts.fund_client {
             net.fund(&net.client).await;

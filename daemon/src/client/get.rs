@@ -34,8 +34,28 @@ impl ClientService {
         op_id: Option<String>,
     ) -> Result<p2pstore_rpc::GetResult> {
         let manifest = self.manifests.get(&id)?;
-        manifest.validate()?;
         let dest = resolve_dest(dest, &manifest.name)?;
+        self.fetch_into(manifest, &dest, op_id).await
+    }
+
+    /// Fetches the file `manifest` describes into `dest`, with the get's
+    /// checks: the index backup a restore fetches has no stored manifest.
+    pub(super) async fn fetch_manifest(
+        &self,
+        manifest: Manifest,
+        dest: &Path,
+    ) -> Result<p2pstore_rpc::GetResult> {
+        self.fetch_into(manifest, dest, None).await
+    }
+
+    async fn fetch_into(
+        &self,
+        manifest: Manifest,
+        dest: &Path,
+        op_id: Option<String>,
+    ) -> Result<p2pstore_rpc::GetResult> {
+        manifest.validate()?;
+        let id = manifest.file_id;
         let parent = dest
             .parent()
             .map(Path::to_path_buf)
@@ -70,7 +90,7 @@ impl ClientService {
             .and_then(|_| {
                 crate::blocking::run(|| {
                     job.file.sync_all()?;
-                    std::fs::rename(&tmp, &dest)?;
+                    std::fs::rename(&tmp, dest)?;
                     std::fs::File::open(&parent)?.sync_all()
                 })?;
                 Ok(())

@@ -81,7 +81,7 @@ impl ClientService {
     }
 
     pub fn ls(&self) -> Result<Vec<FileEntry>> {
-        let manifests = self.manifests.list()?;
+        let manifests = self.manifests.files()?;
         Ok(manifests
             .iter()
             .map(|m| FileEntry {
@@ -354,7 +354,7 @@ impl ClientService {
         swapped?;
         // The old copies stop being paid for: deleted where the provider
         // still answers, their bytes out of its allowance.
-        self.drop_shards(&moved).await;
+        self.drop_shards(&moved, false).await;
         result.segments_repaired += todo.len() as u64;
         result.shards_rebuilt += rebuilt.len() as u64;
         for a in &acquired {

@@ -29,6 +29,18 @@ pub enum Term {
     Keep,
 }
 
+/// What a stored file is to the client.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    /// A user's file: listed, got and removed by the user.
+    #[default]
+    File,
+    /// A backup of the client's own index (`client::backup`): stored,
+    /// paid for and audited like a file, but not listed.
+    Index,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ShardRef {
     /// Position in the segment's erasure code: 0..k data, k..n parity.
@@ -62,6 +74,9 @@ pub struct Manifest {
     pub segment_size: u64,
     pub scheme: Scheme,
     pub term: Term,
+    /// Manifests from before index backups have none: they are files.
+    #[serde(default)]
+    pub kind: FileKind,
     /// SHA-256 over the segments' plaintext SHA-256s: equal for equal
     /// content, so a put of a file already stored can be spotted.
     #[serde(with = "hex::serde")]
@@ -144,15 +159,24 @@ impl ManifestStore {
         self.tree.remove(id)
     }
 
+    /// Every manifest, index backups among them: what is paid for,
+    /// audited and repaired.
     pub fn list(&self) -> Result<Vec<Manifest>> {
         let mut out = self.tree.values()?;
         out.sort_by_key(|m: &Manifest| m.created_at);
         Ok(out)
     }
 
-    /// How many files the client knows.
-    pub fn count(&self) -> usize {
-        self.tree.len()
+    /// Moves whenever a manifest may have changed.
+    pub fn changes(&self) -> u64 {
+        self.tree.changes()
+    }
+
+    /// The user's files: every manifest but index backups.
+    pub fn files(&self) -> Result<Vec<Manifest>> {
+        let mut out = self.list()?;
+        out.retain(|m| m.kind == FileKind::File);
+        Ok(out)
     }
 }
 
@@ -176,6 +200,7 @@ impl Manifest {
             segment_size: SEGMENT_SIZE as u64,
             scheme: Scheme::LOW,
             term: Term::Until(1000),
+            kind: FileKind::File,
             content_digest: [5; 32],
             segments: vec![Segment {
                 nonce: [2; NONCE_LEN],

@@ -5,6 +5,7 @@
 //! [`health`]).
 
 pub mod audit;
+pub mod backup;
 mod budget;
 pub mod directory;
 mod get;
@@ -127,6 +128,17 @@ pub struct ClientTerms {
     /// Repair a segment once its valid shards fall below K + this margin.
     pub repair_margin: u16,
     pub audit: AuditPolicy,
+    pub backup: backup::BackupPolicy,
+}
+
+/// The index backup's settings and state (see [`backup`]).
+#[derive(Clone)]
+struct Backup {
+    dir: std::path::PathBuf,
+    debounce: Option<std::time::Duration>,
+    state: Tree<String, backup::BackupState>,
+    /// One backup at a time.
+    lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Clone)]
@@ -166,6 +178,7 @@ pub struct ClientService {
     /// Stores under way, and what providers hold that no manifest records.
     uploads: uploads::Uploads,
     notice_backoff: payment::NoticeBackoff,
+    backup: Backup,
 }
 
 impl ClientService {
@@ -221,6 +234,12 @@ impl ClientService {
             held: Arc::default(),
             uploads: uploads::Uploads::default(),
             notice_backoff: payment::NoticeBackoff::default(),
+            backup: Backup {
+                dir: terms.backup.dir,
+                debounce: terms.backup.debounce,
+                state: Tree::open(db, trees::INDEX_BACKUP)?,
+                lock: Arc::default(),
+            },
         })
     }
 
@@ -289,6 +308,13 @@ impl ClientService {
     }
 
     pub async fn rm(&self, id: FileId) -> Result<p2pstore_rpc::RmResult> {
+        self.remove(id, false).await
+    }
+
+    /// Deletes a file at its providers and forgets it. Its bytes leave
+    /// their contracts' allowance from the next period on, unless
+    /// `keep_allowance` (an old index backup: the next one fits there).
+    async fn remove(&self, id: FileId, keep_allowance: bool) -> Result<p2pstore_rpc::RmResult> {
         let manifest = self.manifests.get(&id)?;
         manifest.validate()?;
         let shards: Vec<ShardRef> = manifest
@@ -296,7 +322,7 @@ impl ClientService {
             .iter()
             .flat_map(|s| s.shards.iter().cloned())
             .collect();
-        let (deleted, unreachable) = self.drop_shards(&shards).await;
+        let (deleted, unreachable) = self.drop_shards(&shards, keep_allowance).await;
         self.manifests.remove(&id)?;
         for s in &shards {
             self.audits.forget_shard(&s.shard_id);
@@ -313,7 +339,7 @@ impl ClientService {
     /// next period on. Returns the count deleted and the providers that
     /// could not be reached (their bytes stay paid for: the provider may
     /// still hold them).
-    async fn drop_shards(&self, shards: &[ShardRef]) -> (u64, Vec<PeerId>) {
+    async fn drop_shards(&self, shards: &[ShardRef], keep_allowance: bool) -> (u64, Vec<PeerId>) {
         let mut groups: Vec<((PeerId, ContractId), Vec<&ShardRef>)> = Vec::new();
         for s in shards {
             let key = (s.provider, s.contract_id);
@@ -333,9 +359,11 @@ impl ClientService {
                     // shard it no longer had was not counted there, and a
                     // period paid for less than it holds is refused.
                     let asked: u64 = refs.iter().map(|r| r.size).sum();
-                    let _ = self.contracts.update(&contract_id, |c| {
-                        c.allowance_bytes = c.allowance_bytes.saturating_sub(freed.min(asked));
-                    });
+                    if !keep_allowance {
+                        let _ = self.contracts.update(&contract_id, |c| {
+                            c.allowance_bytes = c.allowance_bytes.saturating_sub(freed.min(asked));
+                        });
+                    }
                 }
                 Err(e) => {
                     warn!(%peer, "delete failed: {e}");
@@ -350,7 +378,7 @@ impl ClientService {
     /// providers and no longer paid for.
     pub async fn expire_files(&self) -> Result<()> {
         let tip = self.wallet.tip_height();
-        for m in self.manifests.list()? {
+        for m in self.manifests.files()? {
             if let manifest::Term::Until(h) = m.term
                 && tip >= h
             {

@@ -23,7 +23,7 @@ use futures::StreamExt;
 use libp2p::PeerId;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::manifest::{MANIFEST_VERSION, Manifest, Segment, ShardRef, Term};
+use super::manifest::{FileKind, MANIFEST_VERSION, Manifest, Segment, ShardRef, Term};
 use super::pipeline::{AcquireFailure, Need, contract_with};
 use super::reliability::Reliability;
 use super::uploads::{ShardSpec, Target, Upload};
@@ -116,7 +116,9 @@ impl ClientService {
         op_id: Option<String>,
     ) -> Result<p2pstore_rpc::PutResult> {
         let Some(id) = op_id else {
-            return self.put_once(path, scheme, term, force, None).await;
+            return self
+                .put_once(path, scheme, term, force, None, FileKind::File, None)
+                .await;
         };
         if let Some(op) = self.put_ops.get(&id)? {
             info!(op_id = %id, file_id = %op.result.file_id, "put retried: returning its result");
@@ -141,7 +143,15 @@ impl ClientService {
             }
         };
         let result = self
-            .put_once(path, scheme, term, force, Some(id.clone()))
+            .put_once(
+                path,
+                scheme,
+                term,
+                force,
+                Some(id.clone()),
+                FileKind::File,
+                None,
+            )
             .await?;
         self.remember_op(id, &result)?;
         Ok(result)
@@ -183,7 +193,7 @@ impl ClientService {
     ) -> Result<Option<Manifest>> {
         let same: Vec<Manifest> = self
             .manifests
-            .list()?
+            .files()?
             .into_iter()
             .filter(|m| m.name == name && m.size == size)
             .collect();
@@ -198,6 +208,20 @@ impl ClientService {
         Ok(same.into_iter().find(|m| m.content_digest == digest))
     }
 
+    /// Stores a file of the client's own `kind` at the default scheme,
+    /// on providers among `prefer` if there are enough of them.
+    pub(super) async fn put_as(
+        &self,
+        path: &Path,
+        term: Option<Term>,
+        kind: FileKind,
+        prefer: Option<HashSet<PeerId>>,
+    ) -> Result<p2pstore_rpc::PutResult> {
+        self.put_once(path, None, term, true, None, kind, prefer)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn put_once(
         &self,
         path: &Path,
@@ -205,6 +229,8 @@ impl ClientService {
         term: Option<Term>,
         force: bool,
         op_id: Option<String>,
+        kind: FileKind,
+        prefer: Option<HashSet<PeerId>>,
     ) -> Result<p2pstore_rpc::PutResult> {
         let scheme = scheme.unwrap_or(self.default_scheme);
         let (file, name, size) = open_source(path)?;
@@ -215,6 +241,16 @@ impl ClientService {
         // Fail fast: without bitcoind nothing could be paid for.
         let tip = u32::try_from(self.wallet.check_bitcoind().await?).unwrap_or(u32::MAX);
         let mut candidates = self.candidates(scheme.n as usize).await?;
+        if let Some(prefer) = prefer {
+            let preferred: Vec<Candidate> = candidates
+                .iter()
+                .filter(|c| prefer.contains(&c.peer))
+                .cloned()
+                .collect();
+            if preferred.len() >= scheme.n as usize {
+                candidates = preferred;
+            }
+        }
         let count = size.div_ceil(SEGMENT_SIZE as u64).max(1);
         // A put knows every shard's size from the file's size and the
         // scheme, so it contracts before it seals anything, and seals and
@@ -295,7 +331,7 @@ impl ClientService {
             upload: self.uploads.start(),
         });
         let result = self
-            .upload_and_record(&job, &targets, name, term, op_id)
+            .upload_and_record(&job, &targets, name, term, kind, op_id)
             .instrument(span.clone())
             .await;
         if let Err(e) = &result {
@@ -312,6 +348,7 @@ impl ClientService {
         targets: &[Vec<Target>],
         name: String,
         term: Term,
+        kind: FileKind,
         op_id: Option<String>,
     ) -> Result<p2pstore_rpc::PutResult> {
         let progress = Arc::new(self.progress.start(op_id, job.size));
@@ -360,6 +397,7 @@ impl ClientService {
             segment_size: SEGMENT_SIZE as u64,
             scheme: job.scheme,
             term,
+            kind,
             content_digest: digest_of(&hashes),
             segments,
         };

@@ -73,7 +73,11 @@ pub fn dht(peer_id: PeerId, server: bool) -> kad::Behaviour<MemoryStore> {
         // registry fresh; records outlive two missed republishes.
         .set_provider_publication_interval(Some(Duration::from_secs(300)))
         .set_provider_record_ttl(Some(Duration::from_secs(900)))
-        .set_periodic_bootstrap_interval(Some(Duration::from_secs(120)));
+        .set_periodic_bootstrap_interval(Some(Duration::from_secs(120)))
+        // Every inbound record is checked before it is stored
+        // ([`store_inbound`]): a record under an account's pointer key
+        // must be signed by that account and newer than what is held.
+        .set_record_filtering(kad::StoreInserts::FilterBoth);
     let store = MemoryStore::with_config(
         peer_id,
         MemoryStoreConfig {
@@ -92,6 +96,40 @@ pub fn dht(peer_id: PeerId, server: bool) -> kad::Behaviour<MemoryStore> {
         kad::Mode::Client
     }));
     kad
+}
+
+/// Stores what a peer sent for the DHT, once checked: provider records as
+/// libp2p would have (its own bounds apply), and records only when they
+/// are valid index pointers newer than the one held
+/// ([`crate::pointer::accept`]). Every node running [`dht`] calls it on
+/// each inbound request, since [`dht`] filters them all.
+pub fn store_inbound(kad: &mut kad::Behaviour<MemoryStore>, request: kad::InboundRequest) {
+    use kad::store::RecordStore;
+    match request {
+        kad::InboundRequest::AddProvider {
+            record: Some(record),
+        } => {
+            if let Err(e) = kad.store_mut().add_provider(record) {
+                tracing::debug!("provider record not stored: {e}");
+            }
+        }
+        kad::InboundRequest::PutRecord {
+            source,
+            record: Some(record),
+            ..
+        } => {
+            let store = kad.store_mut();
+            let held = store.get(&record.key).map(|r| r.value.clone());
+            if !crate::pointer::accept(&record.key, &record.value, held.as_deref()) {
+                tracing::debug!(peer = %source, "record refused: not a valid, newer index pointer");
+                return;
+            }
+            if let Err(e) = store.put(record) {
+                tracing::debug!(peer = %source, "record not stored: {e}");
+            }
+        }
+        _ => {}
+    }
 }
 
 pub fn build_swarm(key: Keypair, cfg: &super::NetworkConfig) -> Result<Swarm<Behaviour>> {

@@ -31,6 +31,9 @@ pub const DISCOVER_EVERY: Duration = Duration::from_secs(30);
 const REGISTER_EVERY_TICKS: u32 = 20;
 const MAX_ADDRS_PER_PEER: usize = 8;
 const MAX_BOOK_PEERS: usize = 10_000;
+/// Records one lookup keeps: a key's record lives at about 20 nodes, and
+/// anything past this many answers is a flood, not information.
+const MAX_RECORDS_PER_LOOKUP: usize = 64;
 
 /// Where we last saw each peer listening. Bounded, because peers choose
 /// what they announce: past [`MAX_BOOK_PEERS`] the peer least recently
@@ -93,6 +96,9 @@ impl AddressBook {
     }
 }
 
+/// Where the values a record lookup found go.
+type RecordsReply = oneshot::Sender<Vec<Vec<u8>>>;
+
 pub(super) struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
@@ -109,6 +115,9 @@ pub(super) struct EventLoop {
     rendezvous_peers: HashSet<PeerId>,
     book: AddressBook,
     pending_providers: HashMap<QueryId, (HashSet<PeerId>, oneshot::Sender<HashSet<PeerId>>)>,
+    pending_records: HashMap<QueryId, (Vec<Vec<u8>>, RecordsReply)>,
+    pending_puts: HashMap<QueryId, oneshot::Sender<Result<()>>>,
+    pending_peers: HashMap<QueryId, (PeerId, oneshot::Sender<Vec<Multiaddr>>)>,
     pending_control: Pending<ControlResponse>,
     pending_shard: Pending<ShardResponse>,
     rendezvous_cookies: HashMap<PeerId, rendezvous::Cookie>,
@@ -168,6 +177,9 @@ impl EventLoop {
             rendezvous_peers: HashSet::new(),
             book: AddressBook::default(),
             pending_providers: HashMap::new(),
+            pending_records: HashMap::new(),
+            pending_puts: HashMap::new(),
+            pending_peers: HashMap::new(),
             pending_control: HashMap::new(),
             pending_shard: HashMap::new(),
             rendezvous_cookies: HashMap::new(),
@@ -302,6 +314,30 @@ impl EventLoop {
             Command::GetProviders { bucket, reply } => {
                 let id = self.swarm.behaviour_mut().kad.get_providers(bucket.key());
                 self.pending_providers.insert(id, (HashSet::new(), reply));
+            }
+            Command::GetRecords { key, reply } => {
+                let id = self.swarm.behaviour_mut().kad.get_record(key);
+                self.pending_records.insert(id, (Vec::new(), reply));
+            }
+            Command::PutRecord { key, value, reply } => {
+                let record = kad::Record::new(key, value);
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .put_record(record, kad::Quorum::One)
+                {
+                    Ok(id) => {
+                        self.pending_puts.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::Network(format!("record not stored: {e}"))));
+                    }
+                }
+            }
+            Command::FindPeer { peer, reply } => {
+                let id = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                self.pending_peers.insert(id, (peer, reply));
             }
             Command::Control {
                 peer,
@@ -501,12 +537,55 @@ impl EventLoop {
                         let _ = reply.send(found);
                     }
                 }
+                QueryResult::GetRecord(result) => {
+                    if let Some((found, _)) = self.pending_records.get_mut(&id)
+                        && let Ok(kad::GetRecordOk::FoundRecord(r)) = result
+                        && found.len() < MAX_RECORDS_PER_LOOKUP
+                    {
+                        found.push(r.record.value);
+                    }
+                    if step.last
+                        && let Some((found, reply)) = self.pending_records.remove(&id)
+                    {
+                        let _ = reply.send(found);
+                    }
+                }
+                QueryResult::PutRecord(result) => {
+                    if let Some(reply) = self.pending_puts.remove(&id) {
+                        let _ = reply.send(
+                            result
+                                .map(|_| ())
+                                .map_err(|e| Error::Network(format!("record not stored: {e}"))),
+                        );
+                    }
+                }
+                QueryResult::GetClosestPeers(result) => {
+                    if let Some((peer, reply)) = self.pending_peers.remove(&id) {
+                        let peers = match result {
+                            Ok(ok) => ok.peers,
+                            Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                        };
+                        let addrs: Vec<Multiaddr> = peers
+                            .into_iter()
+                            .filter(|p| p.peer_id == peer)
+                            .flat_map(|p| p.addrs)
+                            .take(MAX_ADDRS_PER_PEER)
+                            .collect();
+                        for a in &addrs {
+                            self.learn(peer, a.clone(), true);
+                        }
+                        let _ = reply.send(addrs);
+                    }
+                }
                 QueryResult::Bootstrap(_) if step.last && self.provide => self.announce(),
                 QueryResult::StartProviding(Err(e)) => {
                     debug!("provider announcement incomplete: {e}")
                 }
                 _ => {}
             },
+            kad::Event::InboundRequest { request } => {
+                super::behaviour::store_inbound(&mut self.swarm.behaviour_mut().kad, request)
+            }
             kad::Event::RoutingUpdated {
                 peer, addresses, ..
             } => {

@@ -19,7 +19,7 @@ use libp2p::request_response::ResponseChannel;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
-pub use behaviour::{IDLE_CONNECTION_TIMEOUT, MAX_PROVIDERS_PER_KEY, Timeouts, dht};
+pub use behaviour::{IDLE_CONNECTION_TIMEOUT, MAX_PROVIDERS_PER_KEY, Timeouts, dht, store_inbound};
 pub use event_loop::{DISCOVER_EVERY, announce_again};
 pub use inbound::Inbound;
 pub use ip_limits::{MAX_ESTABLISHED_PER_IP, MAX_PENDING_PER_IP};
@@ -58,6 +58,23 @@ enum Command {
     GetProviders {
         bucket: ProviderBucket,
         reply: oneshot::Sender<HashSet<PeerId>>,
+    },
+    /// Every value a DHT lookup of `key` finds, from every node that
+    /// answers (ours first, if we hold one).
+    GetRecords {
+        key: libp2p::kad::RecordKey,
+        reply: oneshot::Sender<Vec<Vec<u8>>>,
+    },
+    /// Stores a record at the nodes closest to its key (and here).
+    PutRecord {
+        key: libp2p::kad::RecordKey,
+        value: Vec<u8>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Looks a peer up in the DHT, learning where it listens.
+    FindPeer {
+        peer: PeerId,
+        reply: oneshot::Sender<Vec<Multiaddr>>,
     },
     Control {
         peer: PeerId,
@@ -130,6 +147,25 @@ impl Client {
     pub async fn get_providers(&self, bucket: ProviderBucket) -> Result<HashSet<PeerId>> {
         self.call(|reply| Command::GetProviders { bucket, reply })
             .await
+    }
+
+    /// Every value stored under `key` that a DHT lookup finds; checking
+    /// them is the caller's job.
+    pub async fn get_records(&self, key: libp2p::kad::RecordKey) -> Result<Vec<Vec<u8>>> {
+        self.call(|reply| Command::GetRecords { key, reply }).await
+    }
+
+    /// Stores a record here and at the nodes closest to its key; an error
+    /// if no other node took it.
+    pub async fn put_record(&self, key: libp2p::kad::RecordKey, value: Vec<u8>) -> Result<()> {
+        self.call(|reply| Command::PutRecord { key, value, reply })
+            .await?
+    }
+
+    /// Where `peer` listens, as a DHT walk towards it finds (empty if it
+    /// found nothing); the addresses are remembered for dialing.
+    pub async fn find_peer(&self, peer: PeerId) -> Result<Vec<Multiaddr>> {
+        self.call(|reply| Command::FindPeer { peer, reply }).await
     }
 
     /// A raw control request: only the typed API in [`peer_api`] uses it.

@@ -200,6 +200,29 @@ impl Client {
         Ok(answers)
     }
 
+    /// The contract as the provider holds it.
+    pub async fn contract_status(
+        &self,
+        peer: PeerId,
+        contract_id: ContractId,
+    ) -> Result<ContractStatus, PeerError> {
+        let status = expect!(self.control(peer, ControlRequest::Contract { contract_id }).await,
+            "a contract request", ControlResponse::Contract(s) => s, ControlResponse::Error)?;
+        if status.contract_id != contract_id {
+            return Err(PeerError::Unexpected(
+                "a contract request (another contract id)",
+            ));
+        }
+        Ok(status)
+    }
+
+    /// Hands a provider our signed index pointer to republish; the
+    /// sequence number it now holds.
+    pub async fn publish_pointer(&self, peer: PeerId, record: Vec<u8>) -> Result<u64, PeerError> {
+        expect!(self.control(peer, ControlRequest::PublishPointer { record }).await,
+            "a pointer", ControlResponse::PointerKept { seq } => seq, ControlResponse::Error)
+    }
+
     /// Stores one shard under a contract; returns the provider's receipt,
     /// not yet verified.
     pub async fn store(

@@ -673,13 +673,18 @@ impl ProviderService {
     }
 
     fn status(&self, c: &Contract) -> ControlResponse {
-        ControlResponse::Paid(ContractStatus {
+        ControlResponse::Paid(self.contract_status(c))
+    }
+
+    /// The contract as this provider holds it, for its client.
+    pub(super) fn contract_status(&self, c: &Contract) -> ContractStatus {
+        ContractStatus {
             contract_id: c.contract_id,
             allowance_bytes: c.allowance_bytes,
             stored_bytes: self.ledger.used(&c.contract_id),
             paid_through_height: c.paid_through_height,
             term_end_height: c.term_end_height,
-        })
+        }
     }
 
     /// One collection round: lapsed quotes go; payments gain finality or,

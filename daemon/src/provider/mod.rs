@@ -4,6 +4,7 @@
 
 mod contracts;
 pub use contracts::{MAX_QUOTES, MAX_QUOTES_PER_PEER};
+mod pointers;
 pub mod store;
 
 use std::collections::HashSet;
@@ -46,6 +47,8 @@ pub struct ProviderService {
     pub contracts: ContractStore,
     revisions: Tree<RevisionId, contracts::Revision>,
     spare_addresses: Tree<String, ()>,
+    /// Clients' index pointers (hex), kept while their contracts run.
+    pointers: Tree<PeerId, String>,
     ledger: Arc<contracts::Ledger>,
     /// Serializes payment notices: each reads, checks and rewrites a contract.
     notice_lock: Arc<tokio::sync::Mutex<()>>,
@@ -75,6 +78,7 @@ impl ProviderService {
             contracts: ContractStore::open(db, Role::Provider)?,
             revisions: Tree::open(db, trees::REVISIONS)?,
             spare_addresses: Tree::open(db, trees::SPARE_ADDRESSES)?,
+            pointers: Tree::open(db, trees::POINTERS)?,
             ledger: Arc::default(),
             notice_lock: Arc::default(),
             key,
@@ -195,6 +199,23 @@ impl ProviderService {
                 Ok(answers) => ControlResponse::Audited { answers },
                 Err(e) => ControlResponse::Error(e),
             },
+            ControlRequest::Contract { contract_id } => {
+                if let Err(e) = self.check_client(&peer, &contract_id) {
+                    return ControlResponse::Error(e);
+                }
+                match self.contracts.get(&contract_id) {
+                    Ok(Some(c)) => ControlResponse::Contract(self.contract_status(&c)),
+                    Ok(None) => ControlResponse::Error(WireError::new(
+                        WireErrorKind::UnknownContract,
+                        "contract vanished",
+                    )),
+                    Err(e) => ControlResponse::Error(WireError::new(
+                        WireErrorKind::Internal,
+                        e.to_string(),
+                    )),
+                }
+            }
+            ControlRequest::PublishPointer { record } => self.keep_pointer(peer, record).await,
         }
     }
 

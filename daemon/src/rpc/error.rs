@@ -15,6 +15,8 @@ pub fn code(e: &Error) -> i32 {
         Error::WrongPassword => codes::WRONG_PASSWORD,
         Error::AlreadyInitialized => codes::ALREADY_INITIALIZED,
         Error::InvalidMnemonic(_) => codes::INVALID_MNEMONIC,
+        Error::IndexNotFound(_) => codes::INDEX_NOT_FOUND,
+        Error::IndexUnreadable(_) => codes::INDEX_UNREADABLE,
         Error::NoAccount(_) | Error::InvalidParams(_) => codes::INVALID_PARAMS,
         Error::FileNotFound(_) => codes::FILE_NOT_FOUND,
         // A source that changed mid-put is a problem with the path given.

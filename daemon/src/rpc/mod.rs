@@ -79,6 +79,18 @@ impl P2pstoreApiServer for RpcImpl {
         })
     }
 
+    async fn restore_index(&self) -> RpcResult<RestoreResult> {
+        let r = self.node.client().await?.restore_index().await?;
+        Ok(RestoreResult {
+            index_seq: r.index_seq,
+            index_file_id: r.index_file.to_string(),
+            files: r.files as u64,
+            contracts: r.contracts as u64,
+            birthday_height: r.birthday_height,
+            rejected_records: r.rejected_records as u64,
+        })
+    }
+
     async fn unlock(&self, password: String) -> RpcResult<UnlockResult> {
         Ok(UnlockResult {
             peer_id: self.node.unlock(Zeroizing::new(password)).await?,

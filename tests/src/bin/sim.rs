@@ -171,6 +171,11 @@ async fn run(
                         swarm.behaviour_mut().kad.add_address(&peer_id, a);
                     }
                 }
+                // As the daemon does: `dht` filters inbound records, so
+                // provider records are stored here.
+                SwarmEvent::Behaviour(NodeEvent::Kad(kad::Event::InboundRequest { request })) => {
+                    p2pstored::network::store_inbound(&mut swarm.behaviour_mut().kad, request);
+                }
                 SwarmEvent::Behaviour(NodeEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. })) => match result {
                     QueryResult::Bootstrap(_) if step.last => {
                         let me = *swarm.local_peer_id();
