@@ -88,6 +88,8 @@ async fn a_wallet_is_born_at_the_tip_and_a_restore_scans_from_its_birthday() {
         let mut args = vec![
             "init".to_string(),
             "--restore".into(),
+            // The account never stored a file: it has no index to restore.
+            "--no-index".into(),
             "--mnemonic-file".into(),
             phrase_file.to_string_lossy().into(),
             "--password-file".into(),
