@@ -26,6 +26,7 @@ KEEP=
 SIZE_MIB=64
 JOIN_TIMEOUT=300
 STARTERS=16
+PROVIDER_POLL_SECS=15
 usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
   case $1 in
@@ -94,7 +95,12 @@ starters=()
 for ((i = 1; i <= PROVIDERS; i++)); do
   # A background subshell inherits the EXIT trap: drop it, or each
   # starter would stop the whole network as it ends.
-  (trap - EXIT; start_node "provider-$i" --provider --capacity 1GiB) &
+  # Providers poll bitcoind every PROVIDER_POLL_SECS, not every second:
+  # hundreds of wallets polling one bitcoind each second overflow its RPC
+  # queue and use both cores. A payment notice makes a provider look at
+  # once, so nothing waits on the slower poll.
+  (trap - EXIT; start_node "provider-$i" --provider --capacity 1GiB \
+    --bitcoind-poll-secs "$PROVIDER_POLL_SECS") &
   starters+=($!)
   if ((${#starters[@]} == STARTERS)); then wait "${starters[@]}"; starters=(); fi
 done

@@ -73,8 +73,11 @@ pub const DEFAULT_LOG: &str = "info";
 /// providers of one put and a DHT lookup's few peers at a time, never to
 /// the whole network; idle connections close after 2 minutes.
 pub const DEFAULT_MAX_OUTBOUND_CONNECTIONS: u32 = 64;
-/// How often the wallet polls bitcoind for new blocks.
-pub const BITCOIND_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often the wallet polls bitcoind for new blocks and mempool
+/// transactions, in seconds: prompt on regtest. Hundreds of nodes sharing
+/// one bitcoind (scripts/scale.sh) poll less often, or its RPC queue
+/// overflows; a payment notice always makes the wallet look at once.
+pub const DEFAULT_BITCOIND_POLL_SECS: u64 = 1;
 
 // Runtime timeouts and intervals of the node's services (not configurable;
 // here so that they are named and found in one place).
@@ -146,6 +149,9 @@ pub struct Args {
     /// bitcoind JSON-RPC URL [default: http://127.0.0.1:<network's RPC port>]
     #[arg(long)]
     pub bitcoind_rpc_url: Option<String>,
+    /// Seconds between polls of bitcoind for blocks and mempool transactions
+    #[arg(long)]
+    pub bitcoind_poll_secs: Option<u64>,
     /// bitcoind's .cookie file [default: ~/.bitcoin/<network dir>/.cookie]
     #[arg(long)]
     pub bitcoind_cookie: Option<PathBuf>,
@@ -260,6 +266,7 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
         ("min_confirmations", DEFAULT_MIN_CONFIRMATIONS.to_string()),
         ("network", DEFAULT_NETWORK.into()),
         ("bitcoind_rpc_url", "http://127.0.0.1:<network port>".into()),
+        ("bitcoind_poll_secs", DEFAULT_BITCOIND_POLL_SECS.to_string()),
         ("bitcoind_cookie", "~/.bitcoin/<network>/.cookie".into()),
         ("bitcoind_rpc_user", "none".into()),
         ("bitcoind_rpc_password", "none".into()),
@@ -359,6 +366,7 @@ struct FileConfig {
     log: Option<String>,
     network: Option<String>,
     bitcoind_rpc_url: Option<String>,
+    bitcoind_poll_secs: Option<u64>,
     bitcoind_cookie: Option<PathBuf>,
     bitcoind_rpc_user: Option<String>,
     bitcoind_rpc_password: Option<String>,
@@ -558,7 +566,12 @@ impl Config {
                 .or(file.bitcoind_rpc_url)
                 .unwrap_or_else(|| format!("http://127.0.0.1:{rpc_port}")),
             auth,
-            poll_interval: BITCOIND_POLL_INTERVAL,
+            poll_interval: std::time::Duration::from_secs(
+                args.bitcoind_poll_secs
+                    .or(file.bitcoind_poll_secs)
+                    .unwrap_or(DEFAULT_BITCOIND_POLL_SECS)
+                    .max(1),
+            ),
         };
         Ok(Config {
             redundancy: Scheme::parse(
