@@ -652,6 +652,29 @@ pub fn plain_swarm<B: libp2p::swarm::NetworkBehaviour>(
         .build()
 }
 
+/// A Kademlia behaviour built from rust-libp2p's defaults (20 providers
+/// per key, no p2pstore code), speaking p2pstore's DHT protocol as a
+/// server: what another implementation in the DHT runs.
+pub fn standard_kad(
+    key: &libp2p::identity::Keypair,
+) -> libp2p::kad::Behaviour<libp2p::kad::store::MemoryStore> {
+    use libp2p::kad;
+    let id = key.public().to_peer_id();
+    let cfg = kad::Config::new(libp2p::StreamProtocol::new("/p2pstore/kad/1.0.0"));
+    let mut k = kad::Behaviour::with_config(id, kad::store::MemoryStore::new(id), cfg);
+    k.set_mode(Some(kad::Mode::Server));
+    k
+}
+
+/// A seed's peer id and address, from its `.../p2p/<id>` address.
+pub fn parse_seed(seed: &str) -> (libp2p::PeerId, libp2p::Multiaddr) {
+    let seed: libp2p::Multiaddr = seed.parse().unwrap();
+    let Some(libp2p::multiaddr::Protocol::P2p(id)) = seed.iter().last() else {
+        panic!("seed address without /p2p: {seed}");
+    };
+    (id, seed)
+}
+
 /// Writes `len` random bytes to a new file and returns its SHA-256.
 pub fn random_file(path: &Path, len: usize) -> [u8; 32] {
     use sha2::Digest;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::kad::{self, GetProvidersOk, QueryResult};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use libp2p::PeerId;
 use p2pstore_rpc::P2pstoreApiClient;
 use p2pstore_tests::*;
 use p2pstored::client::PLACEMENT_SPARES;
@@ -94,24 +94,12 @@ async fn a_put_among_thirty_providers_contacts_only_those_it_uses() {
 /// A Kademlia node built from rust-libp2p's defaults (20 providers per key,
 /// no p2pstore code), speaking p2pstore's DHT protocol.
 async fn standard_lookup(seed: &str, keys: Vec<kad::RecordKey>) -> BTreeSet<PeerId> {
-    let mut swarm = plain_swarm(
-        |key| {
-            let id = key.public().to_peer_id();
-            let cfg = kad::Config::new(StreamProtocol::new("/p2pstore/kad/1.0.0"));
-            let mut k = kad::Behaviour::with_config(id, kad::store::MemoryStore::new(id), cfg);
-            k.set_mode(Some(kad::Mode::Server));
-            k
-        },
-        Duration::from_secs(60),
-    );
+    let mut swarm = plain_swarm(standard_kad, Duration::from_secs(60));
     swarm
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
         .unwrap();
-    let seed: Multiaddr = seed.parse().unwrap();
-    let Some(libp2p::multiaddr::Protocol::P2p(seed_id)) = seed.iter().last() else {
-        panic!("seed address without /p2p: {seed}");
-    };
-    swarm.behaviour_mut().add_address(&seed_id, seed.clone());
+    let (seed_id, seed) = parse_seed(seed);
+    swarm.behaviour_mut().add_address(&seed_id, seed);
     swarm.behaviour_mut().bootstrap().unwrap();
     // Let the bootstrap fill the routing table before the lookups.
     let mut bootstrapped = false;

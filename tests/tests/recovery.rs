@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, identify, kad};
+use libp2p::{PeerId, identify, kad};
 use p2pstore_rpc::{ContractRole, P2pstoreApiClient};
 use p2pstore_tests::*;
 use p2pstored::pointer::{self, IndexPointer};
@@ -208,28 +208,19 @@ struct Attacker {
 
 fn attacker(seed: &str) -> libp2p::Swarm<Attacker> {
     let mut swarm = plain_swarm(
-        |key| {
-            let id = key.public().to_peer_id();
-            let cfg = kad::Config::new(StreamProtocol::new("/p2pstore/kad/1.0.0"));
-            let mut kad = kad::Behaviour::with_config(id, kad::store::MemoryStore::new(id), cfg);
-            kad.set_mode(Some(kad::Mode::Server));
-            Attacker {
-                kad,
-                identify: identify::Behaviour::new(identify::Config::new(
-                    "/p2pstore/id/1.0.0".into(),
-                    key.public(),
-                )),
-            }
+        |key| Attacker {
+            kad: standard_kad(key),
+            identify: identify::Behaviour::new(identify::Config::new(
+                "/p2pstore/id/1.0.0".into(),
+                key.public(),
+            )),
         },
         Duration::from_secs(300),
     );
     swarm
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
         .unwrap();
-    let seed: Multiaddr = seed.parse().unwrap();
-    let Some(libp2p::multiaddr::Protocol::P2p(seed_id)) = seed.iter().last() else {
-        panic!("seed address without /p2p: {seed}");
-    };
+    let (seed_id, seed) = parse_seed(seed);
     swarm.behaviour_mut().kad.add_address(&seed_id, seed);
     swarm
 }
