@@ -405,13 +405,14 @@ impl Node {
             status.pending_quotes = s.provider.pending_quotes() as u64;
         }
         if let Some(c) = &s.client {
-            status.files = c.manifests().files()?.len() as u64;
+            let summary = c.index_summary()?;
+            status.files = summary.files;
+            status.index_pending = summary.pending;
             let backup = c.backup_state()?;
             if backup.seq > 0 {
                 status.index_seq = Some(backup.seq);
                 status.index_backed_up_at = Some(backup.backed_up_at);
             }
-            status.index_pending = c.backup_pending()?;
         }
         if let Some(w) = &s.wallet {
             let sync = w.sync_status();

@@ -7,9 +7,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
+use libp2p::PeerId;
 use libp2p::kad::{self, GetProvidersOk, QueryResult};
 use libp2p::swarm::SwarmEvent;
-use libp2p::PeerId;
 use p2pstore_rpc::P2pstoreApiClient;
 use p2pstore_tests::*;
 use p2pstored::client::PLACEMENT_SPARES;

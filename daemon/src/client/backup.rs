@@ -31,6 +31,7 @@ use crate::crypto::sha256;
 use crate::error::{Error, Result};
 use crate::ids::FileId;
 use crate::pointer::{self, IndexPointer};
+use crate::provider::store::now_secs;
 
 /// Version of the index format.
 pub const INDEX_VERSION: u32 = 1;
@@ -67,7 +68,7 @@ pub struct IndexBackup {
 pub struct BackupState {
     /// Sequence number of the newest pointer: the next is higher.
     pub seq: u64,
-    /// What the newest index holds ([`ClientService::index_digest`]).
+    /// What the newest index holds ([`index_digest`]).
     #[serde(with = "hex::serde")]
     pub digest: [u8; 32],
     pub index_file: Option<FileId>,
@@ -102,11 +103,39 @@ pub struct Restored {
     pub rejected_records: usize,
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// The user's file count and whether a backup is pending, as `status`
+/// shows them.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexSummary {
+    pub files: u64,
+    pub pending: bool,
+}
+
+/// A digest of what a backup would hold that matters to a restore: the
+/// user's manifests, and each contract's identity, state, paid-through
+/// height and term. A backup's own payment changes contracts' allowance
+/// and payment lists, not this, so it does not set off another backup.
+fn index_digest(files: &[Manifest], contracts: &[Contract]) -> Result<[u8; 32]> {
+    let contracts: Vec<_> = contracts
+        .iter()
+        .map(|c| {
+            (
+                c.contract_id,
+                c.peer.to_string(),
+                c.state,
+                c.paid_through_height,
+                c.term_end_height,
+            )
+        })
+        .collect();
+    let bytes = serde_json::to_vec(&(files, contracts))
+        .map_err(|e| Error::Internal(format!("index digest: {e}")))?;
+    Ok(sha256(&bytes))
+}
+
+/// Nothing to back up before the first file.
+fn worth_backing_up(state: &BackupState, files: &[Manifest]) -> bool {
+    state.seq > 0 || !files.is_empty()
 }
 
 impl ClientService {
@@ -118,41 +147,33 @@ impl ClientService {
             .unwrap_or_default())
     }
 
-    /// Whether the index has changed since its last backup.
-    pub fn backup_pending(&self) -> Result<bool> {
+    /// Moves whenever the index or its backup state may have changed.
+    fn index_changes(&self) -> u64 {
+        self.manifests.changes() + self.contracts.changes() + self.backup.state.changes()
+    }
+
+    /// The user's file count, and whether the index changed since its
+    /// last backup. Recomputed only when something changed: `status` is
+    /// polled, and the digest reads every manifest.
+    pub fn index_summary(&self) -> Result<IndexSummary> {
+        let changes = self.index_changes();
+        if let Ok(cache) = self.backup.summary.lock()
+            && let Some((at, summary)) = *cache
+            && at == changes
+        {
+            return Ok(summary);
+        }
         let state = self.backup_state()?;
-        Ok(self.index_digest()? != state.digest && self.worth_backing_up(&state)?)
-    }
-
-    /// A digest of what a backup would hold that matters to a restore:
-    /// the user's manifests, and each contract's identity, state and
-    /// paid-through height. A backup's own payment changes contracts'
-    /// allowance and payment lists, not this, so it does not set off
-    /// another backup.
-    fn index_digest(&self) -> Result<[u8; 32]> {
         let files = self.manifests.files()?;
-        let contracts: Vec<_> = self
-            .contracts
-            .list()?
-            .into_iter()
-            .map(|c| {
-                (
-                    c.contract_id,
-                    c.peer.to_string(),
-                    c.state,
-                    c.paid_through_height,
-                    c.term_end_height,
-                )
-            })
-            .collect();
-        let bytes = serde_json::to_vec(&(files, contracts))
-            .map_err(|e| Error::Internal(format!("index digest: {e}")))?;
-        Ok(sha256(&bytes))
-    }
-
-    /// Nothing to back up before the first file.
-    fn worth_backing_up(&self, state: &BackupState) -> Result<bool> {
-        Ok(state.seq > 0 || !self.manifests.files()?.is_empty())
+        let digest = index_digest(&files, &self.contracts.list()?)?;
+        let summary = IndexSummary {
+            files: files.len() as u64,
+            pending: digest != state.digest && worth_backing_up(&state, &files),
+        };
+        if let Ok(mut cache) = self.backup.summary.lock() {
+            *cache = Some((changes, summary));
+        }
+        Ok(summary)
     }
 
     /// The manifest of the newest index backup and its SHA-256.
@@ -176,7 +197,9 @@ impl ClientService {
     pub async fn backup_index(&self) -> Result<Option<u64>> {
         let _one = self.backup.lock.lock().await;
         let state = self.backup_state()?;
-        let digest = self.index_digest()?;
+        let files = self.manifests.files()?;
+        let contracts = self.contracts.list()?;
+        let digest = index_digest(&files, &contracts)?;
         let current = self.current_index(&state)?;
         if digest == state.digest
             && let Some((manifest, pointed)) = current
@@ -199,30 +222,28 @@ impl ClientService {
             info!(seq, "index moved by a repair: pointer republished");
             return Ok(Some(seq));
         }
-        if !self.worth_backing_up(&state)? {
+        if !worth_backing_up(&state, &files) {
             return Ok(None);
         }
+        // On providers the client already has contracts with, if enough:
+        // a new contract would change the index again.
+        let live: HashSet<PeerId> = contracts
+            .iter()
+            .filter(|c| c.is_live())
+            .map(|c| c.peer)
+            .collect();
         let index = IndexBackup {
             version: INDEX_VERSION,
             birthday_height: self.keys.birthday_height,
             created_at: now_secs(),
-            manifests: self.manifests.files()?,
-            contracts: self.contracts.list()?,
+            manifests: files,
+            contracts,
         };
         let json = serde_json::to_vec(&index)
             .map_err(|e| Error::Internal(format!("encoding the index: {e}")))?;
         std::fs::create_dir_all(&self.backup.dir)?;
         let path = self.backup.dir.join("index-backup.json");
         crate::keys::write_private_file(&path, &json)?;
-        // On providers the client already has contracts with, if enough:
-        // a new contract would change the index again.
-        let live: HashSet<PeerId> = self
-            .contracts
-            .list()?
-            .into_iter()
-            .filter(|c| c.is_live())
-            .map(|c| c.peer)
-            .collect();
         let put = self
             .put_as(&path, Some(Term::Keep), FileKind::Index, Some(live))
             .await;
@@ -443,8 +464,7 @@ impl ClientService {
             }
         }
         let backup = self.fetch_index(&index).await?;
-        let mut restored = self.import(&p, index, backup).await?;
-        restored.rejected_records = rejected;
+        let restored = self.import(&p, index, backup, rejected).await?;
         info!(
             seq = restored.index_seq,
             files = restored.files,
@@ -482,6 +502,7 @@ impl ClientService {
         p: &IndexPointer,
         index: Manifest,
         backup: IndexBackup,
+        rejected_records: usize,
     ) -> Result<Restored> {
         let mut contracts = Vec::with_capacity(backup.contracts.len());
         for mut c in backup.contracts {
@@ -500,14 +521,14 @@ impl ClientService {
             contracts.push(c);
         }
         let _pay = self.pay_lock.lock().await;
-        let mut files = 0;
+        let mut restored_files = 0;
         for m in &backup.manifests {
             if m.kind != FileKind::File || m.validate().is_err() {
                 warn!(file_id = %m.file_id.short(), "restore: inconsistent manifest skipped");
                 continue;
             }
             self.manifests.insert(m)?;
-            files += 1;
+            restored_files += 1;
         }
         self.manifests.insert(&index)?;
         for c in &contracts {
@@ -518,7 +539,7 @@ impl ClientService {
         let index_file = index.file_id;
         let mut state = BackupState {
             seq: p.seq,
-            digest: self.index_digest()?,
+            digest: index_digest(&self.manifests.files()?, &self.contracts.list()?)?,
             index_file: Some(index_file),
             backed_up_at: p.created_at,
             pointer: p.record.clone(),
@@ -531,10 +552,10 @@ impl ClientService {
         Ok(Restored {
             index_seq: p.seq,
             index_file,
-            files,
+            files: restored_files,
             contracts: contracts.len(),
             birthday_height: backup.birthday_height,
-            rejected_records: 0,
+            rejected_records,
         })
     }
 }

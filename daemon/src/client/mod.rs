@@ -139,6 +139,8 @@ struct Backup {
     state: Tree<String, backup::BackupState>,
     /// One backup at a time.
     lock: Arc<tokio::sync::Mutex<()>>,
+    /// `status`'s summary, and the change count it was computed at.
+    summary: Arc<std::sync::Mutex<Option<(u64, backup::IndexSummary)>>>,
 }
 
 #[derive(Clone)]
@@ -239,6 +241,7 @@ impl ClientService {
                 debounce: terms.backup.debounce,
                 state: Tree::open(db, trees::INDEX_BACKUP)?,
                 lock: Arc::default(),
+                summary: Arc::default(),
             },
         })
     }

@@ -68,11 +68,10 @@ impl ProviderService {
     /// The pointer held for `client`; a record that no longer verifies
     /// (a damaged database) counts as none.
     fn held_pointer(&self, client: &PeerId) -> crate::Result<Option<IndexPointer>> {
-        let Some(text) = self.pointers.get(client)? else {
-            return Ok(None);
-        };
-        let bytes = hex::decode(text).unwrap_or_default();
-        Ok(IndexPointer::verify(&pointer::key(client), &bytes).ok())
+        Ok(self
+            .pointers
+            .get(client)?
+            .and_then(|text| verify_held(client, &text)))
     }
 
     /// Republishes every held pointer whose client still has a running
@@ -82,19 +81,20 @@ impl ProviderService {
         let mut published = 0;
         let held: Vec<(PeerId, String)> =
             crate::blocking::run(|| self.pointers.iter().collect::<crate::Result<Vec<_>>>())?;
-        for (client, _) in held {
-            let live = self.contracts.live_with(&client)?.is_some();
-            match self.held_pointer(&client)? {
-                Some(p) if live => {
-                    match self.net.put_record(pointer::key(&client), p.record).await {
-                        Ok(()) => published += 1,
-                        Err(e) => debug!(%client, "index pointer not republished: {e}"),
-                    }
-                }
-                _ => {
-                    info!(%client, "no running contract: index pointer forgotten");
-                    self.pointers.remove(&client)?;
-                }
+        for (client, text) in held {
+            let Some(p) = verify_held(&client, &text) else {
+                warn!(%client, "held index pointer no longer verifies: forgotten");
+                self.pointers.remove(&client)?;
+                continue;
+            };
+            if self.contracts.live_with(&client)?.is_none() {
+                info!(%client, "no running contract: index pointer forgotten");
+                self.pointers.remove(&client)?;
+                continue;
+            }
+            match self.net.put_record(pointer::key(&client), p.record).await {
+                Ok(()) => published += 1,
+                Err(e) => debug!(%client, "index pointer not republished: {e}"),
             }
         }
         Ok(published)
@@ -113,4 +113,11 @@ impl ProviderService {
             }
         })
     }
+}
+
+/// A pointer as the provider's database holds it (hex), if it still
+/// verifies: a damaged record counts as none.
+fn verify_held(client: &PeerId, text: &str) -> Option<IndexPointer> {
+    let bytes = hex::decode(text).ok()?;
+    IndexPointer::verify(&pointer::key(client), &bytes).ok()
 }
