@@ -652,6 +652,24 @@ pub fn plain_swarm<B: libp2p::swarm::NetworkBehaviour>(
         .build()
 }
 
+/// Runs `p2pstore-cli --datadir DATADIR ARGS...` (no password from the
+/// environment) and returns its output; fails the test past `secs`.
+pub async fn cli_output(datadir: &Path, args: &[&str], secs: u64) -> std::process::Output {
+    tokio::time::timeout(
+        Duration::from_secs(secs),
+        tokio::process::Command::new(bin("p2pstore-cli"))
+            .arg("--datadir")
+            .arg(datadir)
+            .args(args)
+            .env_remove("P2PSTORE_PASSWORD")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("p2pstore-cli {args:?} finished within {secs} s"))
+    .expect("the CLI runs")
+}
+
 /// A Kademlia behaviour built from rust-libp2p's defaults (20 providers
 /// per key, no p2pstore code), speaking p2pstore's DHT protocol as a
 /// server: what another implementation in the DHT runs.

@@ -3,25 +3,11 @@
 //! that birthday through the CLI finds the account's coins without
 //! scanning from genesis.
 
-use std::time::Duration;
-
 use p2pstore_rpc::{InitResult, P2pstoreApiClient, codes};
 use p2pstore_tests::*;
 
 async fn cli(datadir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(bin("p2pstore-cli"))
-            .arg("--datadir")
-            .arg(datadir)
-            .args(args)
-            .env_remove("P2PSTORE_PASSWORD")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the CLI finished within 60 s")
-    .expect("the CLI runs")
+    cli_output(datadir, args, 60).await
 }
 
 async fn confirmed(d: &Daemon) -> u64 {

@@ -57,22 +57,17 @@ async fn restore(net: &Net, name: &str) -> (Daemon, serde_json::Value) {
     d.start_with(true).await;
     let phrase = d.datadir.join("phrase");
     std::fs::write(&phrase, &net.client_mnemonic).unwrap();
-    let out = tokio::time::timeout(
-        Duration::from_secs(180),
-        tokio::process::Command::new(bin("p2pstore-cli"))
-            .arg("--datadir")
-            .arg(&d.datadir)
-            .args(["--json", "init", "--restore", "--mnemonic-file"])
-            .arg(&phrase)
-            .arg("--password-file")
-            .arg(d.datadir.join("password"))
-            .env_remove("P2PSTORE_PASSWORD")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the restore finished within 180 s")
-    .unwrap();
+    let password = d.datadir.join("password");
+    let args = [
+        "--json",
+        "init",
+        "--restore",
+        "--mnemonic-file",
+        phrase.to_str().unwrap(),
+        "--password-file",
+        password.to_str().unwrap(),
+    ];
+    let out = cli_output(&d.datadir, &args, 180).await;
     assert!(
         out.status.success(),
         "restore failed: {}",
