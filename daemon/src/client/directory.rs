@@ -4,10 +4,18 @@
 //!
 //! Providers announce under one of [`PROVIDER_BUCKETS`] DHT keys
 //! ([`ProviderBucket`]). A refresh looks up a few buckets (all of them
-//! while the directory knows fewer than [`MIN_KNOWN`] providers) and asks
-//! a random sample of providers whose offer is older than [`OFFER_TTL`]
-//! for a new one. The client never asks every provider in the network,
-//! and never holds a connection to each.
+//! while the directory knows fewer than [`MIN_KNOWN`] providers, at most
+//! every [`FULL_SCAN_INTERVAL`] unless a put is short of providers) and
+//! asks a random sample of providers whose offer is older than
+//! [`OFFER_TTL`] for a new one. The client never asks every provider in
+//! the network, and never holds a connection to each.
+//!
+//! The background refresh starts only once the directory is first used
+//! (a put, `providers`, `find-providers`): a node that only provides
+//! never looks for providers. Before that rule, every provider of a
+//! 60-node network scanned all 256 buckets a minute after it started,
+//! and the network spent two minutes at full CPU answering the lookups
+//! (scripts/scale.sh).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,6 +39,11 @@ pub const OFFER_TTL: Duration = Duration::from_secs(600);
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 /// Below this many known providers, a refresh looks up every bucket.
 pub const MIN_KNOWN: usize = 32;
+/// A refresh with few providers known looks up every bucket at most this
+/// often: in a small network most buckets are empty, and each empty
+/// bucket's lookup still walks the DHT. A put short of providers scans
+/// at once regardless ([`Directory::ensure`]).
+pub const FULL_SCAN_INTERVAL: Duration = Duration::from_secs(600);
 /// Buckets a routine refresh looks up, to learn of newcomers.
 pub const LOOKUPS_PER_REFRESH: usize = 4;
 /// DHT lookups run at once.
@@ -82,8 +95,21 @@ pub struct Directory {
     net: NetClient,
     entries: Arc<Mutex<HashMap<PeerId, Entry>>>,
     /// One refresh at a time: concurrent puts wait for it rather than
-    /// start lookups of their own.
-    refreshing: Arc<tokio::sync::Mutex<()>>,
+    /// start lookups of their own. Holds when the last full scan began.
+    refreshing: Arc<tokio::sync::Mutex<Option<Instant>>>,
+    /// Set the first time the directory is used; the background refresh
+    /// waits for it.
+    in_use: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+/// How far a refresh looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// A few buckets, or every one when few providers are known and no
+    /// full scan ran for [`FULL_SCAN_INTERVAL`].
+    Routine,
+    /// Every bucket.
+    Full,
 }
 
 impl Directory {
@@ -92,7 +118,14 @@ impl Directory {
             net,
             entries: Arc::default(),
             refreshing: Arc::default(),
+            in_use: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
+    }
+
+    /// Marks the directory used, which starts its background refresh.
+    fn activate(&self) {
+        self.in_use
+            .send_if_modified(|used| !std::mem::replace(used, true));
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<PeerId, Entry>>> {
@@ -155,6 +188,7 @@ impl Directory {
     /// Looks up `buckets` in the DHT, [`LOOKUP_PARALLEL`] at a time, and
     /// adds every provider found.
     pub async fn look_up(&self, buckets: Vec<ProviderBucket>) -> Vec<Lookup> {
+        self.activate();
         let me = self.net.local_peer_id();
         let lookups: Vec<(ProviderBucket, Result<_>, Duration)> =
             futures::stream::iter(buckets.into_iter().map(|bucket| async move {
@@ -192,15 +226,30 @@ impl Directory {
         out
     }
 
-    /// Looks up some buckets (every one while few providers are known),
-    /// then asks up to `sample` providers without a fresh offer for one.
-    /// Returns the providers that gave one.
+    /// Looks up some buckets (every one while few providers are known, at
+    /// most every [`FULL_SCAN_INTERVAL`]), then asks up to `sample`
+    /// providers without a fresh offer for one. Returns the providers
+    /// that gave one.
     pub async fn refresh(&self, sample: usize) -> Result<Vec<FoundProvider>> {
-        let _one = self.refreshing.lock().await;
+        Ok(self.refresh_with(sample, Scan::Routine).await?.0)
+    }
+
+    /// [`Directory::refresh`], scanning every bucket when `scan` is
+    /// [`Scan::Full`]; also says whether it scanned every bucket.
+    async fn refresh_with(&self, sample: usize, scan: Scan) -> Result<(Vec<FoundProvider>, Scan)> {
+        let mut last_full = self.refreshing.lock().await;
+        let now = Instant::now();
+        let full_due = last_full.is_none_or(|at| now.duration_since(at) >= FULL_SCAN_INTERVAL);
+        let scan = if scan == Scan::Full || (self.known() < MIN_KNOWN && full_due) {
+            Scan::Full
+        } else {
+            Scan::Routine
+        };
         let mut buckets: Vec<ProviderBucket> = ProviderBucket::all().collect();
         buckets.shuffle(&mut rand::rng());
-        if self.known() >= MIN_KNOWN {
-            buckets.truncate(LOOKUPS_PER_REFRESH);
+        match scan {
+            Scan::Full => *last_full = Some(now),
+            Scan::Routine => buckets.truncate(LOOKUPS_PER_REFRESH),
         }
         self.look_up(buckets).await;
         let now = Instant::now();
@@ -213,22 +262,31 @@ impl Directory {
         stale.shuffle(&mut rand::rng());
         stale.truncate(sample);
         let asked = futures::future::join_all(stale.into_iter().map(|peer| self.ask(peer))).await;
-        Ok(asked.into_iter().flatten().collect())
+        Ok((asked.into_iter().flatten().collect(), scan))
     }
 
     /// Makes sure at least `want` providers have a fresh offer, refreshing
-    /// as long as each round finds more. Returns the fresh offers.
+    /// as long as each round finds more; a round that finds none is
+    /// followed by one over every bucket, unless it was one. Returns the
+    /// fresh offers.
     pub async fn ensure(&self, want: usize) -> Result<Vec<FoundProvider>> {
+        self.activate();
         let mut fresh = self.fresh()?;
+        let mut scan = Scan::Routine;
         for _ in 0..MAX_ENSURE_ROUNDS {
             if fresh.len() >= want {
                 break;
             }
             let before = fresh.len();
-            self.refresh(OFFER_SAMPLE.max(want - before)).await?;
+            let (_, scanned) = self
+                .refresh_with(OFFER_SAMPLE.max(want - before), scan)
+                .await?;
             fresh = self.fresh()?;
             if fresh.len() <= before {
-                break;
+                if scanned == Scan::Full {
+                    break;
+                }
+                scan = Scan::Full;
             }
         }
         Ok(fresh)
@@ -261,13 +319,16 @@ impl Directory {
         }
     }
 
-    /// Refreshes the directory every [`REFRESH_INTERVAL`], for as long as
-    /// the node runs.
+    /// Refreshes the directory every [`REFRESH_INTERVAL`] from its first
+    /// use on, for as long as the node runs.
     pub fn spawn_refresh(&self) -> tokio::task::JoinHandle<()> {
         let dir = self.clone();
+        let mut in_use = self.in_use.subscribe();
         tokio::spawn(async move {
-            // Not at once: at start the node has not joined the DHT yet,
-            // and a put fills what it needs itself.
+            if in_use.wait_for(|used| *used).await.is_err() {
+                return;
+            }
+            // Not at once: the use that started it just looked.
             let start = tokio::time::Instant::now() + REFRESH_INTERVAL;
             let mut tick = tokio::time::interval_at(start, REFRESH_INTERVAL);
             loop {
