@@ -168,6 +168,11 @@ impl ContractStore {
         Ok(out)
     }
 
+    /// No contract, in any state.
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
     /// Moves whenever a contract may have changed.
     pub fn changes(&self) -> u64 {
         self.tree.changes()

@@ -648,6 +648,20 @@ impl ClientService {
 
     /// Finishes every payment a crash or an outage interrupted, then pays
     /// the periods due. Safe to run at any time, any number of times.
+    /// Whether a reconciliation round has anything to do: a contract to
+    /// pay or watch, or a payment not yet done.
+    fn has_payment_work(&self) -> Result<bool> {
+        if !self.contracts.is_empty() {
+            return Ok(true);
+        }
+        for item in self.payments.iter() {
+            if item?.1.state != IntentState::Done {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     pub async fn reconcile_payments(&self) -> Result<()> {
         {
             let _guard = self.pay_lock.lock().await;
@@ -867,18 +881,29 @@ impl ClientService {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                // Every round waits for a wallet sync, so a payment that
-                // reached the mempool before a crash is seen, not resent.
-                // When the sync fails the wallet's view is stale (a payment
-                // may look unbroadcast, or unconfirmed for ever), so no
-                // payment is decided from it this round.
-                match this.wallet.sync_now().await {
-                    Ok(()) => {
-                        if let Err(e) = this.reconcile_payments().await {
-                            warn!("payment reconciliation: {e}");
+                // Every round with payments to look after waits for a
+                // wallet sync, so a payment that reached the mempool before
+                // a crash is seen, not resent. When the sync fails the
+                // wallet's view is stale (a payment may look unbroadcast,
+                // or unconfirmed for ever), so no payment is decided from
+                // it this round. A node that has never formed a contract
+                // and has no payment under way skips the sync: it would be
+                // a bitcoind poll every round, whatever
+                // --bitcoind-poll-secs says, and 200 such nodes on one
+                // bitcoind overflow its RPC queue (scripts/scale.sh).
+                match this.has_payment_work() {
+                    Ok(false) => {}
+                    Ok(true) => match this.wallet.sync_now().await {
+                        Ok(()) => {
+                            if let Err(e) = this.reconcile_payments().await {
+                                warn!("payment reconciliation: {e}");
+                            }
                         }
-                    }
-                    Err(e) => warn!("wallet sync failed; payments not reconciled this round: {e}"),
+                        Err(e) => {
+                            warn!("wallet sync failed; payments not reconciled this round: {e}")
+                        }
+                    },
+                    Err(e) => warn!("payment reconciliation: {e}"),
                 }
                 if let Err(e) = this.expire_files().await {
                     warn!("expiring files: {e}");
