@@ -40,6 +40,13 @@ pub const MAX_PROVIDERS_PER_KEY: usize = 128;
 /// A connection nothing has used for this long is closed: DHT lookups
 /// touch many peers once, and a client must not hold them all for long.
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often each connection is pinged. Nothing here reads the round
+/// trip times, and a dead connection shows itself to the request on it
+/// (each has a timeout), so the ping is for peers that expect one and for
+/// a quiet connection's liveness. libp2p's default of 15 s, on each of
+/// the hundred or so connections a daemon of a 200-node network holds,
+/// was a wakeup every few milliseconds per daemon (scripts/scale.sh).
+pub const PING_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -178,7 +185,7 @@ pub fn build_swarm(key: Keypair, cfg: &super::NetworkConfig) -> Result<Swarm<Beh
                     identify::Config::new("/p2pstore/id/1.0.0".into(), key.public())
                         .with_agent_version(format!("p2pstored/{}", env!("CARGO_PKG_VERSION"))),
                 ),
-                ping: ping::Behaviour::default(),
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
                 control,
                 shard,
                 rendezvous_client: rendezvous::client::Behaviour::new(key.clone()),

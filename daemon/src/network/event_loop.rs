@@ -12,7 +12,7 @@ use libp2p::identity::Keypair;
 use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, rendezvous};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -34,6 +34,89 @@ const MAX_BOOK_PEERS: usize = 10_000;
 /// Records one lookup keeps: a key's record lives at about 20 nodes, and
 /// anything past this many answers is a flood, not information.
 const MAX_RECORDS_PER_LOOKUP: usize = 64;
+/// A peer we sent a control or shard request to, or heard one from, this
+/// recently is never disconnected to make room ([`Dialed`]): its longest
+/// request (a shard) may still be under way.
+const APP_QUIET: Duration = Duration::from_secs(60);
+
+/// The connections this node dialed, oldest first, kept under the
+/// outbound cap by closing the oldest that only the DHT used.
+///
+/// libp2p's connection limit refuses a dial at the cap, and an idle
+/// connection stays for [`super::IDLE_CONNECTION_TIMEOUT`]; so a client
+/// whose lookups had touched 64 peers in the last two minutes could
+/// reach no one else, and its lookups quietly missed the nodes holding
+/// the records it wanted (in a 200-node network it found 188-194 of 198
+/// providers; with the cap lifted, all). Past three quarters of the cap,
+/// each new outbound connection closes the oldest one whose peer has no
+/// request of ours or theirs in the last [`APP_QUIET`] and is not a
+/// bootstrap node: Kademlia keeps the peer's address, so a later lookup
+/// dials it again.
+///
+/// Only on DHT clients. A DHT server's connections serve everyone's
+/// lookups; closing them early on 200 servers made the whole network
+/// dial again and again, and it started at half the speed.
+struct Dialed {
+    conns: VecDeque<(ConnectionId, PeerId)>,
+    /// None: never close (a DHT server).
+    evict_above: Option<usize>,
+    app_used: HashMap<PeerId, std::time::Instant>,
+}
+
+impl Dialed {
+    fn new(cap: u32, dht_server: bool) -> Self {
+        let cap = cap as usize;
+        Dialed {
+            conns: VecDeque::new(),
+            evict_above: (!dht_server).then_some(cap - cap / 4),
+            app_used: HashMap::new(),
+        }
+    }
+
+    fn used(&mut self, peer: PeerId) {
+        self.app_used.insert(peer, std::time::Instant::now());
+    }
+
+    fn prune(&mut self) {
+        let now = std::time::Instant::now();
+        self.app_used
+            .retain(|_, at| now.duration_since(*at) < APP_QUIET);
+    }
+
+    fn closed(&mut self, id: ConnectionId) {
+        self.conns.retain(|(c, _)| *c != id);
+    }
+
+    /// A new outbound connection; returns those to close.
+    fn opened(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        pinned: &HashSet<PeerId>,
+    ) -> Vec<(ConnectionId, PeerId)> {
+        let Some(evict_above) = self.evict_above else {
+            return Vec::new();
+        };
+        self.conns.push_back((id, peer));
+        let now = std::time::Instant::now();
+        let mut close = Vec::new();
+        while self.conns.len() > evict_above {
+            let idle = self.conns.iter().position(|(c, p)| {
+                *c != id
+                    && !pinned.contains(p)
+                    && self
+                        .app_used
+                        .get(p)
+                        .is_none_or(|at| now.duration_since(*at) >= APP_QUIET)
+            });
+            match idle.and_then(|i| self.conns.remove(i)) {
+                Some(conn) => close.push(conn),
+                None => break,
+            }
+        }
+        close
+    }
+}
 
 /// Where we last saw each peer listening. Bounded, because peers choose
 /// what they announce: past [`MAX_BOOK_PEERS`] the peer least recently
@@ -129,6 +212,7 @@ pub(super) struct EventLoop {
     refusals: RefusalLog,
     /// The remote IP of a connection to each connected peer.
     observed: HashMap<PeerId, std::net::IpAddr>,
+    dialed: Dialed,
 }
 
 /// Whether a provider announces itself again `intervals` discover ticks
@@ -161,7 +245,12 @@ impl EventLoop {
         for addr in &cfg.listen {
             swarm.listen_on(addr.clone()).map_err(|e| Error::Bind {
                 addr: addr.to_string(),
-                reason: e.to_string(),
+                // `TransportError::Other` displays as nothing: the cause
+                // (say, the port in use) is its source.
+                reason: match e {
+                    libp2p::TransportError::Other(io) => io.to_string(),
+                    e => e.to_string(),
+                },
             })?;
         }
         for addr in &cfg.external {
@@ -189,6 +278,7 @@ impl EventLoop {
             ),
             refusals: RefusalLog::default(),
             observed: HashMap::new(),
+            dialed: Dialed::new(cfg.max_outbound_connections, cfg.dht_server),
         };
         for addr in &cfg.bootstrap {
             let Some((peer, base)) = split_p2p(addr) else {
@@ -253,6 +343,7 @@ impl EventLoop {
         // memory follows the peers auditing now, not all there ever were.
         self.audit_budget.retain_recent();
         self.refusals.prune();
+        self.dialed.prune();
         let register = self.ticks.is_multiple_of(REGISTER_EVERY_TICKS);
         let connected: Vec<PeerId> = self
             .rendezvous_peers
@@ -345,6 +436,7 @@ impl EventLoop {
                 reply,
             } => {
                 let addrs = self.book.get(&peer);
+                self.dialed.used(peer);
                 let id = self
                     .swarm
                     .behaviour_mut()
@@ -358,6 +450,7 @@ impl EventLoop {
                 reply,
             } => {
                 let addrs = self.book.get(&peer);
+                self.dialed.used(peer);
                 let id = self
                     .swarm
                     .behaviour_mut()
@@ -426,9 +519,21 @@ impl EventLoop {
                 }
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                endpoint,
+                connection_id,
+                ..
             } => {
                 debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                if endpoint.is_dialer() {
+                    for (id, peer) in
+                        self.dialed
+                            .opened(connection_id, peer_id, &self.bootstrap_peers)
+                    {
+                        debug!(%peer, "closing a connection only the DHT used: at the outbound cap");
+                        self.swarm.close_connection(id);
+                    }
+                }
                 if let Some(ip) = ip_of(endpoint.get_remote_address()) {
                     self.observed.insert(peer_id, ip);
                 }
@@ -447,10 +552,14 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
-                self.observed.remove(&peer_id);
+                self.dialed.closed(connection_id);
+                if num_established == 0 {
+                    self.observed.remove(&peer_id);
+                }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, "dial failed: {error}");
@@ -478,6 +587,7 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Control(event) => {
+                self.dialed.used(rr_peer(&event));
                 let inbound = on_request_response(event, &mut self.pending_control);
                 if let Some((peer, request, channel)) = accept(
                     inbound,
@@ -501,6 +611,7 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Shard(event) => {
+                self.dialed.used(rr_peer(&event));
                 let inbound = on_request_response(event, &mut self.pending_shard);
                 if let Some((peer, request, channel)) = accept(
                     inbound,
@@ -692,6 +803,16 @@ impl EventLoop {
     }
 }
 
+/// The peer a request-response event is about.
+fn rr_peer<Req, Resp>(event: &request_response::Event<Req, Resp>) -> PeerId {
+    match event {
+        request_response::Event::Message { peer, .. }
+        | request_response::Event::OutboundFailure { peer, .. }
+        | request_response::Event::InboundFailure { peer, .. }
+        | request_response::Event::ResponseSent { peer, .. } => *peer,
+    }
+}
+
 type Pending<Resp> = HashMap<OutboundRequestId, oneshot::Sender<Result<Resp, PeerError>>>;
 
 type Request<Req, Resp> = (PeerId, Req, request_response::ResponseChannel<Resp>);
@@ -801,5 +922,53 @@ mod tests {
         let got = book.get(&kept);
         assert_eq!(got.len(), MAX_ADDRS_PER_PEER);
         assert_eq!(got.last(), Some(&addr(100 + MAX_ADDRS_PER_PEER as u16 + 2)));
+    }
+
+    #[test]
+    fn past_three_quarters_of_the_cap_the_oldest_dht_only_connection_closes() {
+        let conn = ConnectionId::new_unchecked;
+        let mut dialed = Dialed::new(8, false);
+        let seed = PeerId::random();
+        let busy = PeerId::random();
+        let pinned = HashSet::from([seed]);
+        dialed.used(busy);
+        let peers: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
+        // The seed, a peer with a request under way, then DHT-only peers:
+        // 6 of a cap of 8 fit.
+        assert!(dialed.opened(conn(0), seed, &pinned).is_empty());
+        assert!(dialed.opened(conn(1), busy, &pinned).is_empty());
+        for (i, p) in peers.iter().take(4).enumerate() {
+            assert!(dialed.opened(conn(2 + i), *p, &pinned).is_empty());
+        }
+        // The 7th closes the oldest the DHT alone used, never the seed
+        // or the busy peer.
+        assert_eq!(
+            dialed.opened(conn(6), peers[4], &pinned),
+            vec![(conn(2), peers[0])]
+        );
+        assert_eq!(
+            dialed.opened(conn(7), peers[5], &pinned),
+            vec![(conn(3), peers[1])]
+        );
+        // A connection that closed by itself leaves room.
+        dialed.closed(conn(4));
+        assert!(dialed.opened(conn(8), PeerId::random(), &pinned).is_empty());
+        // With nothing idle left, nothing is closed: the cap refuses.
+        let mut full = Dialed::new(4, false);
+        for i in 0..4 {
+            let p = PeerId::random();
+            full.used(p);
+            assert!(full.opened(conn(10 + i), p, &pinned).is_empty());
+        }
+        assert_eq!(full.conns.len(), 4);
+        // A DHT server never closes one.
+        let mut server = Dialed::new(4, true);
+        for i in 0..8 {
+            assert!(
+                server
+                    .opened(conn(20 + i), PeerId::random(), &pinned)
+                    .is_empty()
+            );
+        }
     }
 }
