@@ -162,7 +162,9 @@ daemon_running() {
 # start_bitcoind DIR BITCOIND: starts BITCOIND -regtest detached, datadir
 # DIR/bitcoind (never ~/.bitcoin), RPC and P2P on free 127.0.0.1 ports
 # (P2P not listening), pid in DIR/bitcoind/bitcoind.pid, and waits (60 s at
-# most) until its RPC answers.
+# most) until its RPC answers. Every daemon of the network shares it: its
+# default RPC queue (16 requests, 4 threads) overflows with HTTP 503 under
+# scripts/scale.sh's hundreds of wallets, hence the larger queue.
 start_bitcoind() {
   local dir=$1 exe=$2 bdir rpc_port launched deadline
   bdir=$(mkdir -p "$dir/bitcoind" && cd "$dir/bitcoind" && pwd)
@@ -172,7 +174,7 @@ start_bitcoind() {
   setsid "$exe" -regtest -datadir="$bdir" -pid="$bdir/bitcoind.pid" \
     -server -rpcport="$rpc_port" -rpcbind=127.0.0.1 -rpcallowip=127.0.0.1 \
     -port="$(free_port)" -listen=0 -txindex=0 -fallbackfee=0.0002 \
-    -printtoconsole=0 >>"$bdir/bitcoind.log" 2>&1 < /dev/null &
+    -rpcworkqueue=512 -rpcthreads=8 -printtoconsole=0 >>"$bdir/bitcoind.log" 2>&1 < /dev/null &
   launched=$!
   log "bitcoind: starting $exe (RPC http://127.0.0.1:$rpc_port, datadir $bdir)"
   deadline=$((SECONDS + 60))
