@@ -646,8 +646,6 @@ impl ClientService {
         Ok(())
     }
 
-    /// Finishes every payment a crash or an outage interrupted, then pays
-    /// the periods due. Safe to run at any time, any number of times.
     /// Whether a reconciliation round has anything to do: a contract to
     /// pay or watch, or a payment not yet done.
     fn has_payment_work(&self) -> Result<bool> {
@@ -662,6 +660,8 @@ impl ClientService {
         Ok(false)
     }
 
+    /// Finishes every payment a crash or an outage interrupted, then pays
+    /// the periods due. Safe to run at any time, any number of times.
     pub async fn reconcile_payments(&self) -> Result<()> {
         {
             let _guard = self.pay_lock.lock().await;

@@ -1,9 +1,10 @@
 //! p2pstore-sim: provider discovery at a scale one machine cannot run as
 //! daemons. Every node is an in-process libp2p swarm over the memory
-//! transport (Yamux, as on TCP, over libp2p's plaintext security), running the daemon's own
-//! Kademlia behaviour (`p2pstored::network::dht`) and identify, wired as
-//! the daemon wires them: a seed, N-2 providers announcing under their
-//! bucket key, and a client in Kademlia client mode.
+//! transport (Yamux, as on TCP, over libp2p's plaintext security),
+//! running the daemon's own Kademlia behaviour (`p2pstored::network::dht`)
+//! and identify, wired as the daemon wires them: a seed, N-2 providers
+//! announcing under their bucket key, and a client in Kademlia client
+//! mode.
 //!
 //! It prints the figures `scripts/scale.sh` prints for real daemons: the
 //! time until the client finds every provider, how many it finds, bucket
@@ -301,7 +302,8 @@ async fn main() -> Result<()> {
     });
     let rss_before = rss_mib();
 
-    let mut seed = build(args.per_key, true, Duration::from_secs(args.idle_secs))?;
+    let idle = Duration::from_secs(args.idle_secs);
+    let mut seed = build(args.per_key, true, idle)?;
     let seed_id = *seed.local_peer_id();
     let seed_addr: Multiaddr = "/memory/1".parse()?;
     seed.listen_on(seed_addr.clone())?;
@@ -321,7 +323,7 @@ async fn main() -> Result<()> {
         Ok(())
     };
     for i in 0..providers {
-        let mut swarm = build(args.per_key, true, Duration::from_secs(args.idle_secs))?;
+        let mut swarm = build(args.per_key, true, idle)?;
         let id = *swarm.local_peer_id();
         expected.insert(id);
         start(&mut swarm, i + 2)?;
@@ -335,7 +337,7 @@ async fn main() -> Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let mut client = build(args.per_key, false, Duration::from_secs(args.idle_secs))?;
+    let mut client = build(args.per_key, false, idle)?;
     start(&mut client, providers + 2)?;
     let (client_tx, client_rx) = mpsc::channel(4);
     tokio::spawn(run(client, Role::Client, client_rx, counters.clone()));
