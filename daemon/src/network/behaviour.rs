@@ -47,6 +47,17 @@ pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 /// the hundred or so connections a daemon of a 200-node network holds,
 /// was a wakeup every few milliseconds per daemon (scripts/scale.sh).
 pub const PING_INTERVAL: Duration = Duration::from_secs(60);
+/// Kademlia's query timeout.
+pub const KAD_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a provider re-announces itself (Kademlia's republish).
+/// Shorter than libp2p's 12 h: it keeps a small or churning network's
+/// registry fresh.
+pub const PROVIDER_REPUBLISH_INTERVAL: Duration = Duration::from_secs(300);
+/// How long a node keeps a provider record: it outlives two missed
+/// republishes.
+pub const PROVIDER_RECORD_TTL: Duration = Duration::from_secs(900);
+/// How often Kademlia refreshes the routing table (libp2p's bootstrap).
+pub const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(120);
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -75,12 +86,10 @@ pub struct Timeouts {
 pub fn dht(peer_id: PeerId, server: bool) -> kad::Behaviour<MemoryStore> {
     let mut kad_cfg = kad::Config::new(KAD_PROTOCOL);
     kad_cfg
-        .set_query_timeout(Duration::from_secs(30))
-        // Short intervals keep a small or churning network's
-        // registry fresh; records outlive two missed republishes.
-        .set_provider_publication_interval(Some(Duration::from_secs(300)))
-        .set_provider_record_ttl(Some(Duration::from_secs(900)))
-        .set_periodic_bootstrap_interval(Some(Duration::from_secs(120)))
+        .set_query_timeout(KAD_QUERY_TIMEOUT)
+        .set_provider_publication_interval(Some(PROVIDER_REPUBLISH_INTERVAL))
+        .set_provider_record_ttl(Some(PROVIDER_RECORD_TTL))
+        .set_periodic_bootstrap_interval(Some(KAD_BOOTSTRAP_INTERVAL))
         // Every inbound record is checked before it is stored
         // ([`store_inbound`]): a record under an account's pointer key
         // must be signed by that account and newer than what is held.

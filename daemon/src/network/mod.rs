@@ -19,7 +19,10 @@ use libp2p::request_response::ResponseChannel;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
-pub use behaviour::{IDLE_CONNECTION_TIMEOUT, MAX_PROVIDERS_PER_KEY, Timeouts, dht, store_inbound};
+pub use behaviour::{
+    IDLE_CONNECTION_TIMEOUT, KAD_BOOTSTRAP_INTERVAL, MAX_PROVIDERS_PER_KEY, PROVIDER_RECORD_TTL,
+    PROVIDER_REPUBLISH_INTERVAL, Timeouts, dht, store_inbound,
+};
 pub use event_loop::{DISCOVER_EVERY, announce_again};
 pub use inbound::Inbound;
 pub use ip_limits::{MAX_ESTABLISHED_PER_IP, MAX_PENDING_PER_IP};
