@@ -17,6 +17,7 @@ use p2pstore_rpc::P2pstoreApiClient;
 use p2pstored::testutil;
 
 pub mod chaos;
+pub mod measure;
 
 pub const PASSWORD: &str = "test password";
 

@@ -41,6 +41,7 @@ use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::kad::{self, GetProvidersOk, QueryResult, RecordKey};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, Transport, identify, plaintext, yamux};
+use p2pstore_tests::measure::{percentile, rss_mib};
 use p2pstored::protocol::{KAD_PROTOCOL, bucket_index, bucket_key};
 use rand::seq::SliceRandom;
 use tokio::sync::{mpsc, oneshot};
@@ -93,19 +94,27 @@ enum Cmd {
     Scan {
         keys: Vec<RecordKey>,
         enough: usize,
-        reply: oneshot::Sender<(BTreeSet<PeerId>, Vec<Duration>, usize)>,
+        reply: oneshot::Sender<ScanResult>,
     },
     Connections(oneshot::Sender<usize>),
+}
+
+/// What a scan found: the providers, each lookup's time and requests
+/// sent (sorted), and the lookups run.
+#[derive(Default)]
+struct ScanResult {
+    found: BTreeSet<PeerId>,
+    times: Vec<Duration>,
+    requests: Vec<u32>,
+    started: usize,
 }
 
 struct Scan {
     keys: Vec<RecordKey>,
     enough: usize,
     running: HashMap<kad::QueryId, Instant>,
-    found: BTreeSet<PeerId>,
-    times: Vec<Duration>,
-    started: usize,
-    reply: oneshot::Sender<(BTreeSet<PeerId>, Vec<Duration>, usize)>,
+    result: ScanResult,
+    reply: oneshot::Sender<ScanResult>,
 }
 
 fn build(per_key: usize, server: bool, idle: Duration) -> Result<Swarm<Node>> {
@@ -190,7 +199,7 @@ async fn run(
                 SwarmEvent::Behaviour(NodeEvent::Kad(kad::Event::InboundRequest { request })) => {
                     p2pstored::network::store_inbound(&mut swarm.behaviour_mut().kad, request);
                 }
-                SwarmEvent::Behaviour(NodeEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. })) => match result {
+                SwarmEvent::Behaviour(NodeEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, stats })) => match result {
                     QueryResult::Bootstrap(_) if step.last => {
                         let me = *swarm.local_peer_id();
                         counters.history.lock().unwrap().entry(me).or_default().0 += 1;
@@ -212,10 +221,11 @@ async fn run(
                     QueryResult::GetProviders(r) => {
                         if let Some(s) = scan.as_mut() {
                             if let Ok(GetProvidersOk::FoundProviders { providers, .. }) = r {
-                                s.found.extend(providers);
+                                s.result.found.extend(providers);
                             }
                             if step.last && let Some(t) = s.running.remove(&id) {
-                                s.times.push(t.elapsed());
+                                s.result.times.push(t.elapsed());
+                                s.result.requests.push(stats.num_requests());
                             }
                         }
                     }
@@ -225,7 +235,7 @@ async fn run(
             },
             cmd = cmds.recv() => match cmd {
                 Some(Cmd::Scan { keys, enough, reply }) => {
-                    scan = Some(Scan { keys, enough, running: HashMap::new(), found: BTreeSet::new(), times: Vec::new(), started: 0, reply });
+                    scan = Some(Scan { keys, enough, running: HashMap::new(), result: ScanResult::default(), reply });
                 }
                 Some(Cmd::Connections(reply)) => {
                     let _ = reply.send(swarm.connected_peers().count());
@@ -236,47 +246,31 @@ async fn run(
         // Keep LOOKUP_PARALLEL lookups running until the keys run out or
         // enough providers are found.
         if let Some(s) = scan.as_mut() {
-            let satisfied = s.enough > 0 && s.found.len() >= s.enough;
+            let satisfied = s.enough > 0 && s.result.found.len() >= s.enough;
             while !satisfied && s.running.len() < LOOKUP_PARALLEL && !s.keys.is_empty() {
                 let key = s.keys.remove(0);
                 let id = swarm.behaviour_mut().kad.get_providers(key);
                 s.running.insert(id, Instant::now());
-                s.started += 1;
+                s.result.started += 1;
             }
             if s.running.is_empty()
                 && (satisfied || s.keys.is_empty())
                 && let Some(s) = scan.take()
             {
-                let _ = s.reply.send((s.found, s.times, s.started));
+                let mut r = s.result;
+                r.times.sort_unstable();
+                r.requests.sort_unstable();
+                let _ = s.reply.send(r);
             }
         }
     }
-}
-
-fn rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        / 1024
-}
-
-fn percentile(sorted: &[Duration], q: f64) -> u128 {
-    sorted
-        .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
 }
 
 async fn scan(
     client: &mpsc::Sender<Cmd>,
     keys: Vec<RecordKey>,
     enough: usize,
-) -> Result<(BTreeSet<PeerId>, Vec<Duration>, usize)> {
+) -> Result<ScanResult> {
     let (reply, rx) = oneshot::channel();
     client
         .send(Cmd::Scan {
@@ -350,21 +344,20 @@ async fn main() -> Result<()> {
     let all: Vec<RecordKey> = (0..args.buckets).map(bucket_key).collect();
     let deadline = t0 + Duration::from_secs(args.timeout_secs);
     let mut max_conns = 0;
-    let (found, times, joined) = loop {
-        let (found, mut times, _) = scan(&client_tx, all.clone(), 0).await?;
+    let (full, joined) = loop {
+        let full = scan(&client_tx, all.clone(), 0).await?;
         let (reply, rx) = oneshot::channel();
         client_tx.send(Cmd::Connections(reply)).await?;
         max_conns = max_conns.max(rx.await?);
-        let missing = expected.difference(&found).count();
+        let missing = expected.difference(&full.found).count();
         eprintln!(
             "sim: {:>6.1} s: {} announced, client finds {} of {providers}",
             t0.elapsed().as_secs_f64(),
             counters.announced.load(Ordering::Relaxed),
-            found.len()
+            full.found.len()
         );
         if missing == 0 || Instant::now() > deadline {
-            times.sort();
-            break (found, times, t0.elapsed());
+            break (full, t0.elapsed());
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     };
@@ -374,18 +367,17 @@ async fn main() -> Result<()> {
     for _ in 0..5 {
         let mut keys = all.clone();
         keys.shuffle(&mut rand::rng());
-        let (_, _, lookups) = scan(&client_tx, keys, DIRECTORY_FILL).await?;
-        fills.push(lookups);
+        fills.push(scan(&client_tx, keys, DIRECTORY_FILL).await?.started);
     }
     fills.sort_unstable();
     let (reply, rx) = oneshot::channel();
     client_tx.send(Cmd::Connections(reply)).await?;
     max_conns = max_conns.max(rx.await?);
 
-    let found_n = expected.intersection(&found).count();
-    for missing in expected.difference(&found) {
+    let found_n = expected.intersection(&full.found).count();
+    for missing in expected.difference(&full.found) {
         let b = bucket_index(missing, args.buckets);
-        let (again, _, _) = scan(&client_tx, vec![bucket_key(b)], 0).await?;
+        let again = scan(&client_tx, vec![bucket_key(b)], 0).await?.found;
         eprintln!(
             "sim: never found {missing} (bucket {b}; bootstraps, stored, unstored: {:?}); that bucket's lookup now finds {} provider(s), {}",
             counters.history.lock().unwrap().get(missing),
@@ -412,8 +404,13 @@ async fn main() -> Result<()> {
     println!("  providers discoverable       {found_n} of {providers}");
     println!(
         "  bucket lookup latency        median {} ms, p95 {} ms",
-        percentile(&times, 0.5),
-        percentile(&times, 0.95)
+        percentile(&full.times, 0.5).as_millis(),
+        percentile(&full.times, 0.95).as_millis()
+    );
+    println!(
+        "  requests per lookup          median {}, p95 {}",
+        percentile(&full.requests, 0.5),
+        percentile(&full.requests, 0.95)
     );
     println!(
         "  lookups to know {DIRECTORY_FILL} providers  median {} (of 5 tries: {:?})",
