@@ -198,3 +198,62 @@ async fn a_rendezvous_bootstrap_node_still_serves() {
     let (file_id, digest, _) = net.put_random("r.bin", 300_000, None).await;
     net.assert_get(&file_id, digest, "rendezvous").await;
 }
+
+/// Runs `p2pstore-model` and returns its exit success, the providers it
+/// found and the providers there were, and its report.
+fn model(args: &[&str]) -> (bool, usize, usize, String) {
+    let out = std::process::Command::new(bin("p2pstore-model"))
+        .args(args)
+        .output()
+        .expect("p2pstore-model runs");
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("providers discoverable"))
+        .unwrap_or_else(|| panic!("no discoverable line in {report}"));
+    let nums: Vec<usize> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (out.status.success(), nums[0], nums[1], report)
+}
+
+/// The discovery model README's 1,000- and 5,000-node figures come from,
+/// at a size CI runs in seconds: with p2pstore's buckets every provider
+/// is found and the client stays under its connection cap; with four
+/// buckets and libp2p's 20 providers per key, nodes joining at once, the
+/// cap hides providers (about 120 of 398).
+#[test]
+fn the_discovery_model_finds_every_provider_and_shows_what_a_full_key_hides() {
+    let (ok, found, providers, report) = model(&["--nodes", "400", "--start-secs", "20"]);
+    assert!(ok, "{report}");
+    assert_eq!((found, providers), (398, 398), "{report}");
+    let conns: usize = report
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("client connections           at most ")
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no connections line in {report}"));
+    assert!(
+        conns <= p2pstored::config::DEFAULT_MAX_OUTBOUND_CONNECTIONS as usize,
+        "{report}"
+    );
+
+    let (ok, found, providers, report) = model(&[
+        "--nodes",
+        "400",
+        "--start-secs",
+        "1",
+        "--buckets",
+        "4",
+        "--per-key",
+        "20",
+        "--timeout-secs",
+        "30",
+    ]);
+    assert!(!ok, "{report}");
+    assert_eq!(providers, 398);
+    assert!(found < providers, "{report}");
+}
