@@ -103,7 +103,12 @@ enum Cmd {
     /// The provider directory: providers found in the DHT, with their offers
     Providers,
     /// Look up every provider bucket in the DHT now, and time each lookup
-    FindProviders,
+    FindProviders {
+        /// Look up only this provider's bucket and say whether it was
+        /// found (repeatable): can clients find my provider?
+        #[arg(long = "peer", value_name = "PEER_ID")]
+        peers: Vec<String>,
+    },
     /// The node's bitcoin wallet
     #[command(subcommand)]
     Wallet(WalletCmd),
@@ -316,8 +321,24 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Status => out.status(&client.status().await.map_err(conn::describe)?),
         Cmd::Providers => out.providers(&client.providers().await.map_err(conn::describe)?),
-        Cmd::FindProviders => {
-            out.find_providers(&client.find_providers().await.map_err(conn::describe)?)
+        Cmd::FindProviders { peers } => {
+            let asked = (!peers.is_empty()).then_some(peers);
+            let r = client
+                .find_providers(asked.clone())
+                .await
+                .map_err(conn::describe)?;
+            out.find_providers(&r, asked.as_deref())?;
+            // A named provider nobody can find is a failure scripts can
+            // test for.
+            let missing = asked
+                .iter()
+                .flatten()
+                .filter(|p| !r.providers.contains(p))
+                .count();
+            if missing > 0 {
+                anyhow::bail!("{missing} of the named providers not found");
+            }
+            Ok(())
         }
         Cmd::Contracts => out.contracts(&client.contracts().await.map_err(conn::describe)?),
         Cmd::Perf => {

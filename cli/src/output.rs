@@ -244,7 +244,9 @@ impl Printer {
         Ok(())
     }
 
-    pub fn find_providers(&self, r: &FindProvidersResult) -> Result<()> {
+    /// A scan's summary and the providers found, or with `asked` whether
+    /// each of those was found.
+    pub fn find_providers(&self, r: &FindProvidersResult, asked: Option<&[String]>) -> Result<()> {
         if self.json {
             return self.json(r);
         }
@@ -264,8 +266,22 @@ impl Printer {
             ms.last().copied().unwrap_or(0),
             r.directory_size
         );
-        for p in &r.providers {
-            println!("{p}");
+        match asked {
+            Some(asked) => {
+                for p in asked {
+                    let seen = if r.providers.contains(p) {
+                        "found"
+                    } else {
+                        "NOT found"
+                    };
+                    println!("{p} {seen}");
+                }
+            }
+            None => {
+                for p in &r.providers {
+                    println!("{p}");
+                }
+            }
         }
         Ok(())
     }

@@ -222,10 +222,10 @@ pub struct BucketLookup {
     pub millis: u64,
 }
 
-/// Every provider bucket looked up in the DHT.
+/// Provider buckets looked up in the DHT.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct FindProvidersResult {
-    /// Distinct providers found, over all buckets.
+    /// Distinct providers found, over the buckets looked up.
     pub providers: Vec<String>,
     /// Each bucket's lookup, in bucket order.
     pub lookups: Vec<BucketLookup>,
@@ -660,11 +660,13 @@ api! {
         #[method(name = "providers")]
         async fn providers(&self) -> RpcResult<Vec<ProviderInfo>>;
 
-        /// Look up every provider bucket in the DHT now, asking no
-        /// provider for an offer: which providers the network shows this
-        /// node, and how long each lookup took.
+        /// Look up provider buckets in the DHT now, asking no provider
+        /// for an offer: which providers the network shows this node, and
+        /// how long each lookup took. Every bucket, or with `peers` (peer
+        /// ids, at most 1,024) only theirs: whether clients can find those
+        /// providers.
         #[method(name = "find_providers")]
-        async fn find_providers(&self) -> RpcResult<FindProvidersResult>;
+        async fn find_providers(&self, peers: Option<Vec<String>>) -> RpcResult<FindProvidersResult>;
 
         /// Progress of a put or get started with `op_id`; null when unknown.
         #[method(name = "progress")]

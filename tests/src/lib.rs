@@ -549,7 +549,7 @@ impl Net {
         wait_for(&format!("{n} providers in the DHT"), 90, || {
             let rpc = rpc.clone();
             async move {
-                rpc.find_providers()
+                rpc.find_providers(None)
                     .await
                     .ok()
                     .filter(|r| r.providers.len() >= n)

@@ -154,7 +154,7 @@ async fn a_standard_kademlia_node_finds_the_providers_p2pstore_finds() {
     let ours: BTreeSet<PeerId> = net
         .client
         .rpc()
-        .find_providers()
+        .find_providers(None)
         .await
         .unwrap()
         .providers
@@ -162,6 +162,25 @@ async fn a_standard_kademlia_node_finds_the_providers_p2pstore_finds() {
         .map(|p| p.parse().unwrap())
         .collect();
     assert_eq!(ours, expected, "the client's own lookups");
+
+    // Asked about one provider, the client looks up its bucket alone and
+    // finds it; a peer id that is not one is refused.
+    let one = net.providers[0].peer_id().await;
+    let r = net
+        .client
+        .rpc()
+        .find_providers(Some(vec![one.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(r.lookups.len(), 1, "{r:?}");
+    assert!(r.providers.contains(&one), "{r:?}");
+    let e = net
+        .client
+        .rpc()
+        .find_providers(Some(vec!["not-a-peer".into()]))
+        .await
+        .unwrap_err();
+    assert_eq!(rpc_code(&e), p2pstore_rpc::codes::INVALID_PARAMS, "{e}");
 
     // The keys as a standard implementation computes them: SHA-256
     // multihashes (0x12 0x20 ‖ digest) of the label and bucket number.

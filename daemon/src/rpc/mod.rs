@@ -38,6 +38,19 @@ fn file_id(text: &str) -> Result<FileId> {
         .map_err(|_| Error::FileNotFound(format!("{text} (not a file id)")))
 }
 
+/// Most peers one `find_providers` call may name.
+pub const MAX_FIND_PEERS: usize = 1024;
+
+/// A peer id, from a caller.
+fn peer_id(text: &str) -> Result<libp2p::PeerId> {
+    text.trim().parse().map_err(|_| {
+        Error::InvalidParams(format!(
+            "{} is not a peer id",
+            crate::protocol::sanitize(text)
+        ))
+    })
+}
+
 /// A path on the daemon's machine, from a caller.
 fn path(text: &str) -> Result<PathBuf> {
     if text.is_empty() {
@@ -203,12 +216,27 @@ impl P2pstoreApiServer for RpcImpl {
             .collect())
     }
 
-    async fn find_providers(&self) -> RpcResult<FindProvidersResult> {
+    async fn find_providers(&self, peers: Option<Vec<String>>) -> RpcResult<FindProvidersResult> {
+        use crate::protocol::ProviderBucket;
+        let buckets: Vec<ProviderBucket> = match peers {
+            None => ProviderBucket::all().collect(),
+            Some(peers) => {
+                if peers.len() > MAX_FIND_PEERS {
+                    return Err(Error::InvalidParams(format!(
+                        "at most {MAX_FIND_PEERS} peers, not {}",
+                        peers.len()
+                    ))
+                    .into());
+                }
+                let mut buckets = std::collections::BTreeSet::new();
+                for p in &peers {
+                    buckets.insert(ProviderBucket::of(&peer_id(p)?));
+                }
+                buckets.into_iter().collect()
+            }
+        };
         let client = self.node.client().await?;
-        let mut lookups = client
-            .directory
-            .look_up(crate::protocol::ProviderBucket::all().collect())
-            .await;
+        let mut lookups = client.directory.look_up(buckets).await;
         lookups.sort_by_key(|l| l.bucket);
         let providers: std::collections::BTreeSet<String> = lookups
             .iter()
