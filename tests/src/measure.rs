@@ -1,5 +1,34 @@
-//! Small measuring helpers shared by the simulation binaries
-//! (`p2pstore-sim`, `p2pstore-model`).
+//! What the discovery simulations (`p2pstore-sim`, `p2pstore-model`)
+//! share: the network's shape on their command line, and small measuring
+//! helpers.
+
+/// The simulated network: a seed, `nodes - 2` providers and a client, and
+/// the design under test (p2pstore's by default).
+#[derive(clap::Args)]
+pub struct Shape {
+    /// Nodes in all: a seed, nodes-2 providers and a client
+    #[arg(long, default_value_t = 1000)]
+    pub nodes: usize,
+    /// Provider buckets (DHT keys)
+    #[arg(long, default_value_t = p2pstored::protocol::PROVIDER_BUCKETS)]
+    pub buckets: u16,
+    /// Providers each node keeps per key
+    #[arg(long, default_value_t = p2pstored::network::MAX_PROVIDERS_PER_KEY)]
+    pub per_key: usize,
+}
+
+impl Shape {
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.nodes < 4 || self.buckets == 0 || self.per_key == 0 {
+            anyhow::bail!("--nodes must be at least 4, --buckets and --per-key at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn providers(&self) -> usize {
+        self.nodes - 2
+    }
+}
 
 /// The value at quantile `q` (0..=1) of `sorted`, or the default when
 /// it is empty.

@@ -49,23 +49,18 @@ use clap::Parser;
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use libp2p::kad::{KBucketDistance, KBucketKey};
-use p2pstore_tests::measure::{percentile, rss_mib};
+use p2pstore_tests::measure::{Shape, percentile, rss_mib};
 use p2pstored::protocol::{bucket_index, bucket_key};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+/// A discrete-event model of provider discovery at thousands of nodes
+/// (the source's header says what it models and what it leaves out).
 #[derive(Parser)]
 struct Args {
-    /// Nodes in all: a seed, nodes-2 providers and a client
-    #[arg(long, default_value_t = 1000)]
-    nodes: usize,
-    /// Provider buckets (DHT keys)
-    #[arg(long, default_value_t = p2pstored::protocol::PROVIDER_BUCKETS)]
-    buckets: u16,
-    /// Providers each node keeps per key
-    #[arg(long, default_value_t = p2pstored::network::MAX_PROVIDERS_PER_KEY)]
-    per_key: usize,
+    #[command(flatten)]
+    shape: Shape,
     /// Providers start spread evenly over this many seconds; the client
     /// starts as the last one does
     #[arg(long, default_value_t = 120)]
@@ -494,7 +489,7 @@ impl Model {
     /// a newcomer is kept only below the cap. Expired records are dropped
     /// first, as libp2p drops them when it answers.
     fn add_provider(&mut self, at: u32, bucket: u16, provider: u32) {
-        let cap = self.args.per_key;
+        let cap = self.args.shape.per_key;
         let (now, ttl) = (self.now, us(p2pstored::network::PROVIDER_RECORD_TTL));
         let list = self.nodes[at as usize].store.entry(bucket).or_default();
         list.retain(|r| r.1 > now);
@@ -857,20 +852,18 @@ impl Model {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if args.nodes < 4 || args.buckets == 0 || args.per_key == 0 {
-        bail!("--nodes must be at least 4, --buckets and --per-key at least 1");
-    }
+    args.shape.check()?;
     let wall = Instant::now();
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let providers = args.nodes - 2;
-    let mut nodes = Vec::with_capacity(args.nodes);
-    for i in 0..args.nodes {
+    let providers = args.shape.providers();
+    let mut nodes = Vec::with_capacity(args.shape.nodes);
+    for i in 0..args.shape.nodes {
         let key = Keypair::ed25519_from_bytes(rng.random::<[u8; 32]>())?;
         let id = key.public().to_peer_id();
         let role = match i {
             0 => Role::Seed,
-            i if i == args.nodes - 1 => Role::Client,
-            _ => Role::Provider(bucket_index(&id, args.buckets)),
+            i if i == args.shape.nodes - 1 => Role::Client,
+            _ => Role::Provider(bucket_index(&id, args.shape.buckets)),
         };
         nodes.push(Node {
             key: KBucketKey::from(id),
@@ -885,8 +878,8 @@ fn main() -> Result<()> {
             requests_in: 0,
         });
     }
-    let client = (args.nodes - 1) as u32;
-    let bucket_targets = (0..args.buckets)
+    let client = (args.shape.nodes - 1) as u32;
+    let bucket_targets = (0..args.shape.buckets)
         .map(|b| KBucketKey::new(bucket_key(b).to_vec()))
         .collect();
     let mut m = Model {
@@ -920,7 +913,7 @@ fn main() -> Result<()> {
     m.now = span + 1_000_000;
 
     let expected: BTreeSet<u32> = (1..=providers as u32).collect();
-    let all: Vec<u16> = (0..m.args.buckets).collect();
+    let all: Vec<u16> = (0..m.args.shape.buckets).collect();
     let deadline = span + m.args.timeout_secs * 1_000_000;
     let (found, joined) = loop {
         m.lookups.clear();
@@ -967,7 +960,7 @@ fn main() -> Result<()> {
     let a = &m.args;
     println!(
         "model: {} nodes ({providers} providers), {} buckets, {} providers/key, starts over {} s, rtt {}-{} ms",
-        a.nodes, a.buckets, a.per_key, a.start_secs, a.rtt_ms.0, a.rtt_ms.1
+        a.shape.nodes, a.shape.buckets, a.shape.per_key, a.start_secs, a.rtt_ms.0, a.rtt_ms.1
     );
     println!(
         "  every provider found after   {}",

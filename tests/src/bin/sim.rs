@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Parser;
 use futures::StreamExt;
 use libp2p::core::transport::MemoryTransport;
@@ -41,22 +41,17 @@ use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::kad::{self, GetProvidersOk, QueryResult, RecordKey};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, Transport, identify, plaintext, yamux};
-use p2pstore_tests::measure::{percentile, rss_mib};
+use p2pstore_tests::measure::{Shape, percentile, rss_mib};
 use p2pstored::protocol::{KAD_PROTOCOL, bucket_index, bucket_key};
 use rand::seq::SliceRandom;
 use tokio::sync::{mpsc, oneshot};
 
+/// Provider discovery among in-process libp2p swarms running the
+/// daemon's Kademlia behaviour.
 #[derive(Parser)]
 struct Args {
-    /// Nodes in all: a seed, nodes-2 providers and a client
-    #[arg(long, default_value_t = 1000)]
-    nodes: usize,
-    /// Provider buckets (DHT keys)
-    #[arg(long, default_value_t = p2pstored::protocol::PROVIDER_BUCKETS)]
-    buckets: u16,
-    /// Providers each node keeps per key
-    #[arg(long, default_value_t = p2pstored::network::MAX_PROVIDERS_PER_KEY)]
-    per_key: usize,
+    #[command(flatten)]
+    shape: Shape,
     /// Give up when the client has not found every provider by then
     #[arg(long, default_value_t = 900)]
     timeout_secs: u64,
@@ -286,10 +281,8 @@ async fn scan(
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    if args.nodes < 4 || args.buckets == 0 {
-        bail!("--nodes must be at least 4 and --buckets at least 1");
-    }
-    let providers = args.nodes - 2;
+    args.shape.check()?;
+    let providers = args.shape.providers();
     let counters = Arc::new(Counters {
         announced: AtomicUsize::new(0),
         history: Default::default(),
@@ -297,7 +290,7 @@ async fn main() -> Result<()> {
     let rss_before = rss_mib();
 
     let idle = Duration::from_secs(args.idle_secs);
-    let mut seed = build(args.per_key, true, idle)?;
+    let mut seed = build(args.shape.per_key, true, idle)?;
     let seed_id = *seed.local_peer_id();
     let seed_addr: Multiaddr = "/memory/1".parse()?;
     seed.listen_on(seed_addr.clone())?;
@@ -317,13 +310,13 @@ async fn main() -> Result<()> {
         Ok(())
     };
     for i in 0..providers {
-        let mut swarm = build(args.per_key, true, idle)?;
+        let mut swarm = build(args.shape.per_key, true, idle)?;
         let id = *swarm.local_peer_id();
         expected.insert(id);
         start(&mut swarm, i + 2)?;
         let (tx, rx) = mpsc::channel(1);
         keep.push(tx);
-        let key = bucket_key(bucket_index(&id, args.buckets));
+        let key = bucket_key(bucket_index(&id, args.shape.buckets));
         tokio::spawn(run(swarm, Role::Provider(key), rx, counters.clone()));
         if (i + 1) % args.batch == 0 {
             // Let a batch connect before the next arrives, as daemons
@@ -331,17 +324,17 @@ async fn main() -> Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let mut client = build(args.per_key, false, idle)?;
+    let mut client = build(args.shape.per_key, false, idle)?;
     start(&mut client, providers + 2)?;
     let (client_tx, client_rx) = mpsc::channel(4);
     tokio::spawn(run(client, Role::Client, client_rx, counters.clone()));
     eprintln!(
         "sim: {} nodes started in {:.1} s",
-        args.nodes,
+        args.shape.nodes,
         t0.elapsed().as_secs_f64()
     );
 
-    let all: Vec<RecordKey> = (0..args.buckets).map(bucket_key).collect();
+    let all: Vec<RecordKey> = (0..args.shape.buckets).map(bucket_key).collect();
     let deadline = t0 + Duration::from_secs(args.timeout_secs);
     let mut max_conns = 0;
     let (full, joined) = loop {
@@ -376,7 +369,7 @@ async fn main() -> Result<()> {
 
     let found_n = expected.intersection(&full.found).count();
     for missing in expected.difference(&full.found) {
-        let b = bucket_index(missing, args.buckets);
+        let b = bucket_index(missing, args.shape.buckets);
         let again = scan(&client_tx, vec![bucket_key(b)], 0).await?.found;
         eprintln!(
             "sim: never found {missing} (bucket {b}; bootstraps, stored, unstored: {:?}); that bucket's lookup now finds {} provider(s), {}",
@@ -391,7 +384,7 @@ async fn main() -> Result<()> {
     }
     println!(
         "sim: {} nodes ({providers} providers), {} buckets, {} providers/key",
-        args.nodes, args.buckets, args.per_key
+        args.shape.nodes, args.shape.buckets, args.shape.per_key
     );
     println!(
         "  every provider found after   {}",
@@ -420,7 +413,7 @@ async fn main() -> Result<()> {
     println!("  client connections           at most {max_conns}");
     println!(
         "  memory                       {:.2} MiB per node ({} MiB in all)",
-        (rss_mib() - rss_before) as f64 / args.nodes as f64,
+        (rss_mib() - rss_before) as f64 / args.shape.nodes as f64,
         rss_mib()
     );
     drop(keep);
