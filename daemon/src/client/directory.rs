@@ -53,9 +53,16 @@ pub const OFFER_SAMPLE: usize = 16;
 /// Providers the directory remembers; past it, newly found ones are not
 /// added until others are forgotten.
 pub const MAX_KNOWN: usize = 4096;
-/// A provider that failed to give an offer is not asked again for this
-/// long, and is forgotten after [`FORGET_AFTER_FAILURES`] failures.
-pub const FAILURE_BACKOFF: Duration = Duration::from_secs(300);
+/// A provider that failed us (no offer, a transfer cut off) is not asked
+/// again for this long after its first failure, four times as long after
+/// each next one, and is forgotten after [`FORGET_AFTER_FAILURES`]. Short
+/// at first because the common failure is a restart, and in a small
+/// network the one spare provider may be the one that restarted: a
+/// repair then has nowhere else to go (a 5-minute backoff failed the chaos
+/// test's repairs).
+pub const FAILURE_BACKOFF: Duration = Duration::from_secs(10);
+/// The longest a provider is left alone.
+pub const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(300);
 pub const FORGET_AFTER_FAILURES: u32 = 3;
 /// Refreshes one call to [`Directory::ensure`] runs at most.
 pub const MAX_ENSURE_ROUNDS: usize = 4;
@@ -77,8 +84,12 @@ impl Entry {
     }
 
     fn backing_off(&self, now: Instant) -> bool {
+        let growth = 4u32.saturating_pow(self.failures.saturating_sub(1));
+        let backoff = FAILURE_BACKOFF
+            .saturating_mul(growth)
+            .min(MAX_FAILURE_BACKOFF);
         self.failed_at
-            .is_some_and(|at| now.duration_since(at) < FAILURE_BACKOFF)
+            .is_some_and(|at| now.duration_since(at) < backoff)
     }
 }
 
@@ -338,5 +349,28 @@ impl Directory {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_provider_is_left_alone_longer_each_time() {
+        let t0 = Instant::now();
+        let mut e = Entry {
+            failures: 1,
+            failed_at: Some(t0),
+            ..Default::default()
+        };
+        assert!(e.backing_off(t0 + FAILURE_BACKOFF - Duration::from_millis(1)));
+        assert!(!e.backing_off(t0 + FAILURE_BACKOFF));
+        e.failures = 2;
+        assert!(e.backing_off(t0 + FAILURE_BACKOFF * 3));
+        assert!(!e.backing_off(t0 + FAILURE_BACKOFF * 4));
+        e.failures = 30;
+        assert!(e.backing_off(t0 + MAX_FAILURE_BACKOFF - Duration::from_millis(1)));
+        assert!(!e.backing_off(t0 + MAX_FAILURE_BACKOFF));
     }
 }
