@@ -115,4 +115,4 @@ print("\n".join(details))
 PY
 echo
 echo "audit costs (daemon/examples/audit-bench.rs: 64 shards of 2 MiB, 20,000 random challenges, warm page cache):"
-"$ROOT/target/release/examples/audit-bench"
+"$TARGET/release/examples/audit-bench"

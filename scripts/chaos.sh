@@ -13,4 +13,5 @@ cd "$(dirname "$0")/.."
 BITCOIND_EXE=$(scripts/install-bitcoind.sh | tail -1)
 export BITCOIND_EXE
 cargo build --workspace --bins
-exec target/debug/p2pstore-chaos "$@"
+# Cargo builds into $CARGO_TARGET_DIR when it is set (relative: to here).
+exec "${CARGO_TARGET_DIR:-target}/debug/p2pstore-chaos" "$@"

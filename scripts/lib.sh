@@ -2,6 +2,10 @@
 # shellcheck shell=bash
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Where cargo puts builds: $CARGO_TARGET_DIR when set (relative to the
+# checkout, where the scripts run cargo), else target/.
+TARGET=${CARGO_TARGET_DIR:-target}
+[[ $TARGET == /* ]] || TARGET=$ROOT/$TARGET
 DEFAULT_NET_DIR="${TMPDIR:-/tmp}/p2pstore-localnet"
 
 log() { printf '%s\n' "$*" >&2; }
@@ -16,8 +20,8 @@ ensure_bins() {
     [[ -x $P2PSTORED && -x $P2PSTORE_CLI ]] || die "P2PSTORED or P2PSTORE_CLI is not an executable"
     return
   fi
-  P2PSTORED=$ROOT/target/release/p2pstored
-  P2PSTORE_CLI=$ROOT/target/release/p2pstore-cli
+  P2PSTORED=$TARGET/release/p2pstored
+  P2PSTORE_CLI=$TARGET/release/p2pstore-cli
   log "building release binaries (a no-op when up to date)..."
   # -p selects only these packages, so features the tests crate asks of
   # p2pstored (failpoints, testutil) are not unified into release builds.
