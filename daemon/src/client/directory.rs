@@ -160,6 +160,14 @@ impl Directory {
             .collect())
     }
 
+    /// Providers not asked for an offer now because they failed lately.
+    pub fn backing_off(&self) -> usize {
+        let now = Instant::now();
+        self.lock()
+            .map(|e| e.values().filter(|e| e.backing_off(now)).count())
+            .unwrap_or(0)
+    }
+
     /// When `peer`'s offer was taken, if the directory has one.
     pub fn offer_age(&self, peer: &PeerId) -> Option<Duration> {
         let e = self.lock().ok()?;

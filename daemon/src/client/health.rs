@@ -21,7 +21,7 @@ use super::audit::{self, AuditScope, ShardStatus};
 use super::manifest::Term;
 use super::manifest::{Manifest, ShardRef};
 use super::pipeline::{Need, contract_with};
-use super::put::pick_distinct;
+use super::put::{no_home, pick_distinct};
 use super::uploads::{ShardSpec, Target};
 use crate::error::{Error, Result};
 use crate::ids::{FileId, ShardId};
@@ -253,10 +253,15 @@ impl ClientService {
             let size = seg.shards[bad[0]].size;
             let chosen =
                 pick_distinct(&cands, &free, size, bad.len(), &holders).ok_or_else(|| {
-                    Error::NoProvider(format!(
-                        "repair of segment {i} needs {} more provider(s) with {size} bytes free",
-                        bad.len()
-                    ))
+                    no_home(
+                        *i,
+                        bad.len(),
+                        size,
+                        &cands,
+                        &free,
+                        &holders,
+                        self.directory.backing_off(),
+                    )
                 })?;
             for (&p, c) in bad.iter().zip(chosen) {
                 let r = &seg.shards[p];

@@ -594,6 +594,38 @@ pub(super) fn pick_distinct(
     (chosen.len() == n).then_some(chosen)
 }
 
+/// Why a rebuilt shard has nowhere to go: each suitable provider already
+/// holds a shard of the segment or has too little room, and those that
+/// failed us lately are not asked (they may be the only spares of a small
+/// network).
+pub(super) fn no_home(
+    segment: usize,
+    need: usize,
+    size: u64,
+    cands: &[Candidate],
+    free: &[u64],
+    holders: &[PeerId],
+    backing_off: usize,
+) -> Error {
+    let holding = cands.iter().filter(|c| holders.contains(&c.peer)).count();
+    let small = cands
+        .iter()
+        .zip(free)
+        .filter(|(c, f)| !holders.contains(&c.peer) && **f < size)
+        .count();
+    let mut why = format!(
+        "repair of segment {segment} needs {need} more provider(s) with {size} bytes free: \
+         of {} suitable provider(s), {holding} hold a shard of it and {small} have less room",
+        cands.len()
+    );
+    if backing_off > 0 {
+        why.push_str(&format!(
+            "; {backing_off} more failed lately and are asked again after a backoff"
+        ));
+    }
+    Error::NoProvider(why)
+}
+
 /// For each segment (of shards of `sizes[i]` bytes), the candidate index
 /// of each of its n shards. Fills the best providers first; fails when
 /// space runs out anywhere.
@@ -726,6 +758,26 @@ impl UploadJob {
 mod tests {
     use super::*;
     use std::net::IpAddr;
+
+    #[test]
+    fn a_repair_with_nowhere_to_go_says_why() {
+        let cands = [
+            cand(10, [10, 0, 0, 1]),
+            cand(1, [10, 1, 0, 1]),
+            cand(10, [10, 2, 0, 1]),
+        ];
+        let free: Vec<u64> = cands.iter().map(|c| c.offer.free_bytes).collect();
+        let holders = [cands[0].peer, cands[2].peer];
+        assert!(pick_distinct(&cands, &free, 5, 1, &holders).is_none());
+        let msg = no_home(3, 1, 5, &cands, &free, &holders, 2).to_string();
+        assert!(
+            msg.contains("of 3 suitable provider(s), 2 hold a shard of it and 1 have less room"),
+            "{msg}"
+        );
+        assert!(msg.contains("2 more failed lately"), "{msg}");
+        let msg = no_home(3, 1, 5, &cands, &free, &holders, 0).to_string();
+        assert!(!msg.contains("failed lately"), "{msg}");
+    }
 
     fn cand(free: u64, ip: [u8; 4]) -> Candidate {
         Candidate {
