@@ -19,9 +19,10 @@
 //!     than k peers);
 //!   - `MemoryStore`'s provider records (newcomers ignored at the cap,
 //!     records expiring after `PROVIDER_RECORD_TTL`);
-//!   - the daemon's announcements (at start, after 30 s, 1 min, 2 min,
-//!     then every `PROVIDER_REPUBLISH_INTERVAL`) and the directory's scan
-//!     (LOOKUP_PARALLEL bucket lookups at a time).
+//!   - the daemon's announcements (at start, after every bootstrap,
+//!     after 30 s, 1 min, 2 min, then every `PROVIDER_REPUBLISH_INTERVAL`)
+//!     and the directory's scan (LOOKUP_PARALLEL bucket lookups at a
+//!     time).
 //!
 //! Messages take a round-trip time drawn per pair of nodes from
 //! `--rtt-ms`; a fresh connection costs `DIAL_RTTS` more (TCP, multistream
@@ -600,7 +601,12 @@ impl Model {
                         },
                         target,
                     ),
-                    None => self.nodes[node as usize].bootstraps -= 1,
+                    None => {
+                        self.nodes[node as usize].bootstraps -= 1;
+                        // As the daemon does: a provider announces again
+                        // after every bootstrap.
+                        self.announce(node);
+                    }
                 }
             }
             Kind::Announce(bucket) => {
