@@ -254,8 +254,12 @@ impl Directory {
     }
 
     /// [`Directory::refresh`], scanning every bucket when `scan` is
-    /// [`Scan::Full`]; also says whether it scanned every bucket.
+    /// [`Scan::Full`], and then asking providers backing off too: a put
+    /// short of providers asks everyone it knows, since in a small network
+    /// the one that just restarted may be the only one left. Also says
+    /// whether it scanned every bucket.
     async fn refresh_with(&self, sample: usize, scan: Scan) -> Result<(Vec<FoundProvider>, Scan)> {
+        let short = scan == Scan::Full;
         let mut last_full = self.refreshing.lock().await;
         let now = Instant::now();
         let full_due = last_full.is_none_or(|at| now.duration_since(at) >= FULL_SCAN_INTERVAL);
@@ -275,7 +279,7 @@ impl Directory {
         let mut stale: Vec<PeerId> = self
             .lock()?
             .iter()
-            .filter(|(_, e)| e.fresh(now).is_none() && !e.backing_off(now))
+            .filter(|(_, e)| e.fresh(now).is_none() && (short || !e.backing_off(now)))
             .map(|(p, _)| *p)
             .collect();
         stale.shuffle(&mut rand::rng());
