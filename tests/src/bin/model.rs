@@ -337,6 +337,30 @@ enum Ev {
     Scan,
 }
 
+/// An event and when it happens; the heap pops the earliest first, in
+/// the order scheduled among equals.
+struct Scheduled {
+    at: Reverse<(u64, u64)>,
+    ev: Ev,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at.cmp(&other.at)
+    }
+}
+
 /// One full scan or directory fill by the client.
 struct Scan {
     keys: Vec<u16>,
@@ -351,8 +375,7 @@ struct Model {
     nodes: Vec<Node>,
     bucket_targets: Vec<Target>,
     queries: Vec<Option<Query>>,
-    queue: BinaryHeap<Reverse<(u64, u64)>>,
-    events: HashMap<u64, Ev>,
+    queue: BinaryHeap<Scheduled>,
     seq: u64,
     now: u64,
     rng: StdRng,
@@ -369,8 +392,10 @@ struct Model {
 impl Model {
     fn at(&mut self, t: u64, ev: Ev) {
         self.seq += 1;
-        self.queue.push(Reverse((t, self.seq)));
-        self.events.insert(self.seq, ev);
+        self.queue.push(Scheduled {
+            at: Reverse((t, self.seq)),
+            ev,
+        });
     }
 
     /// A round trip between two nodes, fixed per pair.
@@ -526,7 +551,9 @@ impl Model {
                     .conns
                     .iter()
                     .filter(|(p, c)| **p != SEED && now < c.used + idle)
-                    .min_by_key(|(_, c)| c.opened)
+                    // Ties (connections opened together) broken by node,
+                    // not by the map's random order: a seed fixes a run.
+                    .min_by_key(|(p, c)| (c.opened, **p))
                     .map(|(p, _)| *p);
                 if let Some(p) = oldest {
                     self.nodes[from as usize].conns.remove(&p);
@@ -702,6 +729,8 @@ impl Model {
                 if p2pstored::network::announce_again(ticks) {
                     self.announce(node);
                 }
+                // The daemon's re-announcements end at 4 intervals (2
+                // minutes); Kademlia's republish (`Republish`) follows.
                 if ticks < 4 {
                     self.at(
                         self.now + us(p2pstored::network::DISCOVER_EVERY),
@@ -824,15 +853,13 @@ impl Model {
     /// Runs events until `done` holds (checked after each event) or the
     /// clock passes `until`.
     fn run_until(&mut self, until: u64, done: impl Fn(&Model) -> bool) {
-        while let Some(Reverse((t, seq))) = self.queue.peek().copied() {
+        while let Some(Reverse((t, _))) = self.queue.peek().map(|s| s.at) {
             if t > until || done(self) {
                 return;
             }
-            self.queue.pop();
+            let Some(next) = self.queue.pop() else { return };
             self.now = t;
-            if let Some(ev) = self.events.remove(&seq) {
-                self.handle(ev);
-            }
+            self.handle(next.ev);
         }
     }
 
@@ -893,7 +920,6 @@ fn main() -> Result<()> {
         bucket_targets,
         queries: Vec::new(),
         queue: BinaryHeap::new(),
-        events: HashMap::new(),
         seq: 0,
         now: 0,
         rng,
