@@ -595,9 +595,9 @@ pub(super) fn pick_distinct(
 }
 
 /// Why a rebuilt shard has nowhere to go: each suitable provider already
-/// holds a shard of the segment or has too little room, and those that
-/// failed us lately are not asked (they may be the only spares of a small
-/// network).
+/// holds a shard of the segment or has too little room; and how many
+/// providers are backing off after failing again when asked (in a small
+/// network they may be the only spares).
 pub(super) fn no_home(
     segment: usize,
     need: usize,
