@@ -3,7 +3,9 @@
 //! Human-readable output by default, `--json` for scripts; a non-zero exit
 //! and one line on stderr for any error.
 
+mod amount;
 mod conn;
+mod docs;
 mod output;
 mod progress;
 
@@ -11,7 +13,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use p2pstore_rpc::P2pstoreApiClient;
 
 #[derive(Parser)]
@@ -27,9 +29,29 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Command,
 }
 
+#[derive(Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Rpc(Cmd),
+    /// Print the shell completion script for SHELL
+    ///
+    /// e.g. `p2pstore-cli completions bash > /etc/bash_completion.d/p2pstore-cli`
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff)
+    ///
+    /// e.g. `p2pstore-cli man > p2pstore-cli.1`
+    Man {
+        /// Write p2pstore-cli.1 and a page per subcommand, the pages
+        /// p2pstore-cli.1 refers to, into DIR instead
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// The commands that talk to the daemon.
 #[derive(Subcommand)]
 enum Cmd {
     /// Create the account (a new recovery phrase, shown once) or restore one
@@ -180,6 +202,12 @@ fn is_connection_lost(e: &jsonrpsee::core::ClientError) -> bool {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    // Answered from the definitions above, before looking for a daemon.
+    let cmd = match cli.cmd {
+        Command::Completions { shell } => return docs::completions(Cli::command(), shell),
+        Command::Man { dir } => return docs::man(Cli::command(), dir.as_deref()),
+        Command::Rpc(cmd) => cmd,
+    };
     let datadir = cli
         .datadir
         .clone()
@@ -187,7 +215,7 @@ async fn run(cli: Cli) -> Result<()> {
     let client = p2pstore_rpc::conn::connect(&datadir, cli.rpc_addr.as_deref())?;
     let out = output::Printer { json: cli.json };
     let show_progress = !cli.json && std::io::stdout().is_terminal();
-    match cli.cmd {
+    match cmd {
         Cmd::Init {
             restore,
             mnemonic_file,
@@ -351,12 +379,7 @@ async fn run(cli: Cli) -> Result<()> {
             out.line(&p, &text)
         }
         Cmd::Wallet(WalletCmd::Balance) => {
-            let b = client.wallet_balance().await.map_err(conn::describe)?;
-            let text = format!(
-                "confirmed:   {} sat\nunconfirmed: {} sat\nimmature:    {} sat",
-                b.confirmed_sat, b.unconfirmed_sat, b.immature_sat
-            );
-            out.line(&b, &text)
+            out.balance(&client.wallet_balance().await.map_err(conn::describe)?)
         }
         Cmd::Wallet(WalletCmd::Address) => {
             let a = client.wallet_address().await.map_err(conn::describe)?;

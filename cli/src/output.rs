@@ -5,6 +5,8 @@ use indicatif::HumanBytes;
 use p2pstore_rpc::*;
 use serde::Serialize;
 
+use crate::amount;
+
 /// The first 16 characters of an id, enough to tell ids apart in a table.
 fn short(id: &str) -> &str {
     id.get(..16).unwrap_or(id)
@@ -109,29 +111,11 @@ impl Printer {
     }
 
     pub fn budget(&self, b: &Budget) -> Result<()> {
-        if self.json {
-            return self.json(b);
-        }
-        for l in &b.contracts {
-            println!(
-                "{}  {}  {:>10} sat/period  x{:<4} {:>12} sat  next at {}",
-                short(&l.contract_id),
-                short(&l.peer_id),
-                l.period_sat,
-                l.periods,
-                l.total_sat,
-                l.next_payment_height
-                    .map_or_else(|| "-".to_string(), |h| h.to_string()),
-            );
-        }
-        println!(
-            "next {} periods: {} sat ({} sat payments + ~{} sat fees); spendable {} sat",
-            b.periods, b.total_sat, b.payments_sat, b.fees_sat, b.spendable_sat
-        );
-        if let Some(w) = &b.warning {
-            println!("WARNING: {w}");
-        }
-        Ok(())
+        self.line(b, &budget_text(b))
+    }
+
+    pub fn balance(&self, b: &WalletBalance) -> Result<()> {
+        self.line(b, &balance_text(b))
     }
 
     pub fn ls(&self, files: &[FileEntry]) -> Result<()> {
@@ -231,10 +215,10 @@ impl Printer {
         }
         for p in list {
             println!(
-                "{}  free {:>10}  {} sat/GiB/month  terms {}-{} blocks  audit score {:.3}  offer {}s old",
+                "{}  free {:>10}  {:>7} sat/GiB/month  terms {}-{} blocks  audit score {:.3}  offer {}s old",
                 p.peer_id,
                 HumanBytes(p.free_bytes).to_string(),
-                p.price_sat_per_gib_month,
+                amount::group(p.price_sat_per_gib_month),
                 p.min_term_blocks,
                 p.max_term_blocks,
                 p.audit_score,
@@ -345,45 +329,224 @@ impl Printer {
     }
 
     pub fn contracts(&self, list: &[ContractInfo]) -> Result<()> {
-        if self.json {
-            return self.json(&list);
-        }
-        if list.is_empty() {
-            println!("no contracts");
-        }
-        for c in list {
-            let next = match (c.next_payment_height, c.next_payment_sat) {
-                (Some(h), Some(sat)) => format!("next {sat} sat at {h}"),
-                _ => "no payment due".into(),
-            };
-            println!(
-                "{}  {:<8} {:<11} {:>10} of {:>10}  paid {:>8} sat through {} (term {})  {}  peer {}",
+        self.line(&list, &contracts_text(list))
+    }
+
+    pub fn txs(&self, list: &[WalletTx]) -> Result<()> {
+        self.line(&list, &txs_text(list))
+    }
+}
+
+fn balance_text(b: &WalletBalance) -> String {
+    let amounts = amount::column([b.confirmed_sat, b.unconfirmed_sat, b.immature_sat]);
+    ["confirmed:", "unconfirmed:", "immature:"]
+        .iter()
+        .zip(amounts)
+        .map(|(label, a)| format!("{label:<12} {a}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn budget_text(b: &Budget) -> String {
+    let mut lines = Vec::new();
+    let totals = amount::column(b.contracts.iter().map(|l| l.total_sat));
+    for (l, total) in b.contracts.iter().zip(totals) {
+        lines.push(format!(
+            "{}  {}  {:>10} sat/period  x{:<4} {total}  next at {}",
+            short(&l.contract_id),
+            short(&l.peer_id),
+            amount::group(l.period_sat),
+            l.periods,
+            l.next_payment_height
+                .map_or_else(|| "-".to_string(), |h| h.to_string()),
+        ));
+    }
+    // One line each: four amounts with their BTC do not fit on one.
+    lines.push(format!("next {} periods", b.periods));
+    let sums = amount::column([b.payments_sat, b.fees_sat, b.total_sat, b.spendable_sat]);
+    let labels = ["  payments", "  fees (estimate)", "  total", "spendable"];
+    for (label, a) in labels.iter().zip(sums) {
+        lines.push(format!("{label:<17} {a}"));
+    }
+    if let Some(w) = &b.warning {
+        lines.push(format!("WARNING: {w}"));
+    }
+    lines.join("\n")
+}
+
+fn contracts_text(list: &[ContractInfo]) -> String {
+    if list.is_empty() {
+        return "no contracts".into();
+    }
+    let paid = amount::column(list.iter().map(|c| c.paid_sat));
+    let next: Vec<String> = list
+        .iter()
+        .map(|c| match (c.next_payment_height, c.next_payment_sat) {
+            (Some(h), Some(sat)) => format!("next {} at {h}", amount::sats(sat)),
+            _ => "no payment due".into(),
+        })
+        .collect();
+    // Padded to the longest, so the peer ids after it line up.
+    let next_w = next.iter().map(String::len).max().unwrap_or(0);
+    list.iter()
+        .zip(paid)
+        .zip(next)
+        .map(|((c, paid), next)| {
+            format!(
+                "{}  {:<8} {:<11} {:>10} of {:>10}  paid {paid} through {} (term {})  {next:<next_w$}  peer {}",
                 short(&c.contract_id),
                 c.role,
                 c.state,
                 HumanBytes(c.stored_bytes).to_string(),
                 HumanBytes(c.allowance_bytes).to_string(),
-                c.paid_sat,
                 c.paid_through_height,
                 c.term_end_height,
-                next,
                 c.peer_id,
-            );
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn txs_text(list: &[WalletTx]) -> String {
+    if list.is_empty() {
+        return "no transactions".into();
+    }
+    let nets = amount::signed_column(
+        list.iter()
+            .map(|t| i128::from(t.received_sat) - i128::from(t.sent_sat)),
+    );
+    list.iter()
+        .zip(nets)
+        .map(|(t, net)| format!("{}  {net}  {} conf", t.txid, t.confirmations))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tx(txid: &str, received_sat: u64, sent_sat: u64, confirmations: u32) -> WalletTx {
+        WalletTx {
+            txid: txid.into(),
+            received_sat,
+            sent_sat,
+            fee_sat: None,
+            confirmations,
+            height: None,
         }
-        Ok(())
     }
 
-    pub fn txs(&self, list: &[WalletTx]) -> Result<()> {
-        if self.json {
-            return self.json(&list);
+    #[test]
+    fn balance_lines_up_its_amounts() {
+        let b = WalletBalance {
+            confirmed_sat: 14_999_995_533,
+            unconfirmed_sat: 0,
+            immature_sat: 5_000_000_000,
+        };
+        assert_eq!(
+            balance_text(&b),
+            "confirmed:   14,999,995,533 sat (149.99995533 BTC)\n\
+             unconfirmed:              0 sat   (0.00000000 BTC)\n\
+             immature:     5,000,000,000 sat  (50.00000000 BTC)"
+        );
+    }
+
+    #[test]
+    fn txs_show_signed_net_amounts_in_a_column() {
+        let list = [
+            tx("aa", 0, 4_467, 0),
+            tx("bb", 5_000_000_000, 0, 101),
+            tx("cc", 1_000, 1_000, 7),
+        ];
+        assert_eq!(
+            txs_text(&list),
+            "aa          -4,467 sat (-0.00004467 BTC)  0 conf\n\
+             bb  +5,000,000,000 sat (50.00000000 BTC)  101 conf\n\
+             cc               0 sat  (0.00000000 BTC)  7 conf"
+        );
+        assert_eq!(txs_text(&[]), "no transactions");
+    }
+
+    fn contract(id: &str, paid_sat: u64, next: Option<(u32, u64)>) -> ContractInfo {
+        ContractInfo {
+            contract_id: id.into(),
+            role: ContractRole::Client,
+            peer_id: format!("12D3KooW{id}"),
+            state: ContractState::Active,
+            price_sat_per_gib_month: 1_000,
+            allowance_bytes: 1 << 30,
+            stored_bytes: 1 << 29,
+            period_blocks: 4_320,
+            start_height: 100,
+            paid_through_height: 4_420,
+            term_end_height: 13_060,
+            paid_sat,
+            next_payment_height: next.map(|(h, _)| h),
+            next_payment_sat: next.map(|(_, sat)| sat),
+            payout_address: String::new(),
+            payment_txids: Vec::new(),
+            period_payments: 1,
         }
-        if list.is_empty() {
-            println!("no transactions");
-        }
-        for t in list {
-            let net = t.received_sat as i128 - t.sent_sat as i128;
-            println!("{}  {:>+14} sat  {} conf", t.txid, net, t.confirmations);
-        }
-        Ok(())
+    }
+
+    #[test]
+    fn contracts_line_up_paid_and_next() {
+        let list = [
+            contract("aaaaaaaaaaaaaaaaaaaa", 1_250_000, Some((4_420, 1_000))),
+            contract("bbbbbbbbbbbbbbbbbbbb", 546, None),
+        ];
+        assert_eq!(
+            contracts_text(&list),
+            "aaaaaaaaaaaaaaaa  client   active      512.00 MiB of   1.00 GiB  \
+             paid 1,250,000 sat (0.01250000 BTC) through 4420 (term 13060)  \
+             next 1,000 sat (0.00001000 BTC) at 4420  peer 12D3KooWaaaaaaaaaaaaaaaaaaaa\n\
+             bbbbbbbbbbbbbbbb  client   active      512.00 MiB of   1.00 GiB  \
+             paid       546 sat (0.00000546 BTC) through 4420 (term 13060)  \
+             no payment due                           peer 12D3KooWbbbbbbbbbbbbbbbbbbbb"
+        );
+        assert_eq!(contracts_text(&[]), "no contracts");
+    }
+
+    #[test]
+    fn budget_groups_rates_and_sums() {
+        let b = Budget {
+            periods: 6,
+            contracts: vec![
+                BudgetLine {
+                    contract_id: "c0ffee0123456789abcdef".into(),
+                    peer_id: "12D3KooWAbcdefghijklmnop".into(),
+                    period_sat: 125_000,
+                    periods: 6,
+                    total_sat: 750_000,
+                    next_payment_height: Some(1_234),
+                },
+                BudgetLine {
+                    contract_id: "deadbeef0123456789abcdef".into(),
+                    peer_id: "12D3KooWQrstuvwxyz012345".into(),
+                    period_sat: 546,
+                    periods: 2,
+                    total_sat: 1_092,
+                    next_payment_height: None,
+                },
+            ],
+            payments_sat: 751_092,
+            fees_sat: 2_820,
+            total_sat: 753_912,
+            spendable_sat: 14_999_995_533,
+            shortfall_sat: 0,
+            warning: None,
+        };
+        assert_eq!(
+            budget_text(&b),
+            "c0ffee0123456789  12D3KooWAbcdefgh     125,000 sat/period  x6    750,000 sat (0.00750000 BTC)  next at 1234\n\
+             deadbeef01234567  12D3KooWQrstuvwx         546 sat/period  x2      1,092 sat (0.00001092 BTC)  next at -\n\
+             next 6 periods\n  \
+             payments               751,092 sat   (0.00751092 BTC)\n  \
+             fees (estimate)          2,820 sat   (0.00002820 BTC)\n  \
+             total                  753,912 sat   (0.00753912 BTC)\n\
+             spendable         14,999,995,533 sat (149.99995533 BTC)"
+        );
     }
 }
