@@ -138,6 +138,9 @@ enum Cmd {
     Contracts,
     /// Where transfer time went: busy seconds per stage since the daemon started
     Perf,
+    /// Follow the daemon's events as they happen (until Ctrl-C): transfers,
+    /// contracts, payments, audits, repairs. --json prints one JSON object per line
+    Events,
 }
 
 #[derive(Subcommand)]
@@ -282,7 +285,15 @@ async fn run(cli: Cli) -> Result<()> {
                     force.then_some(true),
                     Some(op.clone()),
                 );
-                match progress::with_bar(&client, show_progress, op.clone(), call).await {
+                match progress::with_bar(
+                    &datadir,
+                    cli.rpc_addr.as_deref(),
+                    show_progress,
+                    op.clone(),
+                    call,
+                )
+                .await
+                {
                     Err(e) if is_connection_lost(&e) && started.elapsed() < PUT_RETRY_FOR => {
                         eprintln!("lost the daemon ({e}); retrying put with op id {op}");
                         tokio::time::sleep(PUT_RETRY_PAUSE).await;
@@ -301,7 +312,7 @@ async fn run(cli: Cli) -> Result<()> {
             let dest = absolute(&output.unwrap_or_else(|| PathBuf::from(".")))?;
             let op = progress::op_id();
             let call = client.get(file_id, dest, Some(op.clone()));
-            let r = progress::with_bar(&client, show_progress, op, call)
+            let r = progress::with_bar(&datadir, cli.rpc_addr.as_deref(), show_progress, op, call)
                 .await
                 .map_err(conn::describe)?;
             out.line(
@@ -369,6 +380,17 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Contracts => out.contracts(&client.contracts().await.map_err(conn::describe)?),
+        Cmd::Events => {
+            let (_ws, mut sub) = progress::subscribe(&datadir, cli.rpc_addr.as_deref()).await?;
+            // On stderr, so stdout stays events only: scripts (and tests)
+            // know from it that nothing from now on is missed.
+            eprintln!("following the events of p2pstored (Ctrl-C stops)");
+            while let Some(event) = sub.next().await {
+                let event = event.context("reading an event")?;
+                out.event(&event)?;
+            }
+            bail!("p2pstored closed the event stream")
+        }
         Cmd::Perf => {
             let p = client.perf().await.map_err(conn::describe)?;
             let text = p

@@ -28,6 +28,40 @@ fn health(h: &Health) -> String {
     format!("{}/{}{flag}", h.good, h.total)
 }
 
+/// `2026-11-22T23:59:01.123Z  payment_sent  txid=… amount_sat=1,000 sat (…)`:
+/// the event's own fields in order, nulls left out, amounts and sizes for
+/// people and ids shortened.
+fn event_text(e: &Event) -> Result<String> {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.time_ms);
+    let mut line = humantime::format_rfc3339_millis(t).to_string();
+    let serde_json::Value::Object(fields) = serde_json::to_value(&e.kind)? else {
+        anyhow::bail!("an event is not a JSON object");
+    };
+    if let Some(serde_json::Value::String(kind)) = fields.get("type") {
+        line.push_str(&format!("  {kind:<17}"));
+    }
+    for (k, v) in fields.iter().filter(|(k, _)| *k != "type") {
+        let text = match v {
+            serde_json::Value::Null => continue,
+            serde_json::Value::Number(n) if k.ends_with("_sat") => {
+                amount::sats(n.as_u64().unwrap_or(0))
+            }
+            serde_json::Value::Number(n) if k.ends_with("_bytes") => {
+                HumanBytes(n.as_u64().unwrap_or(0)).to_string()
+            }
+            serde_json::Value::String(s)
+                if k.ends_with("_id") || k == "txid" || k == "replaces" =>
+            {
+                short(s).to_string()
+            }
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        line.push_str(&format!("  {k}={text}"));
+    }
+    Ok(line)
+}
+
 fn date(secs: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
     humantime::format_rfc3339_seconds(t).to_string()
@@ -105,8 +139,25 @@ impl Printer {
             },
             r.name,
             HumanBytes(r.size),
-            r.providers.join(", ")
+            // Short ids keep the line on one line; --json has them whole.
+            r.providers
+                .iter()
+                .map(|p| short(p))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
+        Ok(())
+    }
+
+    /// One event: a line of JSON with --json (a stream for `jq`), else a
+    /// line of text.
+    pub fn event(&self, e: &Event) -> Result<()> {
+        let line = if self.json {
+            serde_json::to_string(e)?
+        } else {
+            event_text(e)?
+        };
+        println!("{line}");
         Ok(())
     }
 
@@ -181,6 +232,9 @@ impl Printer {
         let roles: Vec<&str> = s.roles.iter().map(|r| r.as_str()).collect();
         println!("roles:        {}", roles.join(", "));
         println!("listening:    {}", s.listen_addrs.join(" "));
+        if let Some(addr) = &s.metrics_addr {
+            println!("metrics:      http://{addr}/metrics");
+        }
         println!(
             "peers:        {} connected, {} in DHT, {} requests refused",
             s.connected_peers, s.dht_peers, s.refused_requests

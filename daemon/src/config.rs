@@ -82,6 +82,10 @@ pub const DEFAULT_BITCOIND_POLL_SECS: u64 = 1;
 // Runtime timeouts and intervals of the node's services (not configurable;
 // here so that they are named and found in one place).
 /// Longest wait for a peer's answer to a control message (offer, contract).
+/// How long a shutdown (SIGTERM, SIGINT) lets running puts and gets go on
+/// before it aborts them: a put aborted mid-way is rolled back as after a
+/// failure, so waiting only saves the work done so far.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 pub const CONTROL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Longest wait for one shard upload or download.
 pub const SHARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -128,6 +132,12 @@ pub struct Args {
     /// JSON-RPC listen address (HTTP and WebSocket)
     #[arg(long)]
     pub rpc_bind: Option<String>,
+    /// Serve Prometheus metrics at http://<address>/metrics (off unless set)
+    #[arg(long)]
+    pub metrics_bind: Option<String>,
+    /// Seconds a shutdown waits for running puts and gets before it aborts them
+    #[arg(long)]
+    pub shutdown_timeout_secs: Option<u64>,
     /// Offer storage to other nodes
     #[arg(long)]
     pub provider: bool,
@@ -250,6 +260,11 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
         ("external_addrs", "the listen addresses".into()),
         ("bootstrap", "none".into()),
         ("rpc_bind", default_rpc_bind()),
+        ("metrics_bind", "off".into()),
+        (
+            "shutdown_timeout_secs",
+            DEFAULT_SHUTDOWN_TIMEOUT.as_secs().to_string(),
+        ),
         ("provider", "false".into()),
         ("capacity", DEFAULT_CAPACITY.into()),
         (
@@ -355,6 +370,8 @@ struct FileConfig {
     external_addrs: Option<Vec<String>>,
     bootstrap: Option<Vec<String>>,
     rpc_bind: Option<String>,
+    metrics_bind: Option<String>,
+    shutdown_timeout_secs: Option<u64>,
     provider: Option<bool>,
     capacity: Option<String>,
     price_sat_per_gib_month: Option<u64>,
@@ -398,6 +415,10 @@ pub struct Config {
     pub external: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
     pub rpc_bind: SocketAddr,
+    /// Where Prometheus scrapes `/metrics`; None serves no metrics.
+    pub metrics_bind: Option<SocketAddr>,
+    /// How long a shutdown lets running transfers finish.
+    pub shutdown_timeout: std::time::Duration,
     pub provider: bool,
     pub capacity: u64,
     pub terms: ProviderTerms,
@@ -685,6 +706,18 @@ impl Config {
             rpc_bind: rpc_bind
                 .parse()
                 .map_err(|e| Error::Config(format!("rpc_bind {rpc_bind:?}: {e}")))?,
+            metrics_bind: args
+                .metrics_bind
+                .or(file.metrics_bind)
+                .map(|b| {
+                    b.parse()
+                        .map_err(|e| Error::Config(format!("metrics_bind {b:?}: {e}")))
+                })
+                .transpose()?,
+            shutdown_timeout: args
+                .shutdown_timeout_secs
+                .or(file.shutdown_timeout_secs)
+                .map_or(DEFAULT_SHUTDOWN_TIMEOUT, std::time::Duration::from_secs),
             provider: args.provider || file.provider.unwrap_or(false),
             capacity: parse_size(
                 args.capacity

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 use crate::config::{Config, PID_FILE};
 use crate::error::{Error, Result};
 use crate::node::Node;
-use crate::rpc;
+use crate::{metrics, rpc};
 use p2pstore_rpc::{COOKIE_FILE, LOCK_FILE, RPC_ADDR_FILE};
 
 /// What says "a daemon runs here": the data dir's lock, held for the
@@ -115,6 +115,20 @@ pub async fn run(cfg: Config, show_new_mnemonic: impl FnOnce(&str)) -> Result<()
     }
     let token = rpc::auth::write_cookie(&cookie_path)?;
     let (handle, addr) = rpc::start(node.clone(), bind, &token).await?;
+    // Off unless asked for: it answers anyone who can reach it.
+    let metrics_task = match node.config().metrics_bind {
+        Some(bind) => {
+            let n = node.clone();
+            let scrape = move || {
+                let n = n.clone();
+                async move { n.events().metrics().scrape(|| n.metrics_snapshot()).await }
+            };
+            let (task, addr) = metrics::serve(bind, scrape).await?;
+            node.set_metrics_addr(addr);
+            Some(task)
+        }
+        None => None,
+    };
     // Written last: its presence tells scripts the RPC is ready.
     std::fs::write(&addr_path, format!("{addr}\n"))?;
     info!(%addr, datadir = %node.config().datadir.display(), "p2pstored ready");
@@ -126,6 +140,9 @@ pub async fn run(cfg: Config, show_new_mnemonic: impl FnOnce(&str)) -> Result<()
         _ = handle.clone().stopped() => warn!("RPC server stopped"),
     }
     let _ = handle.stop();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     node.shutdown().await?;
     info!("p2pstored stopped");
     Ok(())

@@ -16,12 +16,14 @@ pub mod daemon;
 pub mod db;
 pub mod erasure;
 pub mod error;
+pub mod events;
 pub mod failpoint;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod ids;
 pub mod keys;
 pub mod merkle;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod perf;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use libp2p::identity::Keypair;
-use p2pstore_rpc::{NodeRole, NodeState};
+use p2pstore_rpc::{ContractRole as NodeContractRole, NodeRole, NodeState};
 use tokio::sync::RwLock;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
@@ -14,7 +14,9 @@ use crate::client::{ClientService, ClientTerms};
 use crate::config::Config;
 
 use crate::error::{Error, Result};
+use crate::events::Events;
 use crate::keys::{self, AccountKeys, Keystore};
+use crate::metrics::{Metrics, Snapshot};
 use crate::network::{self, NetworkConfig};
 use crate::progress;
 use crate::provider::{ProviderService, store::ShardStore};
@@ -64,6 +66,9 @@ struct Inner {
     db: sled::Db,
     state: RwLock<State>,
     progress: progress::Registry,
+    events: Events,
+    /// Where the metrics server listens, once it does.
+    metrics_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl Node {
@@ -75,11 +80,14 @@ impl Node {
     pub async fn start(cfg: Config) -> Result<(Node, Option<Zeroizing<String>>)> {
         let db = crate::db::open(&cfg.datadir.join("db"))?;
         let keystore = Keystore::new(&cfg.datadir);
+        let events = Events::new(Metrics::new());
         let node = Node {
             inner: Arc::new(Inner {
                 db,
                 state: RwLock::new(State::Uninitialized),
-                progress: progress::Registry::default(),
+                progress: progress::Registry::new(events.clone()),
+                events,
+                metrics_addr: Default::default(),
                 cfg,
             }),
         };
@@ -111,6 +119,15 @@ impl Node {
 
     pub fn config(&self) -> &Config {
         &self.inner.cfg
+    }
+
+    pub fn events(&self) -> &Events {
+        &self.inner.events
+    }
+
+    /// Records where the metrics server listens, for `status`.
+    pub fn set_metrics_addr(&self, addr: std::net::SocketAddr) {
+        let _ = self.inner.metrics_addr.set(addr);
     }
 
     pub fn progress(&self) -> &progress::Registry {
@@ -255,6 +272,7 @@ impl Node {
                 provide,
                 dht_server: provide || cfg.seed,
                 max_outbound_connections: cfg.max_outbound_connections,
+                metrics: self.inner.events.metrics().clone(),
                 timeouts: network::Timeouts {
                     control: crate::config::CONTROL_TIMEOUT,
                     shard: crate::config::SHARD_TIMEOUT,
@@ -296,6 +314,7 @@ impl Node {
             cfg.payment_rules,
             identity,
             net.clone(),
+            self.inner.events.clone(),
         )?;
         tasks.push(provider.clone().spawn(inbound));
         if provide {
@@ -326,6 +345,7 @@ impl Node {
                     w.clone(),
                     terms,
                     self.inner.progress.clone(),
+                    self.inner.events.clone(),
                 )
                 .await?;
                 tasks.push(c.spawn_reconciler(crate::config::CLIENT_RECONCILE_INTERVAL));
@@ -375,6 +395,7 @@ impl Node {
             connected_peers: 0,
             refused_requests: 0,
             roles: vec![],
+            metrics_addr: self.inner.metrics_addr.get().map(ToString::to_string),
             stored_bytes: 0,
             capacity_bytes: 0,
             free_bytes: 0,
@@ -422,6 +443,43 @@ impl Node {
             status.bitcoind_error = sync.last_error;
         }
         Ok(status)
+    }
+
+    /// The state the metrics show, read now. A locked or seed node has
+    /// only its network.
+    pub async fn metrics_snapshot(&self) -> Result<Snapshot> {
+        let mut snap = Snapshot::default();
+        let Ok(s) = self.services().await else {
+            return Ok(snap);
+        };
+        let net = s.net.status().await?;
+        snap.connected_peers = net.connected_peers;
+        snap.dht_peers = net.dht_peers;
+        snap.refused_requests = net.refused_requests;
+        if let Some(store) = &s.provider.store {
+            snap.stored_bytes = Some(store.used());
+            snap.stored_shards = Some(store.shards());
+            snap.capacity_bytes = Some(store.capacity());
+            for c in s.provider.contracts.list()? {
+                snap.contracts.push((NodeContractRole::Provider, c.state));
+            }
+        }
+        if let Some(c) = &s.client {
+            snap.files = Some(c.index_summary()?.files);
+            for k in c.contracts.list()? {
+                snap.contracts.push((NodeContractRole::Client, k.state));
+            }
+            snap.audit_scores = c
+                .audits()?
+                .into_iter()
+                .map(|a| (a.peer_id, a.score))
+                .collect();
+        }
+        if let Some(w) = &s.wallet {
+            let b = w.balance();
+            snap.balance_sat = Some([b.confirmed_sat, b.unconfirmed_sat, b.immature_sat]);
+        }
+        Ok(snap)
     }
 
     /// Flushes the database; called on shutdown.

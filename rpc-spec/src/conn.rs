@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
+use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
 
 use crate::{COOKIE_FILE, LOCK_FILE, RPC_ADDR_FILE};
 
@@ -40,6 +41,12 @@ pub enum ConnError {
     BadCookie(#[source] http::header::InvalidHeaderValue),
     #[error("building the RPC client")]
     Build(#[source] jsonrpsee::core::ClientError),
+    #[error("cannot open a WebSocket to p2pstored at {addr}")]
+    WebSocket {
+        addr: String,
+        #[source]
+        source: jsonrpsee::core::ClientError,
+    },
 }
 
 /// `~/.p2pstore`, or `./.p2pstore` when `HOME` is unset.
@@ -94,8 +101,8 @@ pub fn read_cookie(datadir: &Path) -> Result<String, ConnError> {
         })
 }
 
-/// An HTTP client for `addr` (host:port) sending `token` as Bearer auth.
-pub fn client(addr: &str, token: &str, timeout: Duration) -> Result<HttpClient, ConnError> {
+/// The `Authorization: Bearer` header carrying `token`.
+fn bearer(token: &str) -> Result<http::HeaderMap, ConnError> {
     let mut headers = http::HeaderMap::new();
     headers.insert(
         http::header::AUTHORIZATION,
@@ -103,8 +110,13 @@ pub fn client(addr: &str, token: &str, timeout: Duration) -> Result<HttpClient, 
             .parse()
             .map_err(ConnError::BadCookie)?,
     );
+    Ok(headers)
+}
+
+/// An HTTP client for `addr` (host:port) sending `token` as Bearer auth.
+pub fn client(addr: &str, token: &str, timeout: Duration) -> Result<HttpClient, ConnError> {
     HttpClientBuilder::default()
-        .set_headers(headers)
+        .set_headers(bearer(token)?)
         .request_timeout(timeout)
         .max_response_size(MAX_RESPONSE_SIZE)
         .build(format!("http://{addr}"))
@@ -115,6 +127,22 @@ pub fn client(addr: &str, token: &str, timeout: Duration) -> Result<HttpClient, 
 /// address in the data dir), with [`DEFAULT_REQUEST_TIMEOUT`].
 pub fn connect(datadir: &Path, rpc_addr: Option<&str>) -> Result<HttpClient, ConnError> {
     connect_with_timeout(datadir, rpc_addr, DEFAULT_REQUEST_TIMEOUT)
+}
+
+/// A WebSocket client for the daemon on `datadir` (at `rpc_addr` if
+/// given), for subscriptions such as `subscribe_events`: the same port
+/// and token as [`connect`].
+pub async fn connect_ws(datadir: &Path, rpc_addr: Option<&str>) -> Result<WsClient, ConnError> {
+    let addr = match rpc_addr {
+        Some(a) => a.to_string(),
+        None => read_rpc_addr(datadir)?,
+    };
+    WsClientBuilder::default()
+        .set_headers(bearer(&read_cookie(datadir)?)?)
+        .max_response_size(MAX_RESPONSE_SIZE)
+        .build(format!("ws://{addr}"))
+        .await
+        .map_err(|source| ConnError::WebSocket { addr, source })
 }
 
 /// [`connect`] with another request timeout (tests want a bounded one).

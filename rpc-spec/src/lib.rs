@@ -169,6 +169,9 @@ pub struct Status {
     pub refused_requests: u64,
     /// What this node does, in a fixed order: bootstrap, client, provider.
     pub roles: Vec<NodeRole>,
+    /// Where Prometheus metrics are served (`http://<addr>/metrics`), if
+    /// `metrics_bind` is set.
+    pub metrics_addr: Option<String>,
     pub stored_bytes: u64,
     pub capacity_bytes: u64,
     pub free_bytes: u64,
@@ -392,7 +395,110 @@ pub struct Progress {
     pub done_bytes: u64,
     pub total_bytes: u64,
     pub finished: bool,
+    /// What the transfer is doing now.
+    pub phase: TransferPhase,
 }
+
+/// One thing that happened in the daemon, as `subscribe_events` sends it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+pub struct Event {
+    /// When it happened, in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened, by its `type`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A put or get moved on: it entered a phase, or finished more bytes
+    /// (sent at most every `PROGRESS_EVENT_MS` per transfer, and at its end).
+    Progress {
+        /// The caller's operation id, if it gave one.
+        op_id: Option<String>,
+        transfer: TransferKind,
+        /// The file, once it has an id (a put names it after planning).
+        file_id: Option<String>,
+        phase: TransferPhase,
+        done_bytes: u64,
+        total_bytes: u64,
+        finished: bool,
+        /// Set when the transfer ended in an error.
+        error: Option<String>,
+    },
+    /// A client formed a contract with a provider (its first allowance
+    /// is paid).
+    ContractFormed {
+        contract_id: String,
+        peer_id: String,
+        allowance_bytes: u64,
+        term_end_height: u32,
+    },
+    /// A client paid a contract's next period.
+    ContractPaid {
+        contract_id: String,
+        peer_id: String,
+        amount_sat: u64,
+        paid_through_height: u32,
+    },
+    /// A client extended a contract's term.
+    ContractRenewed {
+        contract_id: String,
+        peer_id: String,
+        term_end_height: u32,
+    },
+    /// A contract ended, on either side.
+    ContractEnded {
+        contract_id: String,
+        peer_id: String,
+        role: ContractRole,
+        state: ContractState,
+    },
+    /// This node broadcast a payment to providers.
+    PaymentSent {
+        txid: String,
+        /// Paid to providers, fees not included.
+        amount_sat: u64,
+        fee_rate_sat_vb: u64,
+        /// Contracts it pays.
+        outputs: u32,
+        /// The payment this one replaces with a higher fee (the same
+        /// money, sent again), if it is a replacement.
+        replaces: Option<String>,
+    },
+    /// A provider credited a client's payment to a contract.
+    PaymentReceived {
+        txid: String,
+        contract_id: String,
+        peer_id: String,
+        amount_sat: u64,
+        kind: PaymentKind,
+    },
+    /// A provider proved every challenge of an audit.
+    AuditPassed { peer_id: String, challenges: u64 },
+    /// A provider failed an audit: wrong proofs, a refusal, or no answer.
+    AuditFailed {
+        peer_id: String,
+        /// Challenges answered wrongly or refused.
+        failed: u64,
+        /// Challenges not answered at all (the provider may be offline).
+        unanswered: u64,
+    },
+    /// A client began rebuilding a file's lost shards.
+    RepairStarted { file_id: String, segments: u64 },
+    /// A repair ended; `error` says why when it did not restore every shard.
+    RepairFinished {
+        file_id: String,
+        shards: u64,
+        error: Option<String>,
+    },
+    /// A provider a client relies on stopped answering.
+    ProviderOffline { peer_id: String, reason: String },
+}
+
+/// Longest time between two progress events of one transfer, in ms.
+pub const PROGRESS_EVENT_MS: u64 = 200;
 
 /// Defines a fieldless enum whose JSON form is its snake_case variant name,
 /// with `as_str` and `Display` giving that same name, so the CLI prints
@@ -505,6 +611,33 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// Which way a transfer goes.
+    pub enum TransferKind {
+        Put => "put",
+        Get => "get",
+    }
+}
+
+wire_enum! {
+    /// Where a put or get is: a put plans, forms contracts, pays, then
+    /// uploads; a get downloads, then verifies and moves the file in place.
+    pub enum TransferPhase {
+        /// Reading the file and choosing providers.
+        Planning => "planning",
+        /// Asking providers for quotes.
+        Contracts => "contracts",
+        /// Paying for the allowance the upload needs.
+        Payment => "payment",
+        /// Sending shards.
+        Upload => "upload",
+        /// Fetching shards.
+        Download => "download",
+        /// Checking the whole file and moving it in place.
+        Verify => "verify",
+    }
+}
+
 /// Writes the API once: expands to the jsonrpsee trait (server and client)
 /// and to [`openrpc::methods`], the table `openrpc.json` is generated from.
 /// jsonrpsee's macro keeps no metadata we could read back, hence this.
@@ -514,6 +647,43 @@ wire_enum! {
 /// type's path, which a type re-emitted from a `$t:ty` fragment would hide.
 /// `&self` is written here, not taken from the input, so that it has the
 /// same hygiene as the `self` that jsonrpsee's generated bodies use.
+/// What `subscribe_events` does, as `openrpc.json` says it.
+const SUBSCRIBE_EVENTS_DOC: &[&str] = &[
+    "Follow the daemon's events (WebSocket only; the same bearer token). Each",
+    "notification, method `event`, carries one `Event` as `params.result`:",
+    "transfer progress, contracts formed, paid, renewed and ended, payments",
+    "sent and received, audits, repairs, providers going offline. Events",
+    "start at the subscription; a subscriber that reads too slowly misses",
+    "the oldest. End it with `unsubscribe_events`.",
+];
+
+/// Live events. Apart from [`P2pstoreApi`]: jsonrpsee's client for a trait
+/// with a subscription needs a WebSocket, and the CLI calls over HTTP.
+#[rpc(server, client)]
+pub trait P2pstoreEvents {
+    /// See [`SUBSCRIBE_EVENTS_DOC`].
+    #[subscription(name = "subscribe_events" => "event", unsubscribe = "unsubscribe_events", item = Event)]
+    async fn subscribe_events(&self) -> jsonrpsee::core::SubscriptionResult;
+}
+
+/// The event subscription's two methods, for the OpenRPC document.
+pub(crate) fn event_methods(generator: &mut schemars::SchemaGenerator) -> Vec<openrpc::Method> {
+    vec![
+        openrpc::Method {
+            name: "subscribe_events",
+            doc: SUBSCRIBE_EVENTS_DOC,
+            params: vec![],
+            result: generator.subschema_for::<Event>(),
+        },
+        openrpc::Method {
+            name: "unsubscribe_events",
+            doc: &["End a `subscribe_events` subscription, by the id it returned."],
+            params: vec![openrpc::Param::of::<String>("subscription", generator)],
+            result: generator.subschema_for::<bool>(),
+        },
+    ]
+}
+
 macro_rules! api {
     (
         $(#[doc = $tdoc:literal])*

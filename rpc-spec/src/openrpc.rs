@@ -86,7 +86,8 @@ pub fn generator() -> SchemaGenerator {
 /// their schemas refer to.
 pub fn methods() -> (Vec<Method>, Map<String, Value>) {
     let mut generator = generator();
-    let methods = crate::api_methods(&mut generator);
+    let mut methods = crate::api_methods(&mut generator);
+    methods.extend(crate::event_methods(&mut generator));
     (methods, generator.take_definitions(true))
 }
 

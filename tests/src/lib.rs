@@ -825,6 +825,7 @@ pub async fn wire_peer(bootstrap: &str) -> p2pstored::network::Client {
         provide: false,
         dht_server: false,
         max_outbound_connections: p2pstored::config::DEFAULT_MAX_OUTBOUND_CONNECTIONS,
+        metrics: Default::default(),
         timeouts: Timeouts {
             control: Duration::from_secs(10),
             shard: Duration::from_secs(30),

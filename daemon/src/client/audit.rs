@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use futures::StreamExt;
 use libp2p::PeerId;
-use p2pstore_rpc::{AuditCounts, AuditRecord, ProviderAudit, ProviderAudits};
+use p2pstore_rpc::{AuditCounts, AuditRecord, EventKind, ProviderAudit, ProviderAudits};
 use rand::seq::{IndexedRandom, index};
 use serde::{Deserialize, Serialize};
 use tracing::{Instrument, debug, info_span, warn};
@@ -383,6 +383,22 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// The audit as an event: passed only when every challenge was
+    /// proved; silence fails it too (the score counts it apart).
+    fn event(&self, peer: &PeerId) -> EventKind {
+        if self.failed == 0 && self.unknown == 0 {
+            return EventKind::AuditPassed {
+                peer_id: peer.to_string(),
+                challenges: u64::from(self.passed),
+            };
+        }
+        EventKind::AuditFailed {
+            peer_id: peer.to_string(),
+            failed: u64::from(self.failed),
+            unanswered: u64::from(self.unknown),
+        }
+    }
+
     fn note(&mut self, shard: ShardId, ok: Option<bool>) {
         match ok {
             Some(true) => self.passed += 1,
@@ -471,6 +487,7 @@ async fn audit_provider(
 pub(super) async fn run(
     net: &NetClient,
     book: &AuditBook,
+    events: &crate::events::Events,
     manifests: &[Manifest],
     scope: AuditScope,
 ) -> Result<Vec<ProviderAudit>> {
@@ -516,6 +533,14 @@ pub(super) async fn run(
         let record = book.apply(&peer, &o)?;
         if o.failed > 0 {
             warn!(%peer, failed = o.failed, score = record.score(), "provider failed an audit");
+        }
+        events.emit(o.event(&peer));
+        // Said once, as it crosses the line, not at every silent audit.
+        if o.passed == 0 && o.failed == 0 && record.unknown_in_a_row == book.policy.offline_after {
+            events.emit(EventKind::ProviderOffline {
+                peer_id: peer.to_string(),
+                reason: format!("{} audits in a row unanswered", record.unknown_in_a_row),
+            });
         }
         // The record's newest event is this audit.
         report.push(ProviderAudit {

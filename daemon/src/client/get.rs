@@ -22,7 +22,8 @@ use crate::error::{Error, Result};
 use crate::ids::{FileId, ShardId};
 use crate::network::{Client as NetClient, PeerError, retry_busy};
 use crate::perf::{self, Stage};
-use crate::progress::Op;
+use crate::progress::{Guard, Op};
+use p2pstore_rpc::{TransferKind, TransferPhase};
 
 impl ClientService {
     /// Fetches, verifies and decrypts a file into `dest` (a file path, or
@@ -54,6 +55,24 @@ impl ClientService {
         dest: &Path,
         op_id: Option<String>,
     ) -> Result<p2pstore_rpc::GetResult> {
+        let progress = Arc::new(self.progress.start(
+            op_id,
+            TransferKind::Get,
+            TransferPhase::Download,
+            manifest.size,
+        ));
+        progress.file(&manifest.file_id);
+        let result = self.fetch_tracked(manifest, dest, &progress).await;
+        progress.finish(&result);
+        result
+    }
+
+    async fn fetch_tracked(
+        &self,
+        manifest: Manifest,
+        dest: &Path,
+        progress: &Arc<Guard>,
+    ) -> Result<p2pstore_rpc::GetResult> {
         manifest.validate()?;
         let id = manifest.file_id;
         let parent = dest
@@ -75,7 +94,6 @@ impl ClientService {
             file,
             fetcher: self.fetcher(),
         });
-        let progress = Arc::new(self.progress.start(op_id, job.manifest.size));
         let result = futures::stream::iter(0..job.manifest.segments.len())
             .map(|i| {
                 let job = job.clone();
@@ -88,6 +106,7 @@ impl ClientService {
             .instrument(span.clone())
             .await
             .and_then(|_| {
+                progress.phase(TransferPhase::Verify);
                 crate::blocking::run(|| {
                     job.file.sync_all()?;
                     std::fs::rename(&tmp, dest)?;

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use libp2p::PeerId;
-use p2pstore_rpc::{FileEntry, FileStat, Health, RepairResult, SegmentHealth};
+use p2pstore_rpc::{EventKind, FileEntry, FileStat, Health, RepairResult, SegmentHealth};
 use tracing::{info, warn};
 
 use super::ClientService;
@@ -109,7 +109,16 @@ impl ClientService {
     /// Audits every shard of one file, or of every file, now.
     pub async fn audit(&self, file: Option<FileId>) -> Result<Vec<p2pstore_rpc::ProviderAudit>> {
         let manifests = self.manifests_of(file)?;
-        audit::run(&self.net, &self.audits, &manifests, AuditScope::Every).await
+        self.audit_files(&manifests, AuditScope::Every).await
+    }
+
+    /// Audits the providers of `manifests`, recording and reporting it.
+    async fn audit_files(
+        &self,
+        manifests: &[Manifest],
+        scope: AuditScope,
+    ) -> Result<Vec<p2pstore_rpc::ProviderAudit>> {
+        audit::run(&self.net, &self.audits, &self.events, manifests, scope).await
     }
 
     /// Every provider's audit record.
@@ -128,7 +137,7 @@ impl ClientService {
         if manifests.is_empty() {
             return Ok(());
         }
-        let report = audit::run(&self.net, &self.audits, &manifests, AuditScope::Sample).await?;
+        let report = self.audit_files(&manifests, AuditScope::Sample).await?;
         let failed: u64 = report.iter().map(|r| r.counts.failed).sum();
         let unknown: u64 = report.iter().map(|r| r.counts.unknown).sum();
         info!(providers = report.len(), failed, unknown, "audit round");
@@ -174,7 +183,7 @@ impl ClientService {
         if full {
             // Fresh evidence first: an explicit repair acts on what the
             // providers prove now, not on the last background round.
-            audit::run(&self.net, &self.audits, &manifests, AuditScope::Every).await?;
+            self.audit_files(&manifests, AuditScope::Every).await?;
         }
         let mut result = RepairResult::default();
         for m in manifests {
@@ -229,7 +238,29 @@ impl ClientService {
             return Ok(());
         }
         info!(file_id = %m.file_id.short(), segments = todo.len(), "repairing");
+        let file_id = m.file_id.to_string();
+        self.events.emit(EventKind::RepairStarted {
+            file_id: file_id.clone(),
+            segments: todo.len() as u64,
+        });
+        let before = result.shards_rebuilt;
+        let rebuilt = self.rebuild(m, todo, result).await;
+        self.events.emit(EventKind::RepairFinished {
+            file_id,
+            shards: result.shards_rebuilt - before,
+            error: rebuilt.as_ref().err().map(ToString::to_string),
+        });
+        rebuilt
+    }
 
+    /// Rebuilds the shards `todo` names (per segment, the positions to
+    /// redo), stores them at new providers, and records the new homes.
+    async fn rebuild(
+        &self,
+        m: Manifest,
+        todo: Vec<(usize, Vec<usize>)>,
+        result: &mut RepairResult,
+    ) -> Result<()> {
         // Rebuild the missing shards and pick a new home for each: a
         // provider that holds no shard of that segment, good or lost, so
         // up to 2n offers are wanted.
@@ -296,7 +327,7 @@ impl ClientService {
             Term::Until(h) => h.max(tip.saturating_add(1)),
             Term::Keep => tip.saturating_add(self.term_blocks),
         };
-        let acquired = self.acquire(&needs, term_end).await?;
+        let acquired = self.acquire(&needs, term_end, None).await?;
         let client = self.net.local_peer_id();
         let upload = self.uploads.start();
         let sends = rebuilt.iter().map(|(i, p, c, bytes)| {

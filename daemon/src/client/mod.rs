@@ -159,6 +159,7 @@ pub struct ClientService {
     /// Providers found in the DHT and their last offers.
     pub directory: Directory,
     progress: progress::Registry,
+    events: crate::events::Events,
     wallet: WalletService,
     max_price_sat_per_gib_month: u64,
     term_blocks: u32,
@@ -191,6 +192,7 @@ impl ClientService {
         wallet: WalletService,
         terms: ClientTerms,
         progress: progress::Registry,
+        events: crate::events::Events,
     ) -> Result<Self> {
         let peers: Tree<PeerId, Vec<String>> = Tree::open(db, trees::PEERS)?;
         // Known provider addresses let a restarted client reach its
@@ -220,6 +222,7 @@ impl ClientService {
             running_ops: Default::default(),
             peers,
             progress,
+            events,
             wallet,
             max_price_sat_per_gib_month: terms.max_price_sat_per_gib_month,
             term_blocks: terms.term_blocks,

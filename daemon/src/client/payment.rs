@@ -28,6 +28,7 @@ use crate::ids::{ContractId, as_text, checked_address};
 use crate::network::PeerError;
 use crate::protocol::*;
 use crate::wallet::{WalletError, WalletService};
+use p2pstore_rpc::EventKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -312,6 +313,13 @@ impl ClientService {
             return PayOutcome::MaybePaid(e);
         }
         info!(%txid, outputs = intent.outputs.len(), fee_rate = rate, "payment broadcast");
+        self.events.emit(EventKind::PaymentSent {
+            txid: txid.to_string(),
+            amount_sat: intent.outputs.iter().map(|o| o.amount_sat).sum(),
+            fee_rate_sat_vb: rate,
+            outputs: intent.outputs.len() as u32,
+            replaces: intent.replaces.last().map(ToString::to_string),
+        });
         PayOutcome::Paid(intent)
     }
 
@@ -424,7 +432,11 @@ impl ClientService {
                 ..
             } => (PaymentKind::Period, paid_through_height),
         };
-        self.contracts.update(&o.contract_id, |c| {
+        // What this credit changed, told once it is stored.
+        let mut formed = false;
+        let mut renewed = false;
+        let mut applied = false;
+        let updated = self.contracts.update(&o.contract_id, |c| {
             if c.has_payment(&txid, o.vout) {
                 return;
             }
@@ -433,6 +445,9 @@ impl ClientService {
                 p.vout = o.vout;
                 return;
             }
+            applied = true;
+            formed = c.state == State::Pending;
+            renewed = status.term_end_height > c.term_end_height && !formed;
             match o.purpose {
                 Purpose::Revision(_) => {
                     c.allowance_bytes = c.allowance_bytes.saturating_add(o.add_bytes)
@@ -455,6 +470,32 @@ impl ClientService {
                 final_: false,
             });
         })?;
+        if let (true, Some(c)) = (applied, updated) {
+            let (contract_id, peer_id) = (c.contract_id.to_string(), c.peer.to_string());
+            if formed {
+                self.events.emit(EventKind::ContractFormed {
+                    contract_id: contract_id.clone(),
+                    peer_id: peer_id.clone(),
+                    allowance_bytes: c.allowance_bytes,
+                    term_end_height: c.term_end_height,
+                });
+            }
+            if kind == PaymentKind::Period {
+                self.events.emit(EventKind::ContractPaid {
+                    contract_id: contract_id.clone(),
+                    peer_id: peer_id.clone(),
+                    amount_sat: o.amount_sat,
+                    paid_through_height: c.paid_through_height,
+                });
+            }
+            if renewed {
+                self.events.emit(EventKind::ContractRenewed {
+                    contract_id,
+                    peer_id,
+                    term_end_height: c.term_end_height,
+                });
+            }
+        }
         Ok(())
     }
 
@@ -560,6 +601,7 @@ impl ClientService {
                     self.contracts
                         .update(&c.contract_id, |c| c.state = State::Expired)?;
                     info!(peer = %c.peer, contract = %c.contract_id.short(), "contract ran out unrenewed");
+                    self.contract_ended(&c, State::Expired);
                 }
                 continue;
             }
@@ -629,9 +671,20 @@ impl ClientService {
     /// period's money): the contract ends and every shard it holds is
     /// marked lost, so the repair moves them before the provider deletes
     /// them. `why` completes the log line.
+    /// Tells subscribers and the metrics that a client contract ended.
+    fn contract_ended(&self, c: &Contract, state: State) {
+        self.events.emit(EventKind::ContractEnded {
+            contract_id: c.contract_id.to_string(),
+            peer_id: c.peer.to_string(),
+            role: crate::contracts::Role::Client,
+            state,
+        });
+    }
+
     fn fail_contract(&self, c: &Contract, files: &[&Manifest], why: &str) -> Result<()> {
         self.contracts
             .update(&c.contract_id, |c| c.state = State::Failed)?;
+        self.contract_ended(c, State::Failed);
         let mut shards = 0;
         for r in files
             .iter()

@@ -81,6 +81,7 @@ impl ClientService {
         &self,
         needs: &[Need],
         term_end: u32,
+        progress: Option<&crate::progress::Op>,
     ) -> std::result::Result<Vec<Acquired>, AcquireFailure> {
         // Quotes are priced to the current paid-through height, so no
         // period payment may slip in between a quote and its payment.
@@ -160,6 +161,9 @@ impl ClientService {
             .map(|d| (d.contract.peer, d.add_bytes))
             .collect();
         acquired.extend(covered);
+        if let Some(p) = progress {
+            p.phase(p2pstore_rpc::TransferPhase::Payment);
+        }
         match self.pay(dues).await {
             PayOutcome::NotPaid(e) => {
                 self.forget_formations(&acquired)?;

@@ -35,9 +35,10 @@ use crate::ids::{FileId, ShardId};
 use crate::network::Client as NetClient;
 use crate::network::netgroup::NetGroup;
 use crate::perf::{self, Stage};
-use crate::progress::Op;
+use crate::progress::{Guard, Op};
 use crate::protocol::*;
 use crate::provider::store::now_secs;
+use p2pstore_rpc::{TransferKind, TransferPhase};
 
 /// Segments in flight per transfer: enough to overlap disk, crypto and
 /// network, few enough to bound memory (each holds a segment and its shards).
@@ -232,10 +233,36 @@ impl ClientService {
         kind: FileKind,
         prefer: Option<HashSet<PeerId>>,
     ) -> Result<p2pstore_rpc::PutResult> {
+        let progress =
+            Arc::new(
+                self.progress
+                    .start(op_id, TransferKind::Put, TransferPhase::Planning, 0),
+            );
+        let result = self
+            .put_tracked(path, scheme, term, force, kind, prefer, &progress)
+            .await;
+        progress.finish(&result);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn put_tracked(
+        &self,
+        path: &Path,
+        scheme: Option<Scheme>,
+        term: Option<Term>,
+        force: bool,
+        kind: FileKind,
+        prefer: Option<HashSet<PeerId>>,
+        progress: &Arc<Guard>,
+    ) -> Result<p2pstore_rpc::PutResult> {
         let scheme = scheme.unwrap_or(self.default_scheme);
         let (file, name, size) = open_source(path)?;
+        progress.set_total(size);
         if !force && let Some(m) = self.stored_copy(&file, &name, size).await? {
             info!(file_id = %m.file_id.short(), "content stored already: nothing to put");
+            progress.file(&m.file_id);
+            progress.add(size);
             return Ok(put_result(&m, true));
         }
         // Fail fast: without bitcoind nothing could be paid for.
@@ -271,6 +298,8 @@ impl ClientService {
             Term::Keep => tip.saturating_add(self.term_blocks),
         };
         let file_id = FileId::random()?;
+        progress.file(&file_id);
+        progress.phase(TransferPhase::Contracts);
         let span = info_span!("put", file_id = %file_id.short(), scheme = %scheme.label());
         // Shards go to the best providers; one that gives no usable quote
         // is replaced by the next best, up to PLACEMENT_SPARES of them.
@@ -289,7 +318,7 @@ impl ClientService {
             let assignment = place(&sizes, &candidates, scheme)?;
             let needs = needs_of(&sizes, &assignment, &candidates);
             match self
-                .acquire(&needs, term_end)
+                .acquire(&needs, term_end, Some(progress))
                 .instrument(span.clone())
                 .await
             {
@@ -331,7 +360,7 @@ impl ClientService {
             upload: self.uploads.start(),
         });
         let result = self
-            .upload_and_record(&job, &targets, name, term, kind, op_id)
+            .upload_and_record(&job, &targets, name, term, kind, progress)
             .instrument(span.clone())
             .await;
         if let Err(e) = &result {
@@ -349,9 +378,9 @@ impl ClientService {
         name: String,
         term: Term,
         kind: FileKind,
-        op_id: Option<String>,
+        progress: &Arc<Guard>,
     ) -> Result<p2pstore_rpc::PutResult> {
-        let progress = Arc::new(self.progress.start(op_id, job.size));
+        progress.phase(TransferPhase::Upload);
         // After a failure no segment starts, but those under way finish:
         // a store dropped half-way may still land at its provider, where
         // the cleanup would not know to delete it.
@@ -706,6 +735,7 @@ impl UploadJob {
                 Ok((nonce, plain_hash, plain_len, buf.len() as u64, shards))
             })
             .await??;
+        let n = shards.len().max(1) as u64;
         let sends = shards
             .into_iter()
             .zip(targets)
@@ -720,7 +750,11 @@ impl UploadJob {
                     let started = Instant::now();
                     let r = job.upload.store(net, job.client, *t, &spec, data).await;
                     match &r {
-                        Ok(_) => job.reliability.success(&t.peer, started.elapsed()),
+                        Ok(_) => {
+                            job.reliability.success(&t.peer, started.elapsed());
+                            // The bar moves as shards land, not per segment.
+                            progress.add(plain_len / n);
+                        }
                         Err(_) => job.reliability.failure(&t.peer),
                     }
                     r.map(|receipt| ShardRef {
@@ -741,7 +775,7 @@ impl UploadJob {
             .into_iter()
             .collect::<Result<Vec<ShardRef>>>()?;
         perf::add(Stage::Network, started.elapsed());
-        progress.add(plain_len);
+        progress.add(plain_len - plain_len / n * n);
         Ok((
             Segment {
                 nonce,

@@ -164,7 +164,10 @@ pub fn build_swarm(key: Keypair, cfg: &super::NetworkConfig) -> Result<Swarm<Beh
         .map_err(|e| Error::Network(format!("tcp transport: {e}")))?
         .with_quic()
         .with_dns()
-        .map_err(|e| Error::Network(format!("dns transport: {e}")))?
+        .map_err(|e| Error::Network(format!("dns transport: {e}")))?;
+    let mut registry = cfg.metrics.registry();
+    let swarm = swarm
+        .with_bandwidth_metrics(&mut registry)
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
             let kad = dht(peer_id, cfg.dht_server);

@@ -10,6 +10,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hashlink::LruCache;
 use libp2p::identity::Keypair;
 use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult};
+use libp2p::metrics::Recorder;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
@@ -189,6 +190,8 @@ type RecordsReply = oneshot::Sender<Vec<Vec<u8>>>;
 
 pub(super) struct EventLoop {
     swarm: Swarm<Behaviour>,
+    /// libp2p's recorders, in the node's metrics registry.
+    p2p_metrics: libp2p::metrics::Metrics,
     commands: mpsc::Receiver<Command>,
     inbound: inbound::Sender,
     provide: bool,
@@ -261,8 +264,10 @@ impl EventLoop {
         for addr in &cfg.external {
             swarm.add_external_address(addr.clone());
         }
+        let p2p_metrics = libp2p::metrics::Metrics::new(&mut cfg.metrics.registry());
         let mut ev = EventLoop {
             swarm,
+            p2p_metrics,
             commands,
             inbound,
             provide: cfg.provide,
@@ -516,6 +521,7 @@ impl EventLoop {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.p2p_metrics.record(&event);
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
@@ -575,6 +581,12 @@ impl EventLoop {
     }
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match &event {
+            BehaviourEvent::Kad(e) => self.p2p_metrics.record(e),
+            BehaviourEvent::Identify(e) => self.p2p_metrics.record(e),
+            BehaviourEvent::Ping(e) => self.p2p_metrics.record(e),
+            _ => {}
+        }
         match event {
             BehaviourEvent::Kad(event) => self.on_kad(event),
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {

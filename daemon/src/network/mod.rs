@@ -44,6 +44,9 @@ pub struct NetworkConfig {
     /// Connections this node opens and holds at once; dials past it fail.
     pub max_outbound_connections: u32,
     pub timeouts: Timeouts,
+    /// Where libp2p's own metrics (swarm, Kademlia, identify, ping,
+    /// bandwidth) are registered and recorded.
+    pub metrics: crate::metrics::Metrics,
 }
 
 #[derive(Debug, Clone, Default)]

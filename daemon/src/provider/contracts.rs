@@ -595,6 +595,13 @@ impl ProviderService {
         }
         self.ledger.open(&c, self.ledger.used(&c.contract_id));
         info!(contract = %c.contract_id.short(), txid = %n.txid, value, kind = %kind, final_, allowance = c.allowance_bytes, paid_through = c.paid_through_height, "payment credited");
+        self.events.emit(p2pstore_rpc::EventKind::PaymentReceived {
+            txid: n.txid.to_string(),
+            contract_id: c.contract_id.to_string(),
+            peer_id: c.peer.to_string(),
+            amount_sat: value,
+            kind,
+        });
         self.status(&c)
     }
 
@@ -813,6 +820,12 @@ impl ProviderService {
         crate::failpoint::hit("gc-before-mark");
         self.contracts.update(&c.contract_id, |c| c.state = state)?;
         info!(contract = %c.contract_id.short(), state = %state, shards, bytes, tip, paid_through = c.paid_through_height, term_end = c.term_end_height, "contract ended; shards deleted");
+        self.events.emit(p2pstore_rpc::EventKind::ContractEnded {
+            contract_id: c.contract_id.to_string(),
+            peer_id: c.peer.to_string(),
+            role: Role::Provider,
+            state,
+        });
         Ok(())
     }
 

@@ -54,6 +54,7 @@ pub struct ProviderService {
     notice_lock: Arc<tokio::sync::Mutex<()>>,
     key: Keypair,
     net: Client,
+    events: crate::events::Events,
     wallet: Option<WalletService>,
     payment_window_blocks: u32,
     grace_blocks: u32,
@@ -63,6 +64,8 @@ pub struct ProviderService {
 impl ProviderService {
     /// A provider when `store` and `wallet` are given; otherwise a node
     /// that refuses storage requests politely.
+    // Each argument is a separate part the node owns and hands over once.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         db: &sled::Db,
         store: Option<Arc<ShardStore>>,
@@ -71,6 +74,7 @@ impl ProviderService {
         rules: PaymentRules,
         key: Keypair,
         net: Client,
+        events: crate::events::Events,
     ) -> crate::Result<Self> {
         let this = ProviderService {
             store,
@@ -83,6 +87,7 @@ impl ProviderService {
             notice_lock: Arc::default(),
             key,
             net,
+            events,
             wallet,
             payment_window_blocks: rules.payment_window_blocks,
             grace_blocks: rules.grace_blocks,

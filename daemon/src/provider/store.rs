@@ -234,6 +234,12 @@ impl ShardStore {
         self.capacity.saturating_sub(self.used())
     }
 
+    /// Shards held. Counts the index (sled's `len` walks it), so it is
+    /// for occasional reads such as a metrics scrape.
+    pub fn shards(&self) -> u64 {
+        self.index.len() as u64
+    }
+
     pub fn meta(&self, id: &ShardId) -> Result<Option<ShardMeta>> {
         self.index.get(id)
     }

@@ -326,6 +326,51 @@ impl P2pstoreApiServer for RpcImpl {
     }
 }
 
+/// The event subscription, over WebSocket.
+struct EventsImpl {
+    node: Node,
+}
+
+#[async_trait]
+impl P2pstoreEventsServer for EventsImpl {
+    async fn subscribe_events(
+        &self,
+        pending: jsonrpsee::PendingSubscriptionSink,
+    ) -> jsonrpsee::core::SubscriptionResult {
+        use tokio::sync::broadcast::error::RecvError;
+        // Subscribed before accepting: nothing that happens once the
+        // caller hears "subscribed" is missed.
+        let mut rx = self.node.events().subscribe();
+        let sink = pending.accept().await?;
+        loop {
+            tokio::select! {
+                _ = sink.closed() => return Ok(()),
+                event = rx.recv() => match event {
+                    Ok(e) => {
+                        let msg = serde_json::value::to_raw_value(&e)?;
+                        if sink.send(msg).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "an event subscriber fell behind");
+                    }
+                    Err(RecvError::Closed) => return Ok(()),
+                },
+            }
+        }
+    }
+}
+
+/// Every method the server answers: the API and the event subscription.
+fn methods(node: Node) -> Result<jsonrpsee::Methods> {
+    let mut methods: jsonrpsee::Methods = RpcImpl::new(node.clone()).into_rpc().into();
+    methods
+        .merge(EventsImpl { node }.into_rpc())
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(methods)
+}
+
 /// Starts the RPC server; returns its handle and the bound address.
 pub async fn start(
     node: Node,
@@ -349,7 +394,7 @@ pub async fn start(
     let addr = server
         .local_addr()
         .map_err(|e| Error::Internal(e.to_string()))?;
-    Ok((server.start(RpcImpl::new(node).into_rpc()), addr))
+    Ok((server.start(methods(node)?), addr))
 }
 
 #[cfg(test)]
@@ -376,8 +421,8 @@ mod tests {
         let (node, _) = Node::start(crate::config::Config::load(args).unwrap())
             .await
             .unwrap();
-        let implemented: BTreeSet<String> = RpcImpl::new(node)
-            .into_rpc()
+        let implemented: BTreeSet<String> = methods(node)
+            .unwrap()
             .method_names()
             .map(str::to_string)
             .collect();

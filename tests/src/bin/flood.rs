@@ -125,6 +125,7 @@ async fn flood_from_one_peer(args: Arc<Args>, peer: PeerId, base: Multiaddr, cou
         provide: false,
         dht_server: false,
         max_outbound_connections: p2pstored::config::DEFAULT_MAX_OUTBOUND_CONNECTIONS,
+        metrics: Default::default(),
         timeouts: Timeouts {
             control: Duration::from_secs(20),
             shard: Duration::from_secs(30),
