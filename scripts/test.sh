@@ -18,6 +18,12 @@ BITCOIND_EXE=$(scripts/install-bitcoind.sh | tail -1)
 export BITCOIND_EXE
 echo "using bitcoind: $BITCOIND_EXE" >&2
 
+phase "tools"
+# systemd-analyze for the unit test; Python's prometheus_client for the
+# metrics test (made here so the test itself finds it cached).
+scripts/install-test-tools.sh
+scripts/install-python-tools.sh >/dev/null
+
 phase "build"
 cargo build --workspace --bins
 phase "test"

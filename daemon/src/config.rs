@@ -240,9 +240,14 @@ pub struct Args {
     /// Connections this node opens and holds at once
     #[arg(long)]
     pub max_outbound_connections: Option<u32>,
-    /// Create the account keystore on first start (needs a password)
+    /// Create the account keystore on first start (needs a password); the
+    /// new recovery phrase is shown on the terminal only
     #[arg(long)]
     pub init: bool,
+    /// With --init, print the recovery phrase on stdout even when it is not
+    /// a terminal (a file or the journal would keep it)
+    #[arg(long, requires = "init")]
+    pub print_mnemonic: bool,
     /// File whose first line is the keystore password [or env P2PSTORE_PASSWORD]
     #[arg(long)]
     pub password_file: Option<PathBuf>,

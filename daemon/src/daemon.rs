@@ -82,6 +82,13 @@ fn create_datadir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Tells systemd (Type=notify) how the daemon is; nothing without one.
+fn notify(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        warn!("cannot notify the service manager: {e}");
+    }
+}
+
 /// Runs the daemon until a signal stops it. `show_new_mnemonic` gets the
 /// recovery phrase of an account created by `--init`, before the RPC opens:
 /// the binary prints it on stdout, never the log.
@@ -132,6 +139,8 @@ pub async fn run(cfg: Config, show_new_mnemonic: impl FnOnce(&str)) -> Result<()
     // Written last: its presence tells scripts the RPC is ready.
     std::fs::write(&addr_path, format!("{addr}\n"))?;
     info!(%addr, datadir = %node.config().datadir.display(), "p2pstored ready");
+    // The same moment for systemd (Type=notify): the RPC answers.
+    notify(&[sd_notify::NotifyState::Ready]);
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -139,7 +148,34 @@ pub async fn run(cfg: Config, show_new_mnemonic: impl FnOnce(&str)) -> Result<()
         _ = term.recv() => info!("terminated"),
         _ = handle.clone().stopped() => warn!("RPC server stopped"),
     }
+    notify(&[sd_notify::NotifyState::Stopping]);
+    // No new work: the RPC server takes no new connections (calls under
+    // way run on) and peers' new requests are turned away.
     let _ = handle.stop();
+    node.stop_accepting().await;
+    let timeout = node.config().shutdown_timeout;
+    let running = node.progress().running();
+    if running > 0 {
+        info!(
+            running,
+            timeout_secs = timeout.as_secs(),
+            "waiting for running transfers"
+        );
+    }
+    // Dropped with the process, a put cut short is one the next start
+    // finishes or rolls back, as after a crash, and its caller's retry
+    // with the same op id pays nothing twice.
+    tokio::select! {
+        _ = handle.stopped() => {}
+        _ = tokio::time::sleep(timeout) => warn!(
+            running = node.progress().running(),
+            "transfers still running after {} s: aborting them",
+            timeout.as_secs()
+        ),
+        // A second signal: the operator will not wait.
+        _ = tokio::signal::ctrl_c() => warn!("interrupted again: aborting running transfers"),
+        _ = term.recv() => warn!("terminated again: aborting running transfers"),
+    }
     if let Some(t) = metrics_task {
         t.abort();
     }

@@ -13,6 +13,7 @@ async fn main() -> std::process::ExitCode {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
     let args = Args::parse_with_defaults();
+    let print_mnemonic = args.print_mnemonic;
     let cfg = match Config::load(args) {
         Ok(c) => c,
         Err(e) => {
@@ -20,6 +21,22 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    // The phrase is the account: shown once, to a person. On a pipe or
+    // under a service manager stdout is a file or the journal, which
+    // would keep it in the clear.
+    use std::io::IsTerminal;
+    if cfg.init
+        && !print_mnemonic
+        && !std::io::stdout().is_terminal()
+        && !p2pstored::keys::Keystore::new(&cfg.datadir).exists()
+    {
+        eprintln!(
+            "p2pstored: --init shows the new recovery phrase on the terminal, and stdout is not \
+             one (a file or the journal would keep it). Create the account with \
+             `p2pstore-cli init` instead, or add --print-mnemonic to print it anyway."
+        );
+        return std::process::ExitCode::from(2);
+    }
     // jsonrpsee traces whole requests, Authorization header and passwords
     // included: never let it log below info, whatever the filter says.
     // request-response warns once per stream it drops over a connection's

@@ -482,6 +482,14 @@ impl Node {
         Ok(snap)
     }
 
+    /// The first step of a shutdown: peers' new requests are turned away
+    /// (the RPC server stops taking connections on its own).
+    pub async fn stop_accepting(&self) {
+        if let Ok(s) = self.services().await {
+            s.provider.stop_accepting();
+        }
+    }
+
     /// Flushes the database; called on shutdown.
     pub async fn shutdown(&self) -> Result<()> {
         self.inner.db.flush_async().await?;

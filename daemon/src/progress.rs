@@ -100,6 +100,9 @@ type Entry = (Arc<Op>, Option<Instant>);
 #[derive(Clone)]
 pub struct Registry {
     ops: Arc<Mutex<HashMap<String, Entry>>>,
+    /// Transfers started and not ended, with an op id or not: what a
+    /// shutdown waits for.
+    running: Arc<AtomicU64>,
     events: Events,
 }
 
@@ -129,6 +132,7 @@ impl Guard {
             return;
         }
         self.op.finished.store(true, Ordering::Relaxed);
+        self.reg.running.fetch_sub(1, Ordering::Relaxed);
         self.op.emit(error);
         if let (Some(id), Ok(mut ops)) = (self.op.id.as_ref(), self.reg.ops.lock())
             && let Some(entry) = ops.get_mut(id)
@@ -148,8 +152,14 @@ impl Registry {
     pub fn new(events: Events) -> Self {
         Registry {
             ops: Default::default(),
+            running: Default::default(),
             events,
         }
+    }
+
+    /// Puts and gets under way now.
+    pub fn running(&self) -> u64 {
+        self.running.load(Ordering::Relaxed)
     }
 
     /// Starts an op in `phase`; `total` may be set later.
@@ -178,6 +188,7 @@ impl Registry {
                 ops.insert(id, (op.clone(), None));
             }
         }
+        self.running.fetch_add(1, Ordering::Relaxed);
         op.phase(phase);
         Guard {
             op,

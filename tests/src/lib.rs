@@ -145,36 +145,35 @@ impl Daemon {
         self.child.as_ref().map(|c| c.id())
     }
 
-    fn signal_and_wait(&mut self, sig: i32) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
+    /// Signals the process and reaps it: its exit status, or None when it
+    /// was not running or had to be killed after 20 s.
+    fn signal_and_wait(&mut self, sig: i32) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
         unsafe { libc::kill(child.id() as i32, sig) };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = child.kill();
         let _ = child.wait();
+        None
+    }
+
+    /// SIGTERM, as a service manager stops it; the exit status, which
+    /// must come within 20 s.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let name = self.name.clone();
+        self.signal_and_wait(libc::SIGTERM)
+            .unwrap_or_else(|| panic!("{name} did not exit within 20 s of SIGTERM"))
     }
 
     /// Waits until the process ends by itself (at a failpoint, say) and
     /// reaps it.
     pub async fn wait_exit(&mut self, secs: u64) {
-        let name = self.name.clone();
-        let child = self.child.as_mut().expect("running");
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                self.child = None;
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("{name} did not exit within {secs} s");
+        self.exit_status(secs).await;
     }
 
     /// Graceful stop (SIGTERM), as a service manager would.
@@ -185,6 +184,28 @@ impl Daemon {
     /// Sudden death (SIGKILL).
     pub fn kill(&mut self) {
         self.signal_and_wait(libc::SIGKILL);
+    }
+
+    /// Sends `sig` without waiting (the test watches what happens next).
+    pub fn signal(&self, sig: i32) {
+        if let Some(pid) = self.pid() {
+            unsafe { libc::kill(pid as i32, sig) };
+        }
+    }
+
+    /// Waits until the process ends by itself and returns its status.
+    pub async fn exit_status(&mut self, secs: u64) -> std::process::ExitStatus {
+        let name = self.name.clone();
+        let child = self.child.as_mut().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{name} did not exit within {secs} s");
     }
 
     pub async fn restart(&mut self) {

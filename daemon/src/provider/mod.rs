@@ -55,6 +55,9 @@ pub struct ProviderService {
     key: Keypair,
     net: Client,
     events: crate::events::Events,
+    /// Set at shutdown: requests that come now are turned away, those
+    /// already taken are answered.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     wallet: Option<WalletService>,
     payment_window_blocks: u32,
     grace_blocks: u32,
@@ -88,6 +91,7 @@ impl ProviderService {
             key,
             net,
             events,
+            stopping: Arc::default(),
             wallet,
             payment_window_blocks: rules.payment_window_blocks,
             grace_blocks: rules.grace_blocks,
@@ -111,7 +115,28 @@ impl ProviderService {
         })
     }
 
+    /// Turns away peer requests from now on: the node is shutting down.
+    pub fn stop_accepting(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     async fn handle(&self, req: Inbound) {
+        if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            let busy = || WireError::new(WireErrorKind::Unavailable, "shutting down; try later");
+            return match req {
+                Inbound::Control { channel, .. } => {
+                    self.net
+                        .respond_control(channel, ControlResponse::Error(busy()))
+                        .await
+                }
+                Inbound::Shard { channel, .. } => {
+                    self.net
+                        .respond_shard(channel, ShardResponse::Error(busy()))
+                        .await
+                }
+            };
+        }
         match req {
             Inbound::Control {
                 peer,
