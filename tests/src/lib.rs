@@ -618,6 +618,23 @@ impl Net {
         (put.file_id, digest, put.providers)
     }
 
+    /// Puts the file at `src` with the client's defaults and operation id
+    /// `op`, failing the test if the put fails.
+    pub async fn put_op(&self, src: &Path, op: &str) -> p2pstore_rpc::PutResult {
+        self.client
+            .rpc()
+            .put(
+                src.to_string_lossy().into(),
+                None,
+                None,
+                None,
+                None,
+                Some(op.into()),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("put {op}: {e}"))
+    }
+
     /// Gets `file_id` into a fresh file and checks it is byte-identical to
     /// `digest`; `tag` names the check in a failure.
     pub async fn assert_get(&self, file_id: &str, digest: [u8; 32], tag: &str) {

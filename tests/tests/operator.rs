@@ -272,19 +272,7 @@ async fn events_follow_a_put_through_its_phases_contracts_and_payment() {
 
     let src = net.dir.path().join("followed.bin");
     random_file(&src, 6 << 20);
-    let put = net
-        .client
-        .rpc()
-        .put(
-            src.to_string_lossy().into(),
-            None,
-            None,
-            None,
-            None,
-            Some("followed-put".into()),
-        )
-        .await
-        .unwrap();
+    let put = net.put_op(&src, "followed-put").await;
 
     let events = read_until(&mut client_events, 60, |seen| {
         seen.iter().any(|e| {

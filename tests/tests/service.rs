@@ -246,19 +246,7 @@ async fn a_put_past_the_shutdown_timeout_is_cut_and_its_retry_pays_nothing_twice
     net.client.start().await;
     assert_eq!(net.client.rpc().ls().await.unwrap().len(), 0);
     let src = net.dir.path().join("cut.bin");
-    let put = net
-        .client
-        .rpc()
-        .put(
-            src.to_string_lossy().into(),
-            None,
-            None,
-            None,
-            None,
-            Some("cut".into()),
-        )
-        .await
-        .unwrap();
+    let put = net.put_op(&src, "cut").await;
     net.assert_get(&put.file_id, digest, "cut").await;
     assert_eq!(payments_sent(&net.client).await, 1);
     providers_hold_only_paid_bytes(&net).await;
