@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # install-python-tools.sh: a Python with the packages p2pstore's tests use
 # to check the daemon against independent implementations:
-#   - prometheus_client, whose OpenMetrics parser reads /metrics.
+#   - prometheus_client, whose OpenMetrics parser reads /metrics;
+#   - selenium, which drives Chromium through the dashboard.
 # They go into a virtualenv in the project cache, made once; later runs only
 # check it. The LAST line of stdout is the path of its python:
 #   PY=$(scripts/install-python-tools.sh | tail -1)
 set -euo pipefail
 
 # Pinned: a test failing must mean the daemon changed, not the parser.
-PACKAGES=(prometheus_client==0.21.1)
+PACKAGES=(prometheus_client==0.21.1 selenium==4.27.1)
 
 CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/p2pstore"
 # The key changes with the package list, so a new list makes a new venv.

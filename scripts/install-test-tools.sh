@@ -3,13 +3,15 @@
 # bitcoind (scripts/install-bitcoind.sh) and Python's packages
 # (scripts/install-python-tools.sh):
 #   - systemd-analyze (Debian's systemd), which verifies
-#     contrib/systemd/p2pstored.service.
+#     contrib/systemd/p2pstored.service;
+#   - Chromium and ChromeDriver (Debian's chromium, chromium-driver), in
+#     which the dashboard test opens the dashboard headless.
 # Installs what is missing with apt-get when run as root; otherwise prints
 # the command and fails. Nothing is done when all are there.
 set -euo pipefail
 
 # command → the Debian package that has it.
-declare -A PACKAGE_OF=([systemd-analyze]=systemd)
+declare -A PACKAGE_OF=([systemd-analyze]=systemd [chromium]=chromium [chromedriver]=chromium-driver)
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "install-test-tools: error: $*"; exit 1; }

@@ -19,8 +19,9 @@ export BITCOIND_EXE
 echo "using bitcoind: $BITCOIND_EXE" >&2
 
 phase "tools"
-# systemd-analyze for the unit test; Python's prometheus_client for the
-# metrics test (made here so the test itself finds it cached).
+# systemd-analyze for the unit test, Chromium for the dashboard test,
+# and Python's prometheus_client and selenium for the metrics and
+# dashboard tests (made here so the tests find them cached).
 scripts/install-test-tools.sh
 scripts/install-python-tools.sh >/dev/null
 

@@ -138,6 +138,8 @@ enum Cmd {
     Contracts,
     /// Where transfer time went: busy seconds per stage since the daemon started
     Perf,
+    /// Print a one-time login link to the web dashboard (works once, for a minute)
+    Dashboard,
     /// Follow the daemon's events as they happen (until Ctrl-C): transfers,
     /// contracts, payments, audits, repairs. --json prints one JSON object per line
     Events,
@@ -380,6 +382,28 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Contracts => out.contracts(&client.contracts().await.map_err(conn::describe)?),
+        Cmd::Dashboard => {
+            let login = client.dashboard_login().await.map_err(conn::describe)?;
+            let addr = match cli.rpc_addr.as_deref() {
+                Some(a) => a.to_string(),
+                None => p2pstore_rpc::conn::read_rpc_addr(&datadir)?,
+            };
+            // The code rides in the fragment, which the browser keeps to
+            // itself; the page trades it for the token and drops it.
+            let url = format!(
+                "http://{addr}{}#login={}",
+                p2pstore_rpc::DASHBOARD_PATH,
+                login.code
+            );
+            let r = serde_json::json!({ "url": url, "expires_in_secs": login.expires_in_secs });
+            out.line(
+                &r,
+                &format!(
+                    "{url}\nopen it within {} s; it logs in once (run this again for another)",
+                    login.expires_in_secs
+                ),
+            )
+        }
         Cmd::Events => {
             let (_ws, mut sub) = progress::subscribe(&datadir, cli.rpc_addr.as_deref()).await?;
             // On stderr, so stdout stays events only: scripts (and tests)

@@ -26,6 +26,7 @@ pub struct Op {
     /// Milliseconds after `started` of the last progress event sent.
     last_event_ms: AtomicU64,
     started: Instant,
+    transfer_id: u64,
     id: Option<String>,
     transfer: TransferKind,
     file_id: Mutex<Option<String>>,
@@ -82,6 +83,7 @@ impl Op {
 
     fn emit(&self, error: Option<String>) {
         self.events.emit(EventKind::Progress {
+            transfer_id: self.transfer_id,
             op_id: self.id.clone(),
             transfer: self.transfer,
             file_id: self.file_id.lock().ok().and_then(|f| f.clone()),
@@ -103,6 +105,8 @@ pub struct Registry {
     /// Transfers started and not ended, with an op id or not: what a
     /// shutdown waits for.
     running: Arc<AtomicU64>,
+    /// The last transfer id given.
+    last_id: Arc<AtomicU64>,
     events: Events,
 }
 
@@ -153,6 +157,7 @@ impl Registry {
         Registry {
             ops: Default::default(),
             running: Default::default(),
+            last_id: Default::default(),
             events,
         }
     }
@@ -177,6 +182,7 @@ impl Registry {
             finished: AtomicBool::new(false),
             last_event_ms: AtomicU64::new(0),
             started: Instant::now(),
+            transfer_id: self.last_id.fetch_add(1, Ordering::Relaxed) + 1,
             id: id.clone(),
             transfer,
             file_id: Mutex::new(None),

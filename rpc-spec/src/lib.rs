@@ -399,6 +399,16 @@ pub struct Progress {
     pub phase: TransferPhase,
 }
 
+/// A one-time dashboard login (`dashboard_login`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+pub struct DashboardLogin {
+    pub code: String,
+    pub expires_in_secs: u64,
+}
+
+/// The dashboard's path on the RPC port.
+pub const DASHBOARD_PATH: &str = "/dashboard";
+
 /// One thing that happened in the daemon, as `subscribe_events` sends it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct Event {
@@ -415,6 +425,9 @@ pub enum EventKind {
     /// A put or get moved on: it entered a phase, or finished more bytes
     /// (sent at most every `PROGRESS_EVENT_MS` per transfer, and at its end).
     Progress {
+        /// Tells this transfer's events from others' (counted from 1 at
+        /// each start of the daemon).
+        transfer_id: u64,
         /// The caller's operation id, if it gave one.
         op_id: Option<String>,
         transfer: TransferKind,
@@ -873,6 +886,13 @@ api! {
         /// stage, summed over threads (stages overlap).
         #[method(name = "perf")]
         async fn perf(&self) -> RpcResult<Vec<StageTime>>;
+
+        /// A one-time login code for the web dashboard at `/dashboard` on
+        /// this port: open `http://<rpc address>/dashboard#login=<code>`.
+        /// The page trades the code, once and within `expires_in_secs`,
+        /// for the RPC token, which it then sends as the Bearer header.
+        #[method(name = "dashboard_login")]
+        async fn dashboard_login(&self) -> RpcResult<DashboardLogin>;
 
         /// This OpenRPC document.
         #[method(name = "rpc.discover")]

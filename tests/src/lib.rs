@@ -691,6 +691,22 @@ pub fn plain_swarm<B: libp2p::swarm::NetworkBehaviour>(
         .build()
 }
 
+/// The Python that `scripts/install-python-tools.sh` sets up (once, in the
+/// project cache), with the packages tests check the daemon with.
+pub fn python_tools() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new(root.join("scripts/install-python-tools.sh"))
+        .output()
+        .expect("scripts/install-python-tools.sh runs");
+    assert!(
+        out.status.success(),
+        "install-python-tools.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    PathBuf::from(text.lines().last().expect("it prints the python path"))
+}
+
 /// Runs `p2pstore-cli --datadir DATADIR ARGS...` (no password from the
 /// environment) and returns its output; fails the test past `secs`.
 pub async fn cli_output(datadir: &Path, args: &[&str], secs: u64) -> std::process::Output {

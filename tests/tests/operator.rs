@@ -4,27 +4,12 @@
 //! by `p2pstore-cli events` while a put forms contracts and pays.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use p2pstore_rpc::P2pstoreApiClient;
 use p2pstore_tests::*;
 use tokio::io::AsyncBufReadExt;
-
-/// The Python the project's installer set up, with `prometheus_client`.
-fn python() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = std::process::Command::new(root.join("scripts/install-python-tools.sh"))
-        .output()
-        .expect("scripts/install-python-tools.sh runs");
-    assert!(
-        out.status.success(),
-        "install-python-tools.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    PathBuf::from(text.lines().last().expect("it prints the python path"))
-}
 
 /// Fetches `url` and parses it with prometheus_client's OpenMetrics parser
 /// (which rejects anything not in the format, `# EOF` included). Returns
@@ -88,7 +73,7 @@ async fn metrics_url(d: &Daemon) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_are_scraped_during_a_put_and_parse_as_openmetrics() {
-    let py = python();
+    let py = python_tools();
     let metrics = vec!["--metrics-bind".to_string(), "127.0.0.1:0".to_string()];
     let net = Net::start(NetOptions {
         providers: 2,

@@ -1,6 +1,11 @@
 //! Bearer-token authentication for the RPC port, bitcoind-style: a fresh
 //! random token in `<datadir>/.cookie` (mode 0600) at every start. Anyone who
 //! can read the data dir can control the node; nobody else can.
+//!
+//! The token comes as `Authorization: Bearer <token>`, or, on a WebSocket
+//! upgrade (browsers cannot set headers there), as the subprotocol
+//! `bearer.<token>` beside `p2pstore`. The dashboard's static files and its
+//! one-time login ([`super::dashboard`]) are answered before the check.
 
 use std::future::Future;
 use std::path::Path;
@@ -12,6 +17,7 @@ use jsonrpsee::server::{HttpBody, HttpResponse};
 use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
 
+use super::dashboard::{self, Logins};
 use crate::crypto::random_bytes;
 use crate::error::Result;
 use crate::keys::write_private_file;
@@ -23,15 +29,30 @@ pub fn write_cookie(path: &Path) -> Result<String> {
     Ok(token)
 }
 
+/// The subprotocol a browser's WebSocket asks for, the token offered
+/// beside it as `bearer.<token>`.
+pub const WS_PROTOCOL: &str = "p2pstore";
+const WS_BEARER_PREFIX: &str = "bearer.";
+
 #[derive(Clone)]
 pub struct BearerAuthLayer {
-    expected: Arc<Vec<u8>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    token: String,
+    expected: Vec<u8>,
+    logins: Arc<Logins>,
 }
 
 impl BearerAuthLayer {
-    pub fn new(token: &str) -> Self {
+    pub fn new(token: &str, logins: Arc<Logins>) -> Self {
         BearerAuthLayer {
-            expected: Arc::new(format!("Bearer {token}").into_bytes()),
+            shared: Arc::new(Shared {
+                token: token.to_string(),
+                expected: format!("Bearer {token}").into_bytes(),
+                logins,
+            }),
         }
     }
 }
@@ -41,7 +62,7 @@ impl<S> Layer<S> for BearerAuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         BearerAuth {
             inner,
-            expected: self.expected.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -49,7 +70,20 @@ impl<S> Layer<S> for BearerAuthLayer {
 #[derive(Clone)]
 pub struct BearerAuth<S> {
     inner: S,
-    expected: Arc<Vec<u8>>,
+    shared: Arc<Shared>,
+}
+
+impl Shared {
+    /// Whether the request offers the token as a WebSocket subprotocol.
+    fn ws_bearer<B>(&self, req: &http::Request<B>) -> bool {
+        req.headers()
+            .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|p| p.trim().strip_prefix(WS_BEARER_PREFIX))
+            .any(|t| bool::from(t.as_bytes().ct_eq(self.token.as_bytes())))
+    }
 }
 
 impl<S, B> Service<http::Request<B>> for BearerAuth<S>
@@ -65,13 +99,33 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let ok = req
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let s = &self.shared;
+        if let Some(resp) = dashboard::answer(&req, &s.logins, &s.token) {
+            return Box::pin(async move { Ok(resp) });
+        }
+        let bearer = req
             .headers()
             .get(http::header::AUTHORIZATION)
-            .is_some_and(|v| bool::from(v.as_bytes().ct_eq(self.expected.as_slice())));
-        if ok {
+            .is_some_and(|v| bool::from(v.as_bytes().ct_eq(s.expected.as_slice())));
+        if bearer {
             Box::pin(self.inner.call(req))
+        } else if s.ws_bearer(&req) {
+            // The token goes no further than this check, and the browser
+            // must hear which subprotocol was chosen or it drops the socket.
+            req.headers_mut()
+                .remove(http::header::SEC_WEBSOCKET_PROTOCOL);
+            let call = self.inner.call(req);
+            Box::pin(async move {
+                let mut resp = call.await?;
+                if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    resp.headers_mut().insert(
+                        http::header::SEC_WEBSOCKET_PROTOCOL,
+                        http::HeaderValue::from_static(WS_PROTOCOL),
+                    );
+                }
+                Ok(resp)
+            })
         } else {
             let mut resp = HttpResponse::new(HttpBody::from(
                 "unauthorized: send Authorization: Bearer <token from the data dir's .cookie>\n",

@@ -5,10 +5,12 @@
 //! ids, paths, schemes, addresses); the services below take only types.
 
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use jsonrpsee::core::{RpcResult, async_trait};
 use jsonrpsee::server::{Server, ServerConfig, ServerHandle};
@@ -61,11 +63,12 @@ fn path(text: &str) -> Result<PathBuf> {
 
 pub struct RpcImpl {
     node: Node,
+    logins: Arc<dashboard::Logins>,
 }
 
 impl RpcImpl {
-    pub fn new(node: Node) -> Self {
-        RpcImpl { node }
+    pub fn new(node: Node, logins: Arc<dashboard::Logins>) -> Self {
+        RpcImpl { node, logins }
     }
 }
 
@@ -276,6 +279,13 @@ impl P2pstoreApiServer for RpcImpl {
         Ok(crate::perf::snapshot())
     }
 
+    async fn dashboard_login(&self) -> RpcResult<DashboardLogin> {
+        Ok(DashboardLogin {
+            code: self.logins.issue()?,
+            expires_in_secs: dashboard::LOGIN_CODE_TTL.as_secs(),
+        })
+    }
+
     async fn wallet_budget(&self, periods: Option<u32>) -> RpcResult<Budget> {
         if periods.is_some_and(|p| p == 0 || p > MAX_BUDGET_PERIODS) {
             return Err(
@@ -363,8 +373,8 @@ impl P2pstoreEventsServer for EventsImpl {
 }
 
 /// Every method the server answers: the API and the event subscription.
-fn methods(node: Node) -> Result<jsonrpsee::Methods> {
-    let mut methods: jsonrpsee::Methods = RpcImpl::new(node.clone()).into_rpc().into();
+fn methods(node: Node, logins: Arc<dashboard::Logins>) -> Result<jsonrpsee::Methods> {
+    let mut methods: jsonrpsee::Methods = RpcImpl::new(node.clone(), logins).into_rpc().into();
     methods
         .merge(EventsImpl { node }.into_rpc())
         .map_err(|e| Error::Internal(e.to_string()))?;
@@ -377,7 +387,9 @@ pub async fn start(
     bind: SocketAddr,
     token: &str,
 ) -> Result<(ServerHandle, SocketAddr)> {
-    let http = tower::ServiceBuilder::new().layer(auth::BearerAuthLayer::new(token));
+    let logins = Arc::new(dashboard::Logins::default());
+    let http =
+        tower::ServiceBuilder::new().layer(auth::BearerAuthLayer::new(token, logins.clone()));
     let server = Server::builder()
         .set_config(
             ServerConfig::builder()
@@ -394,7 +406,7 @@ pub async fn start(
     let addr = server
         .local_addr()
         .map_err(|e| Error::Internal(e.to_string()))?;
-    Ok((server.start(methods(node)?), addr))
+    Ok((server.start(methods(node, logins)?), addr))
 }
 
 #[cfg(test)]
@@ -421,7 +433,7 @@ mod tests {
         let (node, _) = Node::start(crate::config::Config::load(args).unwrap())
             .await
             .unwrap();
-        let implemented: BTreeSet<String> = methods(node)
+        let implemented: BTreeSet<String> = methods(node, Default::default())
             .unwrap()
             .method_names()
             .map(str::to_string)
