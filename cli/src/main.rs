@@ -199,6 +199,9 @@ const PUT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The daemon went away during the call (not: it answered with an error,
 /// nor: it is still working past the timeout).
+/// Exit status after Ctrl-C, as shells report a SIGINT death (128 + 2).
+const INTERRUPTED: i32 = 130;
+
 fn is_connection_lost(e: &jsonrpsee::core::ClientError) -> bool {
     matches!(
         e,
@@ -278,6 +281,18 @@ async fn run(cli: Cli) -> Result<()> {
             // service manager) is asked again with the same operation id:
             // a put that finished returns its result, one that did not runs
             // again and reuses what it already paid for.
+            // Ctrl-C leaves this command, not the put: the daemon runs it
+            // to the end, detached from this call.
+            let interrupted = async {
+                let _ = tokio::signal::ctrl_c().await;
+                eprintln!(
+                    "\ninterrupted: the put goes on in p2pstored (op id {op}); `p2pstore-cli ls` \
+                     lists the file when it is stored, and the same put with --op-id {op} \
+                     waits for it and pays nothing twice"
+                );
+                std::process::exit(INTERRUPTED);
+            };
+            tokio::pin!(interrupted);
             let r = loop {
                 let call = client.put(
                     path.clone(),
@@ -287,15 +302,17 @@ async fn run(cli: Cli) -> Result<()> {
                     force.then_some(true),
                     Some(op.clone()),
                 );
-                match progress::with_bar(
-                    &datadir,
-                    cli.rpc_addr.as_deref(),
-                    show_progress,
-                    op.clone(),
-                    call,
-                )
-                .await
-                {
+                let result = tokio::select! {
+                    r = progress::with_bar(
+                        &datadir,
+                        cli.rpc_addr.as_deref(),
+                        show_progress,
+                        op.clone(),
+                        call,
+                    ) => r,
+                    _ = &mut interrupted => unreachable!("it exits"),
+                };
+                match result {
                     Err(e) if is_connection_lost(&e) && started.elapsed() < PUT_RETRY_FOR => {
                         eprintln!("lost the daemon ({e}); retrying put with op id {op}");
                         tokio::time::sleep(PUT_RETRY_PAUSE).await;
@@ -314,9 +331,17 @@ async fn run(cli: Cli) -> Result<()> {
             let dest = absolute(&output.unwrap_or_else(|| PathBuf::from(".")))?;
             let op = progress::op_id();
             let call = client.get(file_id, dest, Some(op.clone()));
-            let r = progress::with_bar(&datadir, cli.rpc_addr.as_deref(), show_progress, op, call)
-                .await
-                .map_err(conn::describe)?;
+            let r = tokio::select! {
+                r = progress::with_bar(&datadir, cli.rpc_addr.as_deref(), show_progress, op, call) => {
+                    r.map_err(conn::describe)?
+                }
+                // Closing the call stops the get in the daemon, which
+                // removes its part file.
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("\ninterrupted: the get is stopped; nothing was written");
+                    std::process::exit(INTERRUPTED);
+                }
+            };
             out.line(
                 &r,
                 &format!("wrote {} ({} bytes, verified)", r.path, r.size),

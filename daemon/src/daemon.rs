@@ -165,8 +165,15 @@ pub async fn run(cfg: Config, show_new_mnemonic: impl FnOnce(&str)) -> Result<()
     // Dropped with the process, a put cut short is one the next start
     // finishes or rolls back, as after a crash, and its caller's retry
     // with the same op id pays nothing twice.
+    let drained = async {
+        handle.stopped().await;
+        // Puts whose callers went away run on, detached from any call.
+        while node.progress().running() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
     tokio::select! {
-        _ = handle.stopped() => {}
+        _ = drained => {}
         _ = tokio::time::sleep(timeout) => warn!(
             running = node.progress().running(),
             "transfers still running after {} s: aborting them",

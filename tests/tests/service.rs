@@ -330,3 +330,86 @@ async fn init_shows_the_recovery_phrase_only_on_a_terminal() {
     assert!(!log.contains(&phrase[1]), "the phrase is in the log");
     assert!(p2pstored::keys::Keystore::new(&datadir).exists());
 }
+
+/// Part files a get leaves in `dir`.
+fn part_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "part"))
+        .collect()
+}
+
+/// Ctrl-C on a CLI command: it must leave at once, with status 130.
+async fn ctrl_c(cli: tokio::process::Child) -> std::process::Output {
+    unsafe { libc::kill(cli.id().unwrap() as i32, libc::SIGINT) };
+    let out = tokio::time::timeout(Duration::from_secs(30), cli.wait_with_output())
+        .await
+        .expect("the CLI leaves at once")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_on_the_cli_leaves_no_half_put_and_no_part_file() {
+    let net = Net::start(NetOptions {
+        providers: 2,
+        ..Default::default()
+    })
+    .await;
+    // Ctrl-C in the middle of the upload: the CLI leaves, the put does not.
+    let (digest, cli) = put_until_uploading(&net, "ctrl-c.bin", 96 << 20, "ctrl-c").await;
+    let out = ctrl_c(cli).await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("the put goes on"), "{said}");
+    let rpc = net.client.rpc();
+    wait_for("the put to finish in the daemon", 120, || {
+        let rpc = rpc.clone();
+        async move {
+            rpc.progress("ctrl-c".into())
+                .await
+                .ok()?
+                .filter(|p| p.finished)
+        }
+    })
+    .await;
+    let files = rpc.ls().await.unwrap();
+    assert_eq!(files.len(), 1, "stored whole, once");
+    assert_eq!(payments_sent(&net.client).await, 1);
+    providers_hold_only_paid_bytes(&net).await;
+
+    // Ctrl-C in the middle of a get: the daemon stops it or finishes it,
+    // and either way no part file stays behind.
+    let dest = net.dir.path().join("gets");
+    std::fs::create_dir_all(&dest).unwrap();
+    let cli = tokio::process::Command::new(bin("p2pstore-cli"))
+        .arg("--datadir")
+        .arg(&net.client.datadir)
+        .args(["get", &files[0].file_id, "--output"])
+        .arg(&dest)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_for("the get to start writing", 60, || {
+        let started = !part_files(&dest).is_empty();
+        async move { started.then_some(()) }
+    })
+    .await;
+    ctrl_c(cli).await;
+    wait_for("the part file to go", 60, || {
+        let gone = part_files(&dest).is_empty();
+        async move { gone.then_some(()) }
+    })
+    .await;
+    let got = dest.join("ctrl-c.bin");
+    if got.exists() {
+        assert_eq!(file_sha256(&got), digest, "a get that finished is whole");
+    }
+    // The daemon goes on serving.
+    net.assert_get(&files[0].file_id, digest, "after-ctrl-c")
+        .await;
+}

@@ -87,6 +87,9 @@ impl ClientService {
         let file = std::fs::File::create(&tmp).map_err(|e| {
             Error::InvalidPath(format!("cannot write in {}: {e}", parent.display()))
         })?;
+        // However the get ends short of the rename (an error, or its caller
+        // gone and this future dropped), the part file goes.
+        let mut part = PartFile(Some(tmp.clone()));
         let span = info_span!("get", file_id = %id.short());
         let job = Arc::new(DownloadJob {
             key: FileKey::derive(&self.keys.file_master, &id),
@@ -115,16 +118,27 @@ impl ClientService {
                 Ok(())
             });
         if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
             warn!(parent: &span, "get failed: {e}");
             return Err(e);
         }
+        part.0 = None;
         info!(parent: &span, "get finished");
         Ok(p2pstore_rpc::GetResult {
             file_id: id.to_string(),
             path: dest.to_string_lossy().into_owned(),
             size: job.manifest.size,
         })
+    }
+}
+
+/// A get's part file, removed when dropped unless taken (after its rename).
+struct PartFile(Option<PathBuf>);
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 

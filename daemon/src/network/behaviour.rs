@@ -181,7 +181,7 @@ pub fn build_swarm(key: Keypair, cfg: &super::NetworkConfig) -> Result<Swarm<Beh
                 [(SHARD_PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(timeouts.shard)
-                    .with_max_concurrent_streams(8),
+                    .with_max_concurrent_streams(super::MAX_SHARD_STREAMS),
             );
             Behaviour {
                 limits: connection_limits::Behaviour::new(

@@ -211,6 +211,8 @@ pub(super) struct EventLoop {
     pending_peers: HashMap<QueryId, (PeerId, oneshot::Sender<Vec<Multiaddr>>)>,
     pending_control: Pending<ControlResponse>,
     pending_shard: Pending<ShardResponse>,
+    /// The slots of shard requests under way (see `Client::shard`).
+    shard_slots: HashMap<OutboundRequestId, tokio::sync::OwnedSemaphorePermit>,
     rendezvous_cookies: HashMap<PeerId, rendezvous::Cookie>,
     ticks: u32,
     /// Each peer's budget of audits, spent here, before the inbound queue,
@@ -281,6 +283,7 @@ impl EventLoop {
             pending_peers: HashMap::new(),
             pending_control: HashMap::new(),
             pending_shard: HashMap::new(),
+            shard_slots: HashMap::new(),
             rendezvous_cookies: HashMap::new(),
             ticks: 0,
             audit_budget: RateLimiter::keyed(
@@ -458,6 +461,7 @@ impl EventLoop {
                 peer,
                 request,
                 reply,
+                slot,
             } => {
                 let addrs = self.book.get(&peer);
                 self.dialed.used(peer);
@@ -467,6 +471,7 @@ impl EventLoop {
                     .shard
                     .send_request_with_addresses(&peer, Incoming::Message(request), addrs);
                 self.pending_shard.insert(id, reply);
+                self.shard_slots.insert(id, slot);
             }
             Command::RespondControl { channel, response } => {
                 if self
@@ -629,6 +634,9 @@ impl EventLoop {
             }
             BehaviourEvent::Shard(event) => {
                 self.dialed.used(rr_peer(&event));
+                if let Some(id) = rr_outbound_id(&event) {
+                    self.shard_slots.remove(&id);
+                }
                 let inbound = on_request_response(event, &mut self.pending_shard);
                 if let Some((peer, request, channel)) = accept(
                     inbound,
@@ -827,6 +835,20 @@ fn rr_peer<Req, Resp>(event: &request_response::Event<Req, Resp>) -> PeerId {
         | request_response::Event::OutboundFailure { peer, .. }
         | request_response::Event::InboundFailure { peer, .. }
         | request_response::Event::ResponseSent { peer, .. } => *peer,
+    }
+}
+
+/// The request of ours an event ends, if it ends one.
+fn rr_outbound_id<Req, Resp>(
+    event: &request_response::Event<Req, Resp>,
+) -> Option<OutboundRequestId> {
+    match event {
+        request_response::Event::Message {
+            message: request_response::Message::Response { request_id, .. },
+            ..
+        }
+        | request_response::Event::OutboundFailure { request_id, .. } => Some(*request_id),
+        _ => None,
     }
 }
 

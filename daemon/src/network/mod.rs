@@ -12,7 +12,8 @@ pub mod netgroup;
 mod peer_api;
 mod refusals;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use libp2p::identity::Keypair;
 use libp2p::request_response::ResponseChannel;
@@ -91,6 +92,9 @@ enum Command {
         peer: PeerId,
         request: ShardRequest,
         reply: oneshot::Sender<Result<ShardResponse, PeerError>>,
+        /// One of the peer's [`MAX_SHARD_STREAMS`] slots, held by the
+        /// network task until the request ends however it ends.
+        slot: tokio::sync::OwnedSemaphorePermit,
     },
     RespondControl {
         channel: ResponseChannel<ControlResponse>,
@@ -121,7 +125,16 @@ enum Command {
 pub struct Client {
     tx: mpsc::Sender<Command>,
     local_peer_id: PeerId,
+    /// Per peer, the shard streams this node may have open to it.
+    shard_slots: Arc<std::sync::Mutex<HashMap<PeerId, Arc<tokio::sync::Semaphore>>>>,
 }
+
+/// Shard requests open at once on one connection, each way: past it
+/// request-response fails a request at once ("max sub-streams reached"),
+/// so our own requests wait for a slot instead.
+pub const MAX_SHARD_STREAMS: usize = 8;
+/// Peers whose slots are kept; idle ones go first past it.
+const MAX_SLOT_PEERS: usize = 1024;
 
 /// Starts the network task. Returns the client handle and the fair queue
 /// of inbound requests; the task ends when every `Client` is dropped.
@@ -131,7 +144,14 @@ pub async fn spawn(key: Keypair, cfg: NetworkConfig) -> Result<(Client, inbound:
     let (inbound_tx, inbound_rx) = inbound::queue();
     let event_loop = event_loop::EventLoop::new(key, cfg, rx, inbound_tx)?;
     tokio::spawn(event_loop.run());
-    Ok((Client { tx, local_peer_id }, inbound_rx))
+    Ok((
+        Client {
+            tx,
+            local_peer_id,
+            shard_slots: Arc::default(),
+        },
+        inbound_rx,
+    ))
 }
 
 impl Client {
@@ -189,12 +209,36 @@ impl Client {
         .map_err(|e| PeerError::Unreachable(e.to_string()))?
     }
 
+    fn shard_slot(&self, peer: PeerId) -> Result<Arc<tokio::sync::Semaphore>> {
+        let mut slots = self
+            .shard_slots
+            .lock()
+            .map_err(|_| Error::Internal("shard slots poisoned".into()))?;
+        if slots.len() >= MAX_SLOT_PEERS && !slots.contains_key(&peer) {
+            slots.retain(|_, s| s.available_permits() < MAX_SHARD_STREAMS);
+        }
+        Ok(slots
+            .entry(peer)
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_SHARD_STREAMS)))
+            .clone())
+    }
+
     /// A raw shard request: only the typed API in [`peer_api`] uses it.
     async fn shard(&self, peer: PeerId, request: ShardRequest) -> Result<ShardResponse, PeerError> {
+        // Requests a caller gave up on hold their slots until the peer
+        // answers or they time out, so a cancelled get cannot starve the
+        // next one of streams.
+        let slot = self
+            .shard_slot(peer)
+            .map_err(|e| PeerError::Unreachable(e.to_string()))?
+            .acquire_owned()
+            .await
+            .map_err(|e| PeerError::Unreachable(e.to_string()))?;
         self.call(|reply| Command::Shard {
             peer,
             request,
             reply,
+            slot,
         })
         .await
         .map_err(|e| PeerError::Unreachable(e.to_string()))?

@@ -148,9 +148,17 @@ impl P2pstoreApiServer for RpcImpl {
             (None, true) => Some(Term::Keep),
             (None, false) => None,
         };
-        Ok(client
-            .put(&path, scheme, term, force.unwrap_or(false), op_id)
-            .await?)
+        // Detached from this call: a caller that goes away (Ctrl-C on the
+        // CLI) does not cut the put half-way. It finishes, and the same op
+        // id asked again returns its result.
+        let put = tokio::spawn(async move {
+            client
+                .put(&path, scheme, term, force.unwrap_or(false), op_id)
+                .await
+        });
+        Ok(put
+            .await
+            .map_err(|e| Error::Internal(format!("the put stopped: {e}")))??)
     }
 
     async fn stat(&self, file_id: String) -> RpcResult<FileStat> {
