@@ -676,8 +676,22 @@ pub fn plain_swarm<B: libp2p::swarm::NetworkBehaviour>(
     behaviour: impl FnOnce(&libp2p::identity::Keypair) -> B,
     idle: Duration,
 ) -> libp2p::Swarm<B> {
+    plain_swarm_as(
+        libp2p::identity::Keypair::generate_ed25519(),
+        behaviour,
+        idle,
+    )
+}
+
+/// [`plain_swarm`] with the identity `key` (say, one chosen for where its
+/// peer id falls in the DHT).
+pub fn plain_swarm_as<B: libp2p::swarm::NetworkBehaviour>(
+    key: libp2p::identity::Keypair,
+    behaviour: impl FnOnce(&libp2p::identity::Keypair) -> B,
+    idle: Duration,
+) -> libp2p::Swarm<B> {
     use libp2p::{noise, tcp, yamux};
-    libp2p::SwarmBuilder::with_new_identity()
+    libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
             tcp::Config::default(),

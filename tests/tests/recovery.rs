@@ -201,8 +201,9 @@ struct Attacker {
     identify: identify::Behaviour,
 }
 
-fn attacker(seed: &str) -> libp2p::Swarm<Attacker> {
-    let mut swarm = plain_swarm(
+fn attacker(key: libp2p::identity::Keypair, seed: &str) -> libp2p::Swarm<Attacker> {
+    let mut swarm = plain_swarm_as(
+        key,
         |key| Attacker {
             kad: standard_kad(key),
             identify: identify::Behaviour::new(identify::Config::new(
@@ -260,8 +261,24 @@ async fn a_forged_or_replayed_pointer_does_not_win() {
     let account: PeerId = net.client.peer_id().await.parse().unwrap();
     let key = pointer::key(&account);
 
-    // Someone inside the DHT records the pointer as it is now.
-    let mut evil = attacker(&net.bootstrap_addr);
+    // Someone inside the DHT records the pointer as it is now. Its id is
+    // the one closest to the pointer's key, as an attacker would grind it,
+    // so every lookup of the pointer asks it (else whether the client
+    // meets its forgery would depend on which nodes answer first).
+    let mut nodes = vec![net.bootstrap.peer_id().await];
+    for p in &net.providers {
+        nodes.push(p.peer_id().await);
+    }
+    let target = kad::KBucketKey::new(key.to_vec());
+    let nearest = nodes
+        .iter()
+        .map(|p| kad::KBucketKey::from(p.parse::<PeerId>().unwrap()).distance(&target))
+        .min()
+        .unwrap();
+    let evil_key = std::iter::repeat_with(libp2p::identity::Keypair::generate_ed25519)
+        .find(|k| kad::KBucketKey::from(k.public().to_peer_id()).distance(&target) < nearest)
+        .unwrap();
+    let mut evil = attacker(evil_key, &net.bootstrap_addr);
     let q = evil.behaviour_mut().kad.bootstrap().unwrap();
     let _ =
         tokio::time::timeout(Duration::from_secs(30), async {
