@@ -256,6 +256,10 @@ impl Printer {
                 HumanBytes(s.capacity_bytes),
                 HumanBytes(s.free_bytes)
             );
+            println!(
+                "audits:       {} challenges proved, {} missing, {} audits refused (since start)",
+                s.audit_challenges_proved, s.audit_challenges_missing, s.audits_refused
+            );
         }
         Ok(())
     }

@@ -67,6 +67,9 @@ struct Inner {
     transfer_bytes: Family<Labels, Counter>,
     repairs: Family<Labels, Counter>,
     repaired_shards: Counter,
+    repaired_bytes: Counter,
+    audits_answered: Family<Labels, Counter>,
+    audit_challenges_answered: Family<Labels, Counter>,
     audits: Family<Labels, Counter>,
     payments_sent: Counter,
     sent_sat: Counter,
@@ -101,6 +104,9 @@ impl Metrics {
             transfer_bytes: Default::default(),
             repairs: Default::default(),
             repaired_shards: Default::default(),
+            repaired_bytes: Default::default(),
+            audits_answered: Default::default(),
+            audit_challenges_answered: Default::default(),
             audits: Default::default(),
             payments_sent: Default::default(),
             sent_sat: Default::default(),
@@ -138,9 +144,24 @@ impl Metrics {
                 i.repaired_shards.clone(),
             );
             r.register(
+                "repaired_bytes",
+                "Bytes of the shards repairs rebuilt",
+                i.repaired_bytes.clone(),
+            );
+            r.register(
                 "audits",
-                "Audit answers checked, by outcome",
+                "Audits this client sent, by outcome",
                 i.audits.clone(),
+            );
+            r.register(
+                "audits_answered",
+                "Audits this provider answered, by outcome (answered, refused)",
+                i.audits_answered.clone(),
+            );
+            r.register(
+                "audit_challenges_answered",
+                "Audit challenges this provider answered, by outcome (proved, missing)",
+                i.audit_challenges_answered.clone(),
             );
             r.register(
                 "payments_sent",
@@ -255,12 +276,42 @@ impl Metrics {
             }
             EventKind::Progress { .. } => {}
             EventKind::RepairStarted { .. } => {}
-            EventKind::RepairFinished { shards, error, .. } => {
+            EventKind::RepairFinished {
+                shards,
+                bytes,
+                error,
+                ..
+            } => {
                 let outcome = if error.is_some() { "failed" } else { "ok" };
                 i.repairs
                     .get_or_create(&labels(&[("outcome", outcome)]))
                     .inc();
                 i.repaired_shards.inc_by(*shards);
+                i.repaired_bytes.inc_by(*bytes);
+            }
+            EventKind::AuditAnswered {
+                challenges,
+                missing,
+                refused,
+                ..
+            } => {
+                let outcome = if refused.is_some() {
+                    "refused"
+                } else {
+                    "answered"
+                };
+                i.audits_answered
+                    .get_or_create(&labels(&[("outcome", outcome)]))
+                    .inc();
+                if refused.is_none() {
+                    let challenges_by = |o: &str| {
+                        i.audit_challenges_answered
+                            .get_or_create(&labels(&[("outcome", o)]))
+                            .clone()
+                    };
+                    challenges_by("proved").inc_by(challenges - missing);
+                    challenges_by("missing").inc_by(*missing);
+                }
             }
             EventKind::AuditPassed { .. } => {
                 i.audits
@@ -368,6 +419,24 @@ impl Metrics {
             .map_err(|_| Error::Internal("metrics registry poisoned".into()))?;
         encode(&mut out, &registry).map_err(|e| Error::Internal(e.to_string()))?;
         Ok(out)
+    }
+}
+
+impl Metrics {
+    /// A provider's audit answers since start, for `status`: challenges
+    /// proved and missing, and audits refused.
+    pub fn audit_answers(&self) -> (u64, u64, u64) {
+        let i = &self.inner;
+        let challenges = |o: &str| {
+            i.audit_challenges_answered
+                .get_or_create(&labels(&[("outcome", o)]))
+                .get()
+        };
+        let refused = i
+            .audits_answered
+            .get_or_create(&labels(&[("outcome", "refused")]))
+            .get();
+        (challenges("proved"), challenges("missing"), refused)
     }
 }
 

@@ -396,6 +396,9 @@ impl Node {
             refused_requests: 0,
             roles: vec![],
             metrics_addr: self.inner.metrics_addr.get().map(ToString::to_string),
+            audit_challenges_proved: 0,
+            audit_challenges_missing: 0,
+            audits_refused: 0,
             stored_bytes: 0,
             capacity_bytes: 0,
             free_bytes: 0,
@@ -420,6 +423,11 @@ impl Node {
         status.refused_requests = net.refused_requests;
         status.roles = s.roles.clone();
         if let Some(store) = &s.provider.store {
+            (
+                status.audit_challenges_proved,
+                status.audit_challenges_missing,
+                status.audits_refused,
+            ) = self.inner.events.metrics().audit_answers();
             status.stored_bytes = store.used();
             status.capacity_bytes = store.capacity();
             status.free_bytes = store.free();

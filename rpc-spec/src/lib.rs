@@ -118,6 +118,8 @@ pub struct RepairResult {
     pub files_checked: u64,
     pub segments_repaired: u64,
     pub shards_rebuilt: u64,
+    /// Bytes of those shards, stored again at new providers.
+    pub bytes_rebuilt: u64,
     /// Segments with fewer than K valid shards: lost.
     pub unrecoverable_segments: u64,
     pub new_providers: Vec<String>,
@@ -172,6 +174,11 @@ pub struct Status {
     /// Where Prometheus metrics are served (`http://<addr>/metrics`), if
     /// `metrics_bind` is set.
     pub metrics_addr: Option<String>,
+    /// A provider's audit answers since start: challenges proved, missing
+    /// (shards it could not prove), and audits refused.
+    pub audit_challenges_proved: u64,
+    pub audit_challenges_missing: u64,
+    pub audits_refused: u64,
     pub stored_bytes: u64,
     pub capacity_bytes: u64,
     pub free_bytes: u64,
@@ -498,12 +505,25 @@ pub enum EventKind {
         /// Challenges not answered at all (the provider may be offline).
         unanswered: u64,
     },
+    /// A provider answered a client's audit: with a proof for each
+    /// challenge it could prove, `missing` for the rest; or refused it.
+    AuditAnswered {
+        /// The client.
+        peer_id: String,
+        contract_id: String,
+        challenges: u64,
+        missing: u64,
+        /// Why it was refused (a bad request, an unknown contract).
+        refused: Option<String>,
+    },
     /// A client began rebuilding a file's lost shards.
     RepairStarted { file_id: String, segments: u64 },
     /// A repair ended; `error` says why when it did not restore every shard.
     RepairFinished {
         file_id: String,
         shards: u64,
+        /// Bytes of the shards rebuilt and stored again.
+        bytes: u64,
         error: Option<String>,
     },
     /// A provider a client relies on stopped answering.

@@ -154,11 +154,36 @@ async fn metrics_are_scraped_during_a_put_and_parse_as_openmetrics() {
         assert!(c.contains_key(family), "{family} missing: {:?}", c.keys());
     }
 
-    // The providers that took the shards say so, and were paid.
+    // An audit: the client counts what it sent, the providers what they
+    // answered, one proof per challenge.
+    let audited = net.client.rpc().audit(None).await.unwrap();
+    let challenges: u64 = audited.iter().map(|a| a.counts.passed).sum();
+    assert!(challenges > 0);
+    let c = scrape(&py, &client_url).await;
+    assert_eq!(
+        value(&c, "p2pstore_audits_total", &[("outcome", "passed")]),
+        Some(audited.len() as f64)
+    );
+
+    // The providers that took the shards say so, were paid, and proved
+    // every challenge.
     let mut received = 0.0;
     let mut stored = 0.0;
+    let mut proved = 0.0;
     for p in &net.providers {
         let s = scrape(&py, &metrics_url(p).await).await;
+        proved += value(
+            &s,
+            "p2pstore_audit_challenges_answered_total",
+            &[("outcome", "proved")],
+        )
+        .unwrap_or(0.0);
+        let missing = value(
+            &s,
+            "p2pstore_audit_challenges_answered_total",
+            &[("outcome", "missing")],
+        );
+        assert_eq!(missing.unwrap_or(0.0), 0.0);
         received +=
             value(&s, "p2pstore_received_sat_total", &[("kind", "revision")]).unwrap_or(0.0);
         stored += value(&s, "p2pstore_stored_bytes", &[]).unwrap();
@@ -172,6 +197,7 @@ async fn metrics_are_scraped_during_a_put_and_parse_as_openmetrics() {
         stored >= size as f64,
         "stored {stored} of a {size}-byte file"
     );
+    assert_eq!(proved, challenges as f64);
 
     // Anything but GET /metrics is refused.
     let other = client_url.replace("/metrics", "/other");

@@ -243,11 +243,12 @@ impl ClientService {
             file_id: file_id.clone(),
             segments: todo.len() as u64,
         });
-        let before = result.shards_rebuilt;
+        let before = (result.shards_rebuilt, result.bytes_rebuilt);
         let rebuilt = self.rebuild(m, todo, result).await;
         self.events.emit(EventKind::RepairFinished {
             file_id,
-            shards: result.shards_rebuilt - before,
+            shards: result.shards_rebuilt - before.0,
+            bytes: result.bytes_rebuilt - before.1,
             error: rebuilt.as_ref().err().map(ToString::to_string),
         });
         rebuilt
@@ -393,6 +394,7 @@ impl ClientService {
         self.drop_shards(&moved, false).await;
         result.segments_repaired += todo.len() as u64;
         result.shards_rebuilt += rebuilt.len() as u64;
+        result.bytes_rebuilt += rebuilt.iter().map(|r| r.3.len() as u64).sum::<u64>();
         for a in &acquired {
             let peer = a.peer.to_string();
             if !result.new_providers.contains(&peer) {

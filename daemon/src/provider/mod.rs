@@ -225,10 +225,26 @@ impl ProviderService {
             ControlRequest::Audit {
                 contract_id,
                 challenges,
-            } => match self.audit(peer, contract_id, challenges, store).await {
-                Ok(answers) => ControlResponse::Audited { answers },
-                Err(e) => ControlResponse::Error(e),
-            },
+            } => {
+                let asked = challenges.len() as u64;
+                let answer = self.audit(peer, contract_id, challenges, store).await;
+                let missing = answer.as_ref().map_or(0, |a| {
+                    a.iter()
+                        .filter(|x| matches!(x, AuditAnswer::Missing))
+                        .count() as u64
+                });
+                self.events.emit(p2pstore_rpc::EventKind::AuditAnswered {
+                    peer_id: peer.to_string(),
+                    contract_id: contract_id.to_string(),
+                    challenges: asked,
+                    missing,
+                    refused: answer.as_ref().err().map(|e| e.message.clone()),
+                });
+                match answer {
+                    Ok(answers) => ControlResponse::Audited { answers },
+                    Err(e) => ControlResponse::Error(e),
+                }
+            }
             ControlRequest::Contract { contract_id } => {
                 if let Err(e) = self.check_client(&peer, &contract_id) {
                     return ControlResponse::Error(e);

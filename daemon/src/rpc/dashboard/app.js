@@ -117,6 +117,12 @@ function renderProvider(status, contracts) {
     ["free", bytes(status.free_bytes)],
     ["capacity", bytes(status.capacity_bytes)],
   ]);
+  pairs("answered", [
+    ["challenges proved", String(status.audit_challenges_proved), "good"],
+    ["challenges missing", String(status.audit_challenges_missing),
+      status.audit_challenges_missing > 0 ? "bad" : ""],
+    ["audits refused", String(status.audits_refused)],
+  ]);
   const live = contracts.filter((c) => c.next_payment_sat != null);
   const perPeriod = live.reduce((s, c) => s + c.next_payment_sat, 0);
   pairs("earnings", [
