@@ -12,6 +12,12 @@ fn short(id: &str) -> &str {
     id.get(..16).unwrap_or(id)
 }
 
+/// Peer ids in a line of text, each shortened: a line stays one line,
+/// and `--json` has them whole.
+fn short_ids(ids: &[String]) -> String {
+    ids.iter().map(|p| short(p)).collect::<Vec<_>>().join(", ")
+}
+
 pub struct Printer {
     pub json: bool,
 }
@@ -139,12 +145,7 @@ impl Printer {
             },
             r.name,
             HumanBytes(r.size),
-            // Short ids keep the line on one line; --json has them whole.
-            r.providers
-                .iter()
-                .map(|p| short(p))
-                .collect::<Vec<_>>()
-                .join(", ")
+            short_ids(&r.providers)
         );
         Ok(())
     }
@@ -186,7 +187,7 @@ impl Printer {
                 health(&f.health),
                 audited(f.last_audit_at),
                 f.name,
-                f.providers.join(", ")
+                short_ids(&f.providers)
             );
         }
         Ok(())
