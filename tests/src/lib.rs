@@ -705,6 +705,63 @@ pub fn plain_swarm_as<B: libp2p::swarm::NetworkBehaviour>(
         .build()
 }
 
+/// A `p2pstore-cli events` process's lines of output.
+pub type EventLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
+
+/// Starts `p2pstore-cli events` (with `--json` when `json`) on `d`, and
+/// returns once it says it follows them (on stderr): from then on nothing
+/// is missed. The child is killed when dropped.
+pub async fn follow_events(d: &Daemon, json: bool) -> (tokio::process::Child, EventLines) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(bin("p2pstore-cli"))
+        .arg("--datadir")
+        .arg(&d.datadir)
+        .arg("events")
+        .args(json.then_some("--json"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let said = tokio::time::timeout(Duration::from_secs(30), stderr.next_line())
+        .await
+        .expect("events says it follows within 30 s")
+        .unwrap()
+        .unwrap_or_default();
+    assert!(said.contains("following"), "{said}");
+    let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// Reads JSON events until `done` says the ones wanted have come; fails
+/// past `secs`. Returns every event read.
+pub async fn read_events_until(
+    lines: &mut EventLines,
+    secs: u64,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(secs), async {
+        while !done(&seen) {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("the event stream stays open");
+            seen.push(serde_json::from_str(&line).expect("each line is one JSON event"));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("events seen in {secs} s: {seen:#?}"));
+    seen
+}
+
+/// The events of type `t`.
+pub fn events_of<'a>(events: &'a [serde_json::Value], t: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["type"] == t).collect()
+}
+
 /// The Python that `scripts/install-python-tools.sh` sets up (once, in the
 /// project cache), with the packages tests check the daemon with.
 pub fn python_tools() -> PathBuf {

@@ -178,6 +178,7 @@ async fn honest_passes_a_thousand_challenges_and_stopped_is_unknown() {
     }
 
     // A stopped provider: unknown, not failed, and its score stays.
+    let (_events_cli, mut events) = follow_events(&net.client, true).await;
     let stopped = holders[0].clone();
     let i = net.provider_by_peer(&stopped).await;
     net.providers[i].kill();
@@ -201,6 +202,28 @@ async fn honest_passes_a_thousand_challenges_and_stopped_is_unknown() {
         let expected = if offline { (3, 4) } else { (4, 4) };
         assert_eq!(health(&net, &file_id).await, expected, "round {round}");
     }
+    // Said once, as it went offline, after three unanswered audits.
+    let seen = read_events_until(&mut events, 30, |seen| {
+        !events_of(seen, "provider_offline").is_empty()
+            && events_of(seen, "audit_failed").len() >= 3
+            && events_of(seen, "audit_passed").len() >= 9
+    })
+    .await;
+    let offline = events_of(&seen, "provider_offline");
+    assert_eq!(offline.len(), 1, "{seen:#?}");
+    assert_eq!(offline[0]["peer_id"], stopped);
+    for e in events_of(&seen, "audit_failed") {
+        assert_eq!(e["peer_id"], stopped);
+        assert_eq!(
+            (e["failed"].as_u64(), e["unanswered"].as_u64()),
+            (Some(0), Some(1000))
+        );
+    }
+    assert_eq!(
+        events_of(&seen, "audit_passed").len(),
+        9,
+        "three others, three rounds"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

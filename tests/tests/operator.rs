@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use p2pstore_rpc::P2pstoreApiClient;
 use p2pstore_tests::*;
-use tokio::io::AsyncBufReadExt;
 
 /// Fetches `url` and parses it with prometheus_client's OpenMetrics parser
 /// (which rejects anything not in the format, `# EOF` included). Returns
@@ -213,60 +212,6 @@ async fn metrics_are_scraped_during_a_put_and_parse_as_openmetrics() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "404");
 }
 
-type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
-
-/// Starts `p2pstore-cli events` (with `--json` when `json`) on `d`, and
-/// returns once it says it follows them (on stderr): the child and its
-/// lines.
-async fn follow(d: &Daemon, json: bool) -> (tokio::process::Child, Lines) {
-    let mut child = tokio::process::Command::new(bin("p2pstore-cli"))
-        .arg("--datadir")
-        .arg(&d.datadir)
-        .arg("events")
-        .args(json.then_some("--json"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let said = tokio::time::timeout(Duration::from_secs(30), stderr.next_line())
-        .await
-        .expect("events says it follows within 30 s")
-        .unwrap()
-        .unwrap_or_default();
-    assert!(said.contains("following"), "{said}");
-    let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    (child, lines)
-}
-
-/// Reads events until `done` says the ones wanted have come; fails past
-/// `secs`. Returns every event read.
-async fn read_until(
-    lines: &mut Lines,
-    secs: u64,
-    done: impl Fn(&[serde_json::Value]) -> bool,
-) -> Vec<serde_json::Value> {
-    let mut seen = Vec::new();
-    tokio::time::timeout(Duration::from_secs(secs), async {
-        while !done(&seen) {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("the event stream stays open");
-            seen.push(serde_json::from_str(&line).expect("each line is one JSON event"));
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("events seen in {secs} s: {seen:#?}"));
-    seen
-}
-
-fn of_type<'a>(events: &'a [serde_json::Value], t: &str) -> Vec<&'a serde_json::Value> {
-    events.iter().filter(|e| e["type"] == t).collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn events_follow_a_put_through_its_phases_contracts_and_payment() {
     let net = Net::start(NetOptions {
@@ -274,24 +219,24 @@ async fn events_follow_a_put_through_its_phases_contracts_and_payment() {
         ..Default::default()
     })
     .await;
-    let (mut client_cli, mut client_events) = follow(&net.client, true).await;
-    let (mut text_cli, mut text_lines) = follow(&net.client, false).await;
+    let (mut client_cli, mut client_events) = follow_events(&net.client, true).await;
+    let (mut text_cli, mut text_lines) = follow_events(&net.client, false).await;
     let mut provider_streams = Vec::new();
     for p in &net.providers {
-        provider_streams.push(follow(p, true).await);
+        provider_streams.push(follow_events(p, true).await);
     }
 
     let src = net.dir.path().join("followed.bin");
     random_file(&src, 6 << 20);
     let put = net.put_op(&src, "followed-put").await;
 
-    let events = read_until(&mut client_events, 60, |seen| {
+    let events = read_events_until(&mut client_events, 60, |seen| {
         seen.iter().any(|e| {
             e["type"] == "progress" && e["op_id"] == "followed-put" && e["finished"] == true
         })
     })
     .await;
-    let progress: Vec<&serde_json::Value> = of_type(&events, "progress")
+    let progress: Vec<&serde_json::Value> = events_of(&events, "progress")
         .into_iter()
         .filter(|e| e["op_id"] == "followed-put")
         .collect();
@@ -319,7 +264,7 @@ async fn events_follow_a_put_through_its_phases_contracts_and_payment() {
     assert!(done.windows(2).all(|w| w[0] <= w[1]), "{done:?}");
     assert!(events.iter().all(|e| e["time_ms"].as_u64().unwrap() > 0));
 
-    let formed = of_type(&events, "contract_formed");
+    let formed = events_of(&events, "contract_formed");
     assert_eq!(formed.len(), put.providers.len(), "{events:#?}");
     for f in &formed {
         assert!(
@@ -327,7 +272,7 @@ async fn events_follow_a_put_through_its_phases_contracts_and_payment() {
                 .contains(&f["peer_id"].as_str().unwrap().to_string())
         );
     }
-    let sent = of_type(&events, "payment_sent");
+    let sent = events_of(&events, "payment_sent");
     assert_eq!(sent.len(), 1, "{events:#?}");
     let paid = sent[0]["amount_sat"].as_u64().unwrap();
     assert!(paid > 0);
@@ -340,11 +285,11 @@ async fn events_follow_a_put_through_its_phases_contracts_and_payment() {
         if !put.providers.contains(&peer) {
             continue;
         }
-        let seen = read_until(lines, 30, |seen| {
-            !of_type(seen, "payment_received").is_empty()
+        let seen = read_events_until(lines, 30, |seen| {
+            !events_of(seen, "payment_received").is_empty()
         })
         .await;
-        let r = of_type(&seen, "payment_received")[0];
+        let r = events_of(&seen, "payment_received")[0];
         assert_eq!(r["txid"], sent[0]["txid"]);
         assert_eq!(r["kind"], "revision");
         received += r["amount_sat"].as_u64().unwrap();
@@ -362,12 +307,12 @@ async fn events_follow_a_put_through_its_phases_contracts_and_payment() {
         )
         .await
         .unwrap();
-    let events = read_until(&mut client_events, 60, |seen| {
+    let events = read_events_until(&mut client_events, 60, |seen| {
         seen.iter()
             .any(|e| e["op_id"] == "followed-get" && e["finished"] == true)
     })
     .await;
-    let mut phases: Vec<&str> = of_type(&events, "progress")
+    let mut phases: Vec<&str> = events_of(&events, "progress")
         .iter()
         .filter(|e| e["op_id"] == "followed-get")
         .map(|e| e["phase"].as_str().unwrap())

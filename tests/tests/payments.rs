@@ -255,6 +255,7 @@ async fn a_term_ends_unrenewed_and_keep_renews() {
     })
     .await;
     let rpc = net.client.rpc();
+    let (_events_cli, mut events) = follow_events(&net.client, true).await;
     let short = net.dir.path().join("short.bin");
     random_file(&short, 1 << 20);
     let kept = net.dir.path().join("kept.bin");
@@ -309,6 +310,19 @@ async fn a_term_ends_unrenewed_and_keep_renews() {
     assert_eq!(cs[0].state, ContractState::Active);
     assert!(cs[0].term_end_height > cs[0].paid_through_height);
     net.assert_get(&kept.file_id, kept_digest, "kept.out").await;
+    // Subscribers heard the term grow, to where the contract says.
+    let seen = read_events_until(&mut events, 30, |seen| {
+        events_of(seen, "contract_renewed")
+            .iter()
+            .any(|e| e["term_end_height"] == cs[0].term_end_height)
+    })
+    .await;
+    let renewed = events_of(&seen, "contract_renewed");
+    assert!(
+        renewed
+            .iter()
+            .all(|e| e["contract_id"] == cs[0].contract_id)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -811,6 +825,7 @@ async fn a_provider_failing_audits_is_not_paid_and_its_shards_move() {
     })
     .await;
     let rpc = net.client.rpc();
+    let (_events_cli, mut events) = follow_events(&net.client, true).await;
     let (file_id, digest, holders) = net.put_random("audited.bin", 2 << 20, None).await;
     assert_eq!(holders.len(), 4);
     let cs = wait_contract_states(&net.client, ContractRole::Client, ContractState::Active).await;
@@ -867,6 +882,41 @@ async fn a_provider_failing_audits_is_not_paid_and_its_shards_move() {
         (theirs.state, theirs.payment_txids.len()),
         (ContractState::Failed, 1)
     );
+
+    // What happened, as subscribers heard it: the failed audit, the
+    // contract ended as failed, the periods paid to the honest three only,
+    // and the repair that moved the lost shard.
+    let seen = read_events_until(&mut events, 60, |seen| {
+        !events_of(seen, "repair_finished").is_empty()
+            && events_of(seen, "contract_paid").len() >= 6
+    })
+    .await;
+    assert!(
+        events_of(&seen, "audit_failed")
+            .iter()
+            .any(|e| e["peer_id"] == victim && e["failed"].as_u64() > Some(0)),
+        "{seen:#?}"
+    );
+    let ended = events_of(&seen, "contract_ended");
+    assert_eq!(ended.len(), 1, "{ended:#?}");
+    assert_eq!(
+        (&ended[0]["peer_id"], &ended[0]["role"], &ended[0]["state"]),
+        (
+            &serde_json::json!(victim),
+            &serde_json::json!("client"),
+            &serde_json::json!("failed")
+        )
+    );
+    let paid = events_of(&seen, "contract_paid");
+    assert!(paid.iter().all(|e| e["peer_id"] != victim), "{paid:#?}");
+    assert!(paid.iter().all(|e| e["amount_sat"].as_u64() > Some(0)));
+    let started = events_of(&seen, "repair_started");
+    let finished = events_of(&seen, "repair_finished");
+    assert_eq!((started.len(), finished.len()), (1, 1), "{seen:#?}");
+    assert_eq!(started[0]["file_id"], file_id);
+    assert_eq!(finished[0]["shards"], 1);
+    assert!(finished[0]["bytes"].as_u64() > Some(0));
+    assert!(finished[0]["error"].is_null());
 }
 
 /// The client dies at each point of a period payment in turn: before the
