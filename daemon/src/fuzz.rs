@@ -148,7 +148,7 @@ static RPC: LazyLock<RpcTarget> = LazyLock::new(|| {
     let (node, _) = runtime
         .block_on(crate::node::Node::start(cfg))
         .expect("a node with no account");
-    let module = crate::rpc::RpcImpl::new(node).into_rpc();
+    let module = crate::rpc::RpcImpl::new(node, Default::default()).into_rpc();
     RpcTarget {
         runtime,
         module,
