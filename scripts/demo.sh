@@ -149,6 +149,8 @@ cat <<MSG
 
 The network is still running in $DIR:
   export P2PSTORE_DATADIR=$DIR/client; $P2PSTORE_CLI contracts
+  $P2PSTORE_CLI dashboard                # a one-time link to the web dashboard
+  $P2PSTORE_CLI events                   # follow what happens, live
   scripts/mine.sh 1 --dir $DIR         # mine a block
   scripts/regtest-down.sh --dir $DIR   # stop it all
 MSG
