@@ -26,6 +26,11 @@ use crate::error::{Error, Result};
 pub const METRICS_PREFIX: &str = "p2pstore";
 /// The one path served.
 pub const METRICS_PATH: &str = "/metrics";
+/// Scrapers connected at once.
+const MAX_METRICS_CONNECTIONS: usize = 16;
+/// How long a connection may take to send a request's headers: a silent
+/// one gives its slot back.
+const METRICS_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// OpenMetrics, the format `encode` writes.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -463,8 +468,14 @@ where
         })?;
     let addr = listener.local_addr()?;
     info!(%addr, "serving metrics at http://{addr}{METRICS_PATH}");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_METRICS_CONNECTIONS));
     let task = tokio::spawn(async move {
         loop {
+            // A scraper holds one slot while connected; past the limit new
+            // connections wait in the kernel's backlog.
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let (stream, _) = match listener.accept().await {
                 Ok(s) => s,
                 Err(e) => {
@@ -502,12 +513,14 @@ where
             });
             tokio::spawn(async move {
                 let io = hyper_util::rt::TokioIo::new(stream);
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await
-                {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(METRICS_HEADER_TIMEOUT)
+                    .serve_connection(io, service);
+                if let Err(e) = conn.await {
                     tracing::debug!("metrics connection: {e}");
                 }
+                drop(slot);
             });
         }
     });
