@@ -85,7 +85,7 @@ struct Inner {
     stored_shards: Gauge,
     capacity_bytes: Gauge,
     files: Gauge,
-    balance_sat: Family<Labels, Gauge>,
+    wallet_balance_sat: Family<Labels, Gauge>,
     connected_peers: Gauge,
     dht_peers: Gauge,
     refused_requests: Counter,
@@ -122,7 +122,7 @@ impl Metrics {
             stored_shards: Default::default(),
             capacity_bytes: Default::default(),
             files: Default::default(),
-            balance_sat: Default::default(),
+            wallet_balance_sat: Default::default(),
             connected_peers: Default::default(),
             dht_peers: Default::default(),
             refused_requests: Default::default(),
@@ -132,113 +132,37 @@ impl Metrics {
         {
             let r = registry.sub_registry_with_prefix(METRICS_PREFIX);
             let i = &inner;
-            r.register(
-                "transfers",
-                "Puts and gets ended, by transfer and outcome",
-                i.transfers.clone(),
-            );
-            r.register(
-                "transfer_bytes",
-                "Bytes of files put or got by transfers that succeeded",
-                i.transfer_bytes.clone(),
-            );
-            r.register("repairs", "Repairs ended, by outcome", i.repairs.clone());
-            r.register(
-                "repaired_shards",
-                "Shards rebuilt and stored again by repairs",
-                i.repaired_shards.clone(),
-            );
-            r.register(
-                "repaired_bytes",
-                "Bytes of the shards repairs rebuilt",
-                i.repaired_bytes.clone(),
-            );
-            r.register(
-                "audits",
-                "Audits this client sent, by outcome",
-                i.audits.clone(),
-            );
-            r.register(
-                "audits_answered",
-                "Audits this provider answered, by outcome (answered, refused)",
-                i.audits_answered.clone(),
-            );
-            r.register(
-                "audit_challenges_answered",
-                "Audit challenges this provider answered, by outcome (proved, missing)",
-                i.audit_challenges_answered.clone(),
-            );
-            r.register(
-                "payments_sent",
-                "Payment transactions broadcast",
-                i.payments_sent.clone(),
-            );
-            r.register(
-                "sent_sat",
-                "Satoshis paid to providers, fees not included",
-                i.sent_sat.clone(),
-            );
-            r.register(
-                "received_sat",
-                "Satoshis credited by this provider, by payment kind",
-                i.received_sat.clone(),
-            );
-            r.register(
-                "contract_events",
-                "Contracts formed, paid, renewed and ended",
-                i.contract_events.clone(),
-            );
-            r.register(
-                "providers_offline",
-                "Times a provider in use stopped answering",
-                i.providers_offline.clone(),
-            );
-            r.register(
-                "stored_bytes",
-                "Bytes of shards this provider holds",
-                i.stored_bytes.clone(),
-            );
-            r.register(
-                "stored_shards",
-                "Shards this provider holds",
-                i.stored_shards.clone(),
-            );
-            r.register(
-                "capacity_bytes",
-                "Storage this provider offers",
-                i.capacity_bytes.clone(),
-            );
-            r.register("files", "Files in this client's index", i.files.clone());
-            r.register(
-                "wallet_balance_sat",
-                "Wallet balance, by state",
-                i.balance_sat.clone(),
-            );
-            r.register(
-                "connected_peers",
-                "Peers with an open connection",
-                i.connected_peers.clone(),
-            );
-            r.register(
-                "dht_peers",
-                "Peers in the Kademlia routing table",
-                i.dht_peers.clone(),
-            );
-            r.register(
-                "refused_requests",
-                "Inbound peer requests refused: over a quota, malformed, or every slot taken",
-                i.refused_requests.clone(),
-            );
-            r.register(
-                "contracts",
-                "Contracts, by role and state",
-                i.contracts.clone(),
-            );
-            r.register(
-                "audit_score",
-                "Each provider's audit score (0 to 1), as this client sees it",
-                i.audit_score.clone(),
-            );
+            // Each field under its own name (`p2pstore_` prefixed).
+            macro_rules! register {
+                ($($field:ident: $help:literal;)+) => {
+                    $(r.register(stringify!($field), $help, i.$field.clone());)+
+                };
+            }
+            register! {
+                transfers: "Puts and gets ended, by transfer and outcome";
+                transfer_bytes: "Bytes of files put or got by transfers that succeeded";
+                repairs: "Repairs ended, by outcome";
+                repaired_shards: "Shards rebuilt and stored again by repairs";
+                repaired_bytes: "Bytes of the shards repairs rebuilt";
+                audits: "Audits this client sent, by outcome";
+                audits_answered: "Audits this provider answered, by outcome (answered, refused)";
+                audit_challenges_answered: "Audit challenges this provider answered, by outcome (proved, missing)";
+                payments_sent: "Payment transactions broadcast";
+                sent_sat: "Satoshis paid to providers, fees not included";
+                received_sat: "Satoshis credited by this provider, by payment kind";
+                contract_events: "Contracts formed, paid, renewed and ended";
+                providers_offline: "Times a provider in use stopped answering";
+                stored_bytes: "Bytes of shards this provider holds";
+                stored_shards: "Shards this provider holds";
+                capacity_bytes: "Storage this provider offers";
+                files: "Files in this client's index";
+                wallet_balance_sat: "Wallet balance, by state";
+                connected_peers: "Peers with an open connection";
+                dht_peers: "Peers in the Kademlia routing table";
+                refused_requests: "Inbound peer requests refused: over a quota, malformed, or every slot taken";
+                contracts: "Contracts, by role and state";
+                audit_score: "Each provider's audit score (0 to 1), as this client sees it";
+            }
         }
         inner.registry = Mutex::new(registry);
         Metrics {
@@ -384,7 +308,8 @@ impl Metrics {
         if let Some(b) = s.balance_sat {
             for (state, v) in ["confirmed", "unconfirmed", "immature"].into_iter().zip(b) {
                 set(
-                    &i.balance_sat.get_or_create(&labels(&[("state", state)])),
+                    &i.wallet_balance_sat
+                        .get_or_create(&labels(&[("state", state)])),
                     Some(v),
                 );
             }
