@@ -78,14 +78,15 @@ pub const DEFAULT_MAX_OUTBOUND_CONNECTIONS: u32 = 64;
 /// one bitcoind (scripts/scale.sh) poll less often, or its RPC queue
 /// overflows; a payment notice always makes the wallet look at once.
 pub const DEFAULT_BITCOIND_POLL_SECS: u64 = 1;
+/// How long a shutdown (SIGTERM, SIGINT) lets running puts and gets go on
+/// before it cuts them. A cut put is recovered as after a crash (the next
+/// start finishes or rolls it back, and a retry by its op id pays nothing
+/// twice), so waiting only saves the work done so far.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 // Runtime timeouts and intervals of the node's services (not configurable;
 // here so that they are named and found in one place).
 /// Longest wait for a peer's answer to a control message (offer, contract).
-/// How long a shutdown (SIGTERM, SIGINT) lets running puts and gets go on
-/// before it aborts them: a put aborted mid-way is rolled back as after a
-/// failure, so waiting only saves the work done so far.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 pub const CONTROL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Longest wait for one shard upload or download.
 pub const SHARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);

@@ -819,6 +819,12 @@ pub fn parse_seed(seed: &str) -> (libp2p::PeerId, libp2p::Multiaddr) {
     (id, seed)
 }
 
+/// Transactions `d`'s wallet sent: its payments, and any send from it.
+pub async fn sent_txs(d: &Daemon) -> Vec<p2pstore_rpc::WalletTx> {
+    let txs = d.rpc().wallet_txs().await.unwrap();
+    txs.into_iter().filter(|t| t.sent_sat > 0).collect()
+}
+
 /// Writes `len` random bytes to a new file and returns its SHA-256.
 pub fn random_file(path: &Path, len: usize) -> [u8; 32] {
     use sha2::Digest;

@@ -88,20 +88,14 @@ async fn wait_contracts(
     .await
 }
 
-/// Transactions the daemon's wallet sent.
-async fn sent(d: &Daemon) -> Vec<p2pstore_rpc::WalletTx> {
-    let txs = d.rpc().wallet_txs().await.unwrap();
-    txs.into_iter().filter(|t| t.sent_sat > 0).collect()
-}
-
 /// The sum of fees of every transaction the daemon's wallet sent.
 async fn fees_paid(d: &Daemon) -> u64 {
-    sent(d).await.iter().map(|t| t.fee_sat.unwrap()).sum()
+    sent_txs(d).await.iter().map(|t| t.fee_sat.unwrap()).sum()
 }
 
 /// Payments the daemon's wallet made.
 async fn spends(d: &Daemon) -> usize {
-    sent(d).await.len()
+    sent_txs(d).await.len()
 }
 
 /// Mines until the next period of contracts paid through `through` is due

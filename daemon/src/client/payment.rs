@@ -667,10 +667,6 @@ impl ClientService {
         }
     }
 
-    /// Stops paying a provider (it failed its audits, or refused a
-    /// period's money): the contract ends and every shard it holds is
-    /// marked lost, so the repair moves them before the provider deletes
-    /// them. `why` completes the log line.
     /// Tells subscribers and the metrics that a client contract ended.
     fn contract_ended(&self, c: &Contract, state: State) {
         self.events.emit(EventKind::ContractEnded {
@@ -681,6 +677,10 @@ impl ClientService {
         });
     }
 
+    /// Stops paying a provider (it failed its audits, or refused a
+    /// period's money): the contract ends and every shard it holds is
+    /// marked lost, so the repair moves them before the provider deletes
+    /// them. `why` completes the log line.
     fn fail_contract(&self, c: &Contract, files: &[&Manifest], why: &str) -> Result<()> {
         self.contracts
             .update(&c.contract_id, |c| c.state = State::Failed)?;

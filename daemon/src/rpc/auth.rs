@@ -73,15 +73,21 @@ pub struct BearerAuth<S> {
     shared: Arc<Shared>,
 }
 
+/// The WebSocket subprotocols a request offers.
+fn ws_protocols<B>(req: &http::Request<B>) -> impl Iterator<Item = &str> {
+    req.headers()
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
 impl Shared {
     /// Whether the request offers the token as a WebSocket subprotocol.
     fn ws_bearer<B>(&self, req: &http::Request<B>) -> bool {
-        req.headers()
-            .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|p| p.trim().strip_prefix(WS_BEARER_PREFIX))
+        ws_protocols(req)
+            .filter_map(|p| p.strip_prefix(WS_BEARER_PREFIX))
             .any(|t| bool::from(t.as_bytes().ct_eq(self.token.as_bytes())))
     }
 }
@@ -111,14 +117,16 @@ where
         if bearer {
             Box::pin(self.inner.call(req))
         } else if s.ws_bearer(&req) {
-            // The token goes no further than this check, and the browser
-            // must hear which subprotocol was chosen or it drops the socket.
+            // The token goes no further than this check. A browser must
+            // hear one of the subprotocols it offered chosen, or it drops
+            // the socket; a client that offered only the token hears none.
+            let offered = ws_protocols(&req).any(|p| p == WS_PROTOCOL);
             req.headers_mut()
                 .remove(http::header::SEC_WEBSOCKET_PROTOCOL);
             let call = self.inner.call(req);
             Box::pin(async move {
                 let mut resp = call.await?;
-                if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                if offered && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                     resp.headers_mut().insert(
                         http::header::SEC_WEBSOCKET_PROTOCOL,
                         http::HeaderValue::from_static(WS_PROTOCOL),
